@@ -1,0 +1,612 @@
+//! The embedded broker: one SQLite file in WAL mode, the default of `weir dev`.
+//!
+//! Writes go through a pool of one connection and `BEGIN IMMEDIATE`, so
+//! writers in this process queue in order instead of failing with "database
+//! is locked", and writers in other processes (the worker's children) wait
+//! on the file lock for up to `busy_timeout`. Reads use a separate pool and
+//! never block on writers (WAL). Batches are single statements over
+//! `json_each`, so claiming or acknowledging a hundred jobs costs one
+//! statement, not a hundred.
+//!
+//! Durability: with `synchronous=NORMAL` (the default) a commit survives a
+//! crash of any process, including kill -9; `FULL` also survives an OS crash
+//! or power loss, at the cost of an fsync per commit.
+
+mod row;
+
+use super::{
+    Broker, BrokerError, BrokerResult, ClaimRequest, ClaimedJob, Completion, EnqueueRequest,
+    Enqueued, JobPage, Lease, ListRequest, Maintenance, Outcome, QueueCounts, Scope,
+};
+use crate::job::{Job, JobId, JobState, now_ms};
+use crate::node::WorkerInfo;
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+const Q_ENQUEUE: &str = include_str!("queries/enqueue.sql");
+const Q_PROMOTE: &str = include_str!("queries/promote.sql");
+const Q_CLAIM: &str = include_str!("queries/claim.sql");
+const Q_RENEW: &str = include_str!("queries/renew.sql");
+const Q_SUCCEED: &str = include_str!("queries/succeed.sql");
+const Q_FAIL: &str = include_str!("queries/fail.sql");
+const Q_RELEASE: &str = include_str!("queries/release.sql");
+const Q_REAP: &str = include_str!("queries/reap.sql");
+const Q_CANCEL: &str = include_str!("queries/cancel.sql");
+const Q_RETRY: &str = include_str!("queries/retry.sql");
+const Q_LIST: &str = include_str!("queries/list.sql");
+const JOB_COLUMNS: &str = "id, tenant, task, queue, state, priority, payload, attempts, \
+     max_retries, timeout_ms, unique_key, result, error, progress, created_at, run_at, \
+     started_at, finished_at";
+
+/// Due jobs promoted per statement; bounds the time one call holds the write lock.
+const PROMOTE_BATCH: i64 = 1000;
+/// Expired leases returned per maintenance pass.
+const REAP_BATCH: i64 = 1000;
+
+/// How hard a commit is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=NORMAL`: survives a process crash (the default).
+    Normal,
+    /// `synchronous=FULL`: also survives an OS crash or power loss.
+    Full,
+}
+
+/// The SQLite broker.
+#[derive(Debug, Clone)]
+pub struct SqliteBroker {
+    /// One connection: every write in this process goes through it, in order.
+    writer: SqlitePool,
+    /// Readers; WAL lets them run beside the writer.
+    reader: SqlitePool,
+}
+
+impl SqliteBroker {
+    /// Opens (creating if needed) the database at `path` and applies migrations.
+    pub async fn open(path: &str, durability: Durability) -> BrokerResult<Self> {
+        if let Some(dir) = Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                BrokerError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .map_err(|e| BrokerError::Invalid(format!("bad SQLite path `{path}`: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match durability {
+                Durability::Normal => SqliteSynchronous::Normal,
+                Durability::Full => SqliteSynchronous::Full,
+            })
+            .busy_timeout(Duration::from_secs(10))
+            .statement_cache_capacity(64);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(unavailable)?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(unavailable)?;
+        Ok(SqliteBroker { writer, reader })
+    }
+
+    async fn begin(&self) -> BrokerResult<Transaction<'static, Sqlite>> {
+        // IMMEDIATE takes the write lock up front: a deferred transaction that
+        // reads and then writes can fail outright when another process wrote
+        // in between, instead of waiting for the lock.
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(from_sqlx)
+    }
+
+    async fn fetch_job(&self, scope: &Scope, id: JobId) -> BrokerResult<Option<Job>> {
+        let sql = match scope {
+            Scope::All => format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+            Scope::Tenant(_) => {
+                format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND tenant = ?2")
+            }
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .bind(scope.tenant())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(from_sqlx)?;
+        row.as_ref().map(row::job).transpose()
+    }
+
+    /// The state a job is in, for the 409 of a refused cancel or retry.
+    async fn conflict_or_missing(&self, scope: &Scope, id: JobId) -> BrokerError {
+        match self.fetch_job(scope, id).await {
+            Ok(Some(job)) => BrokerError::Conflict(job.state),
+            Ok(None) => BrokerError::NotFound,
+            Err(e) => e,
+        }
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> BrokerResult<()> {
+    // Several processes may start at once on a new file (an API and a worker
+    // in separate terminals); the loser of that race sees the winner's work
+    // on its second try.
+    let migrator = sqlx::migrate!("./migrations/sqlite");
+    let mut last = None;
+    for _ in 0..5 {
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    Err(BrokerError::Unavailable(format!(
+        "migrating the SQLite database failed: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )))
+}
+
+fn unavailable(e: sqlx::Error) -> BrokerError {
+    BrokerError::Unavailable(e.to_string())
+}
+
+/// Busy and I/O errors are worth retrying; the rest are bugs or bad data.
+fn from_sqlx(e: sqlx::Error) -> BrokerError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            BrokerError::Invalid(format!("conflicts with an unfinished job: {db}"))
+        }
+        sqlx::Error::Database(db)
+            if db.message().contains("locked") || db.message().contains("busy") =>
+        {
+            BrokerError::Unavailable(e.to_string())
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => BrokerError::Unavailable(e.to_string()),
+        _ => BrokerError::Internal(e.to_string()),
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn lease_json(leases: impl IntoIterator<Item = Lease>) -> String {
+    Value::Array(
+        leases
+            .into_iter()
+            .map(|l| json!({"id": l.id.to_string(), "attempt": l.attempt}))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// The leases whose ids the statement did not return: those it did not touch.
+fn missing(requested: impl IntoIterator<Item = Lease>, touched: &HashSet<String>) -> Vec<Lease> {
+    requested
+        .into_iter()
+        .filter(|l| !touched.contains(&l.id.to_string()))
+        .collect()
+}
+
+fn ids(rows: &[sqlx::sqlite::SqliteRow]) -> BrokerResult<HashSet<String>> {
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(0).map_err(from_sqlx))
+        .collect()
+}
+
+#[async_trait]
+impl Broker for SqliteBroker {
+    async fn enqueue(&self, jobs: Vec<EnqueueRequest>) -> BrokerResult<Vec<Enqueued>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let planned: Vec<Job> = jobs.into_iter().map(|r| row::new_job(r, now)).collect();
+        let batch = Value::Array(planned.iter().map(row::insert_json).collect()).to_string();
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(Q_ENQUEUE)
+            .bind(now.0)
+            .bind(batch)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        let inserted = ids(&rows)?;
+        let mut out = Vec::with_capacity(planned.len());
+        for job in planned {
+            if inserted.contains(&job.id.to_string()) {
+                out.push(Enqueued { job, created: true });
+                continue;
+            }
+            // Skipped by ON CONFLICT: the unique key is held by an unfinished
+            // job (possibly one earlier in this same batch).
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = ?1 AND task = ?2 AND unique_key = ?3 \
+                 AND state IN ('scheduled', 'queued', 'running', 'retrying')"
+            );
+            let holder = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&job.tenant)
+                .bind(&job.task)
+                .bind(&job.unique_key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(from_sqlx)?
+                .ok_or_else(|| {
+                    BrokerError::Internal(format!(
+                        "job {} was neither inserted nor a duplicate",
+                        job.id
+                    ))
+                })?;
+            out.push(Enqueued {
+                job: row::job(&holder)?,
+                created: false,
+            });
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(out)
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> BrokerResult<Vec<ClaimedJob>> {
+        if request.limit == 0 || request.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let expires = now.0.saturating_add(ms(request.lease));
+        let mut tx = self.begin().await?;
+        sqlx::query(Q_PROMOTE)
+            .bind(now.0)
+            .bind(PROMOTE_BATCH)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        let paused: HashSet<String> =
+            sqlx::query_scalar("SELECT name FROM queues WHERE paused = 1")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?
+                .into_iter()
+                .collect();
+        let mut claimed = Vec::new();
+        for queue in request.queues.iter().filter(|q| !paused.contains(*q)) {
+            let want = request.limit - claimed.len();
+            if want == 0 {
+                break;
+            }
+            let rows = sqlx::query(Q_CLAIM)
+                .bind(now.0)
+                .bind(&request.worker)
+                .bind(expires)
+                .bind(queue)
+                .bind(i64::try_from(want).unwrap_or(i64::MAX))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            let mut batch = rows
+                .iter()
+                .map(row::claimed)
+                .collect::<BrokerResult<Vec<_>>>()?;
+            // RETURNING has no defined order; hand them out as the queue ranks them.
+            batch.sort_by(|a, b| {
+                b.priority
+                    .cmp(&a.priority)
+                    .then(a.lease.id.cmp(&b.lease.id))
+            });
+            claimed.extend(batch);
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(claimed)
+    }
+
+    async fn renew(&self, leases: &[Lease], lease: Duration) -> BrokerResult<Vec<Lease>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expires = now_ms().0.saturating_add(ms(lease));
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(Q_RENEW)
+            .bind(expires)
+            .bind(lease_json(leases.iter().copied()))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(missing(leases.iter().copied(), &ids(&rows)?))
+    }
+
+    async fn complete(&self, completions: Vec<Completion>) -> BrokerResult<Vec<Lease>> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let (mut succeeded, mut failed, mut released) = (Vec::new(), Vec::new(), Vec::new());
+        for c in &completions {
+            let (id, attempt) = (c.lease.id.to_string(), c.lease.attempt);
+            match &c.outcome {
+                Outcome::Succeeded(result) => succeeded
+                    .push(json!({"id": id, "attempt": attempt, "result": result.to_string()})),
+                Outcome::Failed { error, retry_in } => failed.push(json!({
+                    "id": id,
+                    "attempt": attempt,
+                    "error": crate::job::truncate_error(error),
+                    "retry_in": retry_in.map(ms),
+                })),
+                Outcome::Released => released.push(json!({"id": id, "attempt": attempt})),
+            }
+        }
+        let mut touched = HashSet::new();
+        let mut tx = self.begin().await?;
+        for (sql, batch) in [(Q_SUCCEED, succeeded), (Q_FAIL, failed)] {
+            if batch.is_empty() {
+                continue;
+            }
+            let rows = sqlx::query(sql)
+                .bind(now.0)
+                .bind(Value::Array(batch).to_string())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            touched.extend(ids(&rows)?);
+        }
+        if !released.is_empty() {
+            let rows = sqlx::query(Q_RELEASE)
+                .bind(Value::Array(released).to_string())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            touched.extend(ids(&rows)?);
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(missing(completions.iter().map(|c| c.lease), &touched))
+    }
+
+    async fn set_progress(&self, lease: Lease, progress: Value) -> BrokerResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET progress = ?1 WHERE id = ?2 AND attempts = ?3 AND state = 'running'",
+        )
+        .bind(progress.to_string())
+        .bind(lease.id.to_string())
+        .bind(lease.attempt)
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn get(&self, scope: &Scope, id: JobId) -> BrokerResult<Option<Job>> {
+        self.fetch_job(scope, id).await
+    }
+
+    async fn list(&self, request: ListRequest) -> BrokerResult<JobPage> {
+        let limit = request.limit.max(1);
+        let rows = sqlx::query(Q_LIST)
+            .bind(request.scope.tenant())
+            .bind(request.queue.as_deref())
+            .bind(request.state.map(JobState::as_str))
+            .bind(request.task.as_deref())
+            .bind(request.cursor.map(|c| c.to_string()))
+            .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(from_sqlx)?;
+        let mut data = rows
+            .iter()
+            .map(row::job)
+            .collect::<BrokerResult<Vec<_>>>()?;
+        let has_more = data.len() > limit;
+        data.truncate(limit);
+        let next_cursor = if has_more {
+            data.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Ok(JobPage {
+            data,
+            next_cursor,
+            has_more,
+        })
+    }
+
+    async fn cancel(&self, scope: &Scope, id: JobId) -> BrokerResult<Job> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(Q_CANCEL)
+            .bind(now_ms().0)
+            .bind(id.to_string())
+            .bind(scope.tenant())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        match row {
+            Some(row) => row::job(&row),
+            None => Err(self.conflict_or_missing(scope, id).await),
+        }
+    }
+
+    async fn retry(&self, scope: &Scope, id: JobId) -> BrokerResult<Job> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(Q_RETRY)
+            .bind(now_ms().0)
+            .bind(id.to_string())
+            .bind(scope.tenant())
+            .fetch_optional(&mut *tx)
+            .await;
+        let row = match row {
+            Ok(row) => row,
+            // Another unfinished job took the unique key meanwhile.
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Err(BrokerError::Invalid(
+                    "an unfinished job of this task already holds its unique_key".into(),
+                ));
+            }
+            Err(e) => return Err(from_sqlx(e)),
+        };
+        tx.commit().await.map_err(from_sqlx)?;
+        match row {
+            Some(row) => row::job(&row),
+            None => Err(self.conflict_or_missing(scope, id).await),
+        }
+    }
+
+    async fn set_paused(&self, queue: &str, paused: bool) -> BrokerResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO queues (name, paused, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
+        )
+        .bind(queue)
+        .bind(paused)
+        .bind(now_ms().0)
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)
+    }
+
+    async fn queue_counts(&self) -> BrokerResult<Vec<QueueCounts>> {
+        let mut queues: BTreeMap<String, QueueCounts> = BTreeMap::new();
+        let paused = sqlx::query("SELECT name, paused FROM queues")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(from_sqlx)?;
+        for row in paused {
+            let name: String = row.try_get(0).map_err(from_sqlx)?;
+            let flag: bool = row.try_get(1).map_err(from_sqlx)?;
+            queues.insert(
+                name.clone(),
+                QueueCounts {
+                    name,
+                    paused: flag,
+                    counts: BTreeMap::new(),
+                },
+            );
+        }
+        let rows = sqlx::query("SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(from_sqlx)?;
+        for row in rows {
+            let name: String = row.try_get(0).map_err(from_sqlx)?;
+            let state: String = row.try_get(1).map_err(from_sqlx)?;
+            let count: i64 = row.try_get(2).map_err(from_sqlx)?;
+            let state = JobState::from_str(&state).map_err(BrokerError::Internal)?;
+            queues
+                .entry(name.clone())
+                .or_insert_with(|| QueueCounts {
+                    name,
+                    paused: false,
+                    counts: BTreeMap::new(),
+                })
+                .counts
+                .insert(state, u64::try_from(count).unwrap_or(0));
+        }
+        Ok(queues.into_values().collect())
+    }
+
+    async fn purge(&self, queue: &str) -> BrokerResult<u64> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "DELETE FROM jobs WHERE queue = ?1 AND state IN ('scheduled', 'queued', 'retrying')",
+        )
+        .bind(queue)
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn maintain(&self) -> BrokerResult<Maintenance> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let reaped: Vec<String> = sqlx::query_scalar(Q_REAP)
+            .bind(now.0)
+            .bind(REAP_BATCH)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        let promoted = sqlx::query(Q_PROMOTE)
+            .bind(now.0)
+            .bind(PROMOTE_BATCH)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?
+            .rows_affected();
+        sqlx::query("DELETE FROM workers WHERE expires_at < ?1")
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        let dead = reaped.iter().filter(|s| *s == "failed").count() as u64;
+        Ok(Maintenance {
+            requeued: reaped.len() as u64 - dead,
+            dead,
+            promoted,
+        })
+    }
+
+    async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> BrokerResult<()> {
+        let body = serde_json::to_string(info).map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO workers (id, info, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (id) DO UPDATE SET info = excluded.info, expires_at = excluded.expires_at",
+        )
+        .bind(&info.id)
+        .bind(body)
+        .bind(now_ms().0.saturating_add(ms(ttl)))
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)
+    }
+
+    async fn remove_worker(&self, id: &str) -> BrokerResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM workers WHERE id = ?1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)
+    }
+
+    async fn workers(&self) -> BrokerResult<Vec<WorkerInfo>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT info FROM workers WHERE expires_at >= ?1 ORDER BY id")
+                .bind(now_ms().0)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(from_sqlx)?;
+        rows.iter()
+            .map(|r| serde_json::from_str(r).map_err(|e| BrokerError::Internal(e.to_string())))
+            .collect()
+    }
+
+    async fn ping(&self) -> BrokerResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}

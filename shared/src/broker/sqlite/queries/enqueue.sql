@@ -1,0 +1,13 @@
+-- Inserts a whole batch in one statement: ?2 is a JSON array of jobs. A job
+-- whose unique key an unfinished job already holds conflicts on jobs_unique
+-- and is skipped; RETURNING tells the caller which ones went in.
+-- (`WHERE true` resolves SQLite's parsing ambiguity of INSERT ... SELECT ... ON CONFLICT.)
+INSERT INTO jobs (id, tenant, task, queue, state, priority, payload, max_retries,
+                  timeout_ms, unique_key, created_at, run_at)
+SELECT value ->> 'id', value ->> 'tenant', value ->> 'task', value ->> 'queue',
+       value ->> 'state', value ->> 'priority', value ->> 'payload',
+       value ->> 'max_retries', value ->> 'timeout_ms', value ->> 'unique_key',
+       ?1, value ->> 'run_at'
+FROM json_each(?2) WHERE true
+ON CONFLICT DO NOTHING
+RETURNING id

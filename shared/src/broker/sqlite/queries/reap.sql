@@ -1,0 +1,12 @@
+-- Returns jobs whose lease expired (their worker died or stalled) to their
+-- queue, or to the dead letters when that attempt was their last. The state
+-- change fences off the lost worker: its late ack no longer matches.
+UPDATE jobs
+SET state = CASE WHEN attempts - attempt_base > max_retries THEN 'failed' ELSE 'queued' END,
+    finished_at = CASE WHEN attempts - attempt_base > max_retries THEN ?1 ELSE NULL END,
+    error = 'lease expired during attempt ' || attempts || ' (worker lost or stalled)',
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id IN (SELECT id FROM jobs
+             WHERE state = 'running' AND lease_expires_at < ?1
+             ORDER BY lease_expires_at LIMIT ?2)
+RETURNING state

@@ -1,0 +1,142 @@
+//! Conversions between SQLite rows and the job model.
+
+use crate::broker::{BrokerError, BrokerResult, ClaimedJob, EnqueueRequest, Lease};
+use crate::job::{Job, JobId, JobState, Millis};
+use serde_json::{Value, json};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use std::str::FromStr;
+
+/// The job an enqueue request becomes, with its id and timestamps.
+pub(super) fn new_job(r: EnqueueRequest, now: Millis) -> Job {
+    let run_at = r.run_at.unwrap_or(now).max(now);
+    Job {
+        id: JobId::new(),
+        task: r.task,
+        queue: r.queue,
+        tenant: r.tenant,
+        state: if run_at > now {
+            JobState::Scheduled
+        } else {
+            JobState::Queued
+        },
+        priority: r.priority,
+        payload: r.payload,
+        attempts: 0,
+        max_retries: r.max_retries,
+        result: Value::Null,
+        error: None,
+        progress: Value::Null,
+        timeout_ms: r.timeout_ms,
+        unique_key: r.unique_key,
+        created_at: now,
+        run_at,
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+/// One element of the JSON array that `enqueue.sql` reads.
+pub(super) fn insert_json(job: &Job) -> Value {
+    json!({
+        "id": job.id.to_string(),
+        "tenant": job.tenant,
+        "task": job.task,
+        "queue": job.queue,
+        "state": job.state.as_str(),
+        "priority": job.priority,
+        "payload": job.payload.to_string(),
+        "max_retries": job.max_retries,
+        "timeout_ms": job.timeout_ms,
+        "unique_key": job.unique_key,
+        "run_at": job.run_at.0,
+    })
+}
+
+fn bad(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Internal(format!("corrupt job row: {e}"))
+}
+
+fn json_column(row: &SqliteRow, name: &str) -> BrokerResult<Value> {
+    let text: Option<String> = row.try_get(name).map_err(bad)?;
+    match text {
+        None => Ok(Value::Null),
+        Some(text) => serde_json::from_str(&text).map_err(bad),
+    }
+}
+
+fn id_column(row: &SqliteRow) -> BrokerResult<JobId> {
+    let text: String = row.try_get("id").map_err(bad)?;
+    JobId::from_str(&text).map_err(bad)
+}
+
+fn u32_column(row: &SqliteRow, name: &str) -> BrokerResult<u32> {
+    let value: i64 = row.try_get(name).map_err(bad)?;
+    u32::try_from(value).map_err(bad)
+}
+
+fn timeout_column(row: &SqliteRow) -> BrokerResult<Option<u64>> {
+    let value: Option<i64> = row.try_get("timeout_ms").map_err(bad)?;
+    value.map(|v| u64::try_from(v).map_err(bad)).transpose()
+}
+
+fn priority_column(row: &SqliteRow) -> BrokerResult<u8> {
+    let value: i64 = row.try_get("priority").map_err(bad)?;
+    u8::try_from(value).map_err(bad)
+}
+
+fn time_column(row: &SqliteRow, name: &str) -> BrokerResult<Option<Millis>> {
+    let value: Option<i64> = row.try_get(name).map_err(bad)?;
+    Ok(value.map(Millis))
+}
+
+fn required_time(row: &SqliteRow, name: &str) -> BrokerResult<Millis> {
+    time_column(row, name)?.ok_or_else(|| bad(format!("{name} is NULL")))
+}
+
+/// A full job row (the columns of `JOB_COLUMNS`).
+pub(super) fn job(row: &SqliteRow) -> BrokerResult<Job> {
+    let state: String = row.try_get("state").map_err(bad)?;
+    Ok(Job {
+        id: id_column(row)?,
+        task: row.try_get("task").map_err(bad)?,
+        queue: row.try_get("queue").map_err(bad)?,
+        tenant: row.try_get("tenant").map_err(bad)?,
+        state: JobState::from_str(&state).map_err(bad)?,
+        priority: priority_column(row)?,
+        payload: json_column(row, "payload")?,
+        attempts: u32_column(row, "attempts")?,
+        max_retries: u32_column(row, "max_retries")?,
+        result: json_column(row, "result")?,
+        error: row.try_get("error").map_err(bad)?,
+        progress: json_column(row, "progress")?,
+        timeout_ms: timeout_column(row)?,
+        unique_key: row.try_get("unique_key").map_err(bad)?,
+        created_at: required_time(row, "created_at")?,
+        run_at: required_time(row, "run_at")?,
+        started_at: time_column(row, "started_at")?,
+        finished_at: time_column(row, "finished_at")?,
+    })
+}
+
+/// A row returned by `claim.sql`.
+pub(super) fn claimed(row: &SqliteRow) -> BrokerResult<ClaimedJob> {
+    let attempts = u32_column(row, "attempts")?;
+    let base = u32_column(row, "attempt_base")?;
+    let max_retries = u32_column(row, "max_retries")?;
+    let used = attempts.saturating_sub(base);
+    Ok(ClaimedJob {
+        lease: Lease {
+            id: id_column(row)?,
+            attempt: attempts,
+        },
+        task: row.try_get("task").map_err(bad)?,
+        queue: row.try_get("queue").map_err(bad)?,
+        tenant: row.try_get("tenant").map_err(bad)?,
+        priority: priority_column(row)?,
+        payload: json_column(row, "payload")?,
+        max_retries,
+        retries_left: (max_retries + 1).saturating_sub(used),
+        timeout_ms: timeout_column(row)?,
+    })
+}

@@ -1,0 +1,17 @@
+//! weir's core library: the job model, the broker seam and its backends, and
+//! configuration. Every role (API, worker, scheduler, CLI) builds on it.
+//!
+//! # Layout
+//!
+//! - [`job`]: ids, states, priorities, the job record and its limits. Depends on nothing.
+//! - [`broker`]: the [`broker::Broker`] trait, its request structs and
+//!   [`broker::BrokerError`]; one folder per backend (`broker/sqlite/`).
+//! - [`config`]: typed, validated settings from the environment and `WEIR_CONFIG`.
+//! - [`node`]: what a worker node reports in its heartbeat.
+//! - [`queue_order`]: strict and weighted order across a worker's queues.
+
+pub mod broker;
+pub mod config;
+pub mod job;
+pub mod node;
+pub mod queue_order;

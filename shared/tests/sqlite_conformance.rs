@@ -1,0 +1,20 @@
+//! The broker conformance suite on the embedded SQLite broker, each test in
+//! its own temporary database file.
+
+use std::sync::Arc;
+use weir_shared::broker::conformance::TestBroker;
+use weir_shared::broker::sqlite::{Durability, SqliteBroker};
+
+async fn sqlite() -> TestBroker {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("weir.db");
+    let broker = SqliteBroker::open(path.to_str().expect("utf-8 path"), Durability::Normal)
+        .await
+        .expect("open SQLite broker");
+    TestBroker {
+        broker: Arc::new(broker),
+        guard: Box::new(dir),
+    }
+}
+
+weir_shared::broker_conformance!(sqlite());
