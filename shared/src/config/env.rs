@@ -1,0 +1,308 @@
+//! The environment layer: each `WEIR_*` variable (or its Celery-era alias)
+//! overrides the file, and every bad value becomes a [`Problem`] named by
+//! its variable.
+
+use super::file::{ConfigFile, TaskFile};
+use super::{
+    DEFAULT_BROKER_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUES, HttpSettings, LogFormat,
+    LogSettings, MAX_PAYLOAD_BYTES_LIMIT, Problem, Settings, TaskSettings, WorkerSettings,
+    cpu_cores,
+};
+use crate::job::{MAX_RETRIES_LIMIT, validate_queue_name};
+use crate::queue_order::QueueOrder;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The first of `keys` that is set (and not empty), with its name.
+fn lookup(env: Env<'_>, keys: &[&'static str]) -> Option<(&'static str, String)> {
+    keys.iter()
+        .find_map(|k| env(k).filter(|v| !v.trim().is_empty()).map(|v| (*k, v)))
+}
+
+fn parsed<T: FromStr>(
+    env: Env<'_>,
+    keys: &[&'static str],
+    what: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let (key, value) = lookup(env, keys)?;
+    match value.trim().parse() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            problems.push(Problem {
+                key: key.into(),
+                message: format!("`{value}` is not {what}"),
+            });
+            None
+        }
+    }
+}
+
+/// Parses a duration such as `30s`, `10m`, `1h 30m` or `250ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration like 30s, 10m or 1h ({e})"))
+}
+
+fn duration(
+    env: Env<'_>,
+    key: &'static str,
+    default: Duration,
+    problems: &mut Vec<Problem>,
+) -> Duration {
+    match lookup(env, &[key]) {
+        None => default,
+        Some((key, value)) => parse_duration(&value).unwrap_or_else(|message| {
+            problems.push(Problem {
+                key: key.into(),
+                message,
+            });
+            default
+        }),
+    }
+}
+
+fn positive(env: Env<'_>, keys: &[&'static str], default: u32, problems: &mut Vec<Problem>) -> u32 {
+    match parsed::<u32>(env, keys, "a whole number", problems) {
+        Some(0) => {
+            problems.push(Problem {
+                key: keys[0].into(),
+                message: "must be at least 1".into(),
+            });
+            default
+        }
+        Some(n) => n,
+        None => default,
+    }
+}
+
+fn task(name: &str, raw: TaskFile, problems: &mut Vec<Problem>) -> TaskSettings {
+    let key = |field: &str| format!("tasks.\"{name}\".{field}");
+    let mut settings = TaskSettings::default();
+    if let Some(queue) = raw.queue {
+        if let Err(message) = validate_queue_name(&queue) {
+            problems.push(Problem {
+                key: key("queue"),
+                message,
+            });
+        }
+        settings.queue = Some(queue);
+    }
+    if let Some(n) = raw.max_retries {
+        if n > MAX_RETRIES_LIMIT {
+            problems.push(Problem {
+                key: key("max_retries"),
+                message: format!("{n} is more than the limit of {MAX_RETRIES_LIMIT}"),
+            });
+        }
+        settings.max_retries = Some(n);
+    }
+    if let Some(text) = raw.retry_delay {
+        match parse_duration(&text) {
+            Ok(d) => settings.retry_delay = d,
+            Err(message) => problems.push(Problem {
+                key: key("retry_delay"),
+                message,
+            }),
+        }
+    }
+    if let Some(b) = raw.retry_backoff {
+        settings.retry_backoff = b;
+    }
+    if let Some(text) = raw.timeout {
+        match parse_duration(&text) {
+            Ok(d) if d.is_zero() => problems.push(Problem {
+                key: key("timeout"),
+                message: "must be longer than zero".into(),
+            }),
+            Ok(d) => settings.timeout = Some(d),
+            Err(message) => problems.push(Problem {
+                key: key("timeout"),
+                message,
+            }),
+        }
+    }
+    let unsupported = [
+        ("rate_limit", raw.rate_limit.is_some()),
+        ("concurrency_limit", raw.concurrency_limit.is_some()),
+        (
+            "tenant_concurrency_limit",
+            raw.tenant_concurrency_limit.is_some(),
+        ),
+    ];
+    for (field, set) in unsupported {
+        if set {
+            problems.push(Problem {
+                key: key(field),
+                message:
+                    "global limits are not available in this version of weir; remove the setting"
+                        .into(),
+            });
+        }
+    }
+    settings
+}
+
+pub(super) fn apply(
+    file: ConfigFile,
+    file_path: Option<PathBuf>,
+    env: Env<'_>,
+    problems: &mut Vec<Problem>,
+) -> Settings {
+    let declared_queues: Vec<String> = match file.queues.declared {
+        Some(list) => {
+            for q in &list {
+                if let Err(message) = validate_queue_name(q) {
+                    problems.push(Problem {
+                        key: "queues.declared".into(),
+                        message,
+                    });
+                }
+            }
+            if list.is_empty() {
+                problems.push(Problem {
+                    key: "queues.declared".into(),
+                    message: "declares no queue; list at least one".into(),
+                });
+            }
+            list
+        }
+        None => DEFAULT_QUEUES.iter().map(|q| q.to_string()).collect(),
+    };
+
+    let mut tasks = BTreeMap::new();
+    for (name, raw) in file.tasks {
+        let settings = task(&name, raw, problems);
+        if let Some(q) = &settings.queue
+            && !declared_queues.contains(q)
+        {
+            problems.push(Problem {
+                key: format!("tasks.\"{name}\".queue"),
+                message: format!("queue `{q}` is not declared in [queues].declared"),
+            });
+        }
+        tasks.insert(name, settings);
+    }
+
+    let queues =
+        lookup(env, &["WEIR_QUEUES"]).and_then(|(key, value)| match QueueOrder::parse(&value) {
+            Ok(order) => {
+                for q in order.names() {
+                    if !declared_queues.iter().any(|d| d == q) {
+                        problems.push(Problem {
+                            key: key.into(),
+                            message: format!("queue `{q}` is not declared"),
+                        });
+                    }
+                }
+                Some(order)
+            }
+            Err(message) => {
+                problems.push(Problem {
+                    key: key.into(),
+                    message,
+                });
+                None
+            }
+        });
+
+    let cores = cpu_cores();
+    let worker = WorkerSettings {
+        queues,
+        concurrency: positive(
+            env,
+            &["WEIR_CONCURRENCY", "CELERY_WORKER_AMOUNT"],
+            cores,
+            problems,
+        ),
+        processes: positive(env, &["WEIR_PROCESSES"], cores, problems),
+        shutdown_timeout: duration(
+            env,
+            "WEIR_SHUTDOWN_TIMEOUT",
+            Duration::from_secs(30),
+            problems,
+        ),
+        lease: duration(env, "WEIR_LEASE", Duration::from_secs(30), problems),
+    };
+    if worker.lease < Duration::from_millis(300) {
+        problems.push(Problem {
+            key: "WEIR_LEASE".into(),
+            message: "must be at least 300ms so that renewals can keep up".into(),
+        });
+    }
+
+    let addr = match lookup(env, &["WEIR_HTTP_ADDR"]) {
+        None => ([127, 0, 0, 1], 8080).into(),
+        Some((key, value)) => value.trim().parse().unwrap_or_else(|_| {
+            problems.push(Problem {
+                key: key.into(),
+                message: format!("`{value}` is not an address like 127.0.0.1:8080"),
+            });
+            ([127, 0, 0, 1], 8080).into()
+        }),
+    };
+    let max_payload_bytes = parsed::<usize>(
+        env,
+        &["WEIR_MAX_PAYLOAD_BYTES"],
+        "a number of bytes",
+        problems,
+    )
+    .unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES);
+    if max_payload_bytes == 0 || max_payload_bytes > MAX_PAYLOAD_BYTES_LIMIT {
+        problems.push(Problem {
+            key: "WEIR_MAX_PAYLOAD_BYTES".into(),
+            message: format!("must be between 1 and {MAX_PAYLOAD_BYTES_LIMIT}"),
+        });
+    }
+
+    let sqlite_full_sync = match lookup(env, &["WEIR_SQLITE_SYNC"]) {
+        None => false,
+        Some((_, v)) if v.eq_ignore_ascii_case("normal") => false,
+        Some((_, v)) if v.eq_ignore_ascii_case("full") => true,
+        Some((key, v)) => {
+            problems.push(Problem {
+                key: key.into(),
+                message: format!("`{v}` is neither `normal` nor `full`"),
+            });
+            false
+        }
+    };
+
+    let format = match lookup(env, &["WEIR_LOG_FORMAT"]) {
+        None => LogFormat::Pretty,
+        Some((_, v)) if v.eq_ignore_ascii_case("pretty") => LogFormat::Pretty,
+        Some((_, v)) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
+        Some((key, v)) => {
+            problems.push(Problem {
+                key: key.into(),
+                message: format!("`{v}` is neither `pretty` nor `json`"),
+            });
+            LogFormat::Pretty
+        }
+    };
+
+    Settings {
+        broker_url: lookup(env, &["WEIR_BROKER_URL"])
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| DEFAULT_BROKER_URL.into()),
+        declared_queues,
+        tasks,
+        worker,
+        http: HttpSettings {
+            addr,
+            max_payload_bytes,
+        },
+        sqlite_full_sync,
+        log: LogSettings {
+            filter: lookup(env, &["WEIR_LOG"])
+                .map(|(_, v)| v)
+                .unwrap_or_else(|| "info".into()),
+            format,
+        },
+        file: file_path,
+    }
+}

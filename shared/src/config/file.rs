@@ -1,0 +1,77 @@
+//! The TOML file named by `WEIR_CONFIG`. Unknown keys are errors: a typo
+//! in a setting must not silently fall back to a default.
+
+use super::Problem;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConfigFile {
+    #[serde(default)]
+    pub queues: QueuesFile,
+    #[serde(default)]
+    pub tasks: BTreeMap<String, TaskFile>,
+}
+
+/// `[queues]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct QueuesFile {
+    pub declared: Option<Vec<String>>,
+}
+
+/// `[tasks."NAME"]` as written in the file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFile {
+    /// Default queue.
+    pub queue: Option<String>,
+    /// Retries after the first attempt.
+    pub max_retries: Option<u32>,
+    /// Delay before the first retry, e.g. `"60s"`.
+    pub retry_delay: Option<String>,
+    /// Exponential backoff between retries.
+    pub retry_backoff: Option<bool>,
+    /// Per-attempt timeout, e.g. `"10m"`.
+    pub timeout: Option<String>,
+    /// Global rate limit: not available in this version.
+    pub rate_limit: Option<String>,
+    /// Global concurrency cap: not available in this version.
+    pub concurrency_limit: Option<u32>,
+    /// Per-tenant concurrency cap: not available in this version.
+    pub tenant_concurrency_limit: Option<u32>,
+}
+
+pub(super) fn read(path: &Path, problems: &mut Vec<Problem>) -> ConfigFile {
+    let key = format!("WEIR_CONFIG ({})", path.display());
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            problems.push(Problem {
+                key,
+                message: format!("cannot read the file: {e}"),
+            });
+            return ConfigFile::default();
+        }
+    };
+    match toml::from_str(&text) {
+        Ok(file) => file,
+        Err(e) => {
+            problems.push(Problem {
+                key: path.display().to_string(),
+                message: e.message().to_owned()
+                    + &e.span()
+                        .map(|s| format!(" (at line {})", line_of(&text, s.start)))
+                        .unwrap_or_default(),
+            });
+            ConfigFile::default()
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}

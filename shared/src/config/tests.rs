@@ -1,0 +1,133 @@
+use super::*;
+use std::collections::HashMap;
+use std::io::Write;
+
+fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Settings::load(&|k| map.get(k).cloned())
+}
+
+#[test]
+fn defaults_need_no_environment() {
+    let s = load(&[]).expect("defaults load");
+    assert_eq!(s.broker_url, DEFAULT_BROKER_URL);
+    assert_eq!(s.declared_queues.len(), 10);
+    assert_eq!(s.worker.concurrency, cpu_cores());
+    assert_eq!(s.worker.processes, cpu_cores());
+    assert_eq!(s.worker.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(s.http.addr.to_string(), "127.0.0.1:8080");
+    assert_eq!(s.http.max_payload_bytes, 1 << 20);
+    assert_eq!(s.worker_queues().names().count(), 10);
+}
+
+#[test]
+fn weir_names_win_over_celery_names() {
+    let s = load(&[("CELERY_WORKER_AMOUNT", "7")]).expect("loads");
+    assert_eq!(s.worker.concurrency, 7);
+    let s = load(&[("CELERY_WORKER_AMOUNT", "7"), ("WEIR_CONCURRENCY", "3")]).expect("loads");
+    assert_eq!(s.worker.concurrency, 3);
+}
+
+#[test]
+fn every_problem_is_reported_by_key() {
+    let err = load(&[
+        ("WEIR_CONCURRENCY", "many"),
+        ("WEIR_PROCESSES", "0"),
+        ("WEIR_SHUTDOWN_TIMEOUT", "soon"),
+        ("WEIR_QUEUES", "nosuch"),
+        ("WEIR_HTTP_ADDR", "here"),
+        ("WEIR_LOG_FORMAT", "xml"),
+    ])
+    .expect_err("invalid");
+    let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "WEIR_QUEUES",
+            "WEIR_CONCURRENCY",
+            "WEIR_PROCESSES",
+            "WEIR_SHUTDOWN_TIMEOUT",
+            "WEIR_HTTP_ADDR",
+            "WEIR_LOG_FORMAT"
+        ]
+    );
+    assert!(err.to_string().contains("`many` is not a whole number"));
+}
+
+#[test]
+fn file_declares_queues_and_tasks() {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    write!(
+        file,
+        r#"
+[queues]
+declared = ["dataset", "default"]
+
+[tasks."document.index"]
+queue = "dataset"
+max_retries = 5
+retry_delay = "60s"
+timeout = "10m"
+"#
+    )
+    .expect("write");
+    let path = file.path().to_str().expect("utf-8").to_owned();
+    let s = load(&[
+        ("WEIR_CONFIG", &path),
+        ("WEIR_QUEUES", "dataset=3,default=1"),
+    ])
+    .expect("loads");
+    assert_eq!(s.declared_queues, ["dataset", "default"]);
+    let t = s.task("document.index");
+    assert_eq!(t.queue.as_deref(), Some("dataset"));
+    assert_eq!(t.max_retries, Some(5));
+    assert_eq!(t.retry_delay, Duration::from_secs(60));
+    assert_eq!(t.timeout, Some(Duration::from_secs(600)));
+    assert!(s.knows_task("document.index"));
+    assert!(s.knows_task("weir.echo"));
+    assert!(!s.knows_task("nope"));
+    assert!(s.worker_queues().is_weighted());
+}
+
+#[test]
+fn file_errors_name_the_file_and_key() {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    write!(
+        file,
+        "[tasks.\"x\"]\nqueue = \"nowhere\"\nretry_delay = \"often\"\ntypo = 1\n"
+    )
+    .expect("write");
+    let path = file.path().to_str().expect("utf-8").to_owned();
+    let err = load(&[("WEIR_CONFIG", &path)]).expect_err("invalid");
+    let text = err.to_string();
+    assert!(text.contains("unknown field `typo`"), "{text}");
+
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    write!(
+        file,
+        "[tasks.\"x\"]\nqueue = \"nowhere\"\nretry_delay = \"often\"\n"
+    )
+    .expect("write");
+    let path = file.path().to_str().expect("utf-8").to_owned();
+    let err = load(&[("WEIR_CONFIG", &path)]).expect_err("invalid");
+    let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["tasks.\"x\".retry_delay", "tasks.\"x\".queue"]);
+}
+
+#[test]
+fn backoff_doubles_and_is_capped() {
+    let t = TaskSettings::default();
+    assert_eq!(t.backoff(2, 0.0), Duration::from_secs(1));
+    assert_eq!(t.backoff(3, 0.0), Duration::from_secs(2));
+    assert_eq!(t.backoff(4, 0.0), Duration::from_secs(4));
+    assert_eq!(t.backoff(40, 0.0), MAX_RETRY_DELAY);
+    assert_eq!(t.backoff(2, 1.0), Duration::from_millis(1100));
+    let flat = TaskSettings {
+        retry_backoff: false,
+        ..TaskSettings::default()
+    };
+    assert_eq!(flat.backoff(5, 0.0), Duration::from_secs(1));
+}
