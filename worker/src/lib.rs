@@ -1,1 +1,162 @@
-//! placeholder
+//! weir's worker node: runs jobs from the broker with leases, retries,
+//! timeouts and graceful shutdown, in child processes under a supervisor.
+//!
+//! # Layout
+//!
+//! - [`task`]: the handler API: [`Registry`], [`Context`], [`TaskError`].
+//! - `builtin`: `weir.noop`, `weir.echo`, `weir.sleep`, `weir.cpu`, `weir.fail`.
+//! - `executor`: one attempt: decode, timeout, panic capture.
+//! - [`node`]: the job runtime of one process: demand-driven fetch, lease
+//!   renewal, batched acknowledgements, drain on shutdown.
+//! - `supervisor` / `child`: the node's processes and their pipe protocol.
+//!
+//! # Usage
+//!
+//! A binary with its own handlers calls [`run`] the way `weir worker` does;
+//! the supervisor starts the same binary again as its children (see
+//! `examples/custom_task.rs`).
+
+mod builtin;
+mod child;
+mod executor;
+pub mod node;
+mod supervisor;
+pub mod task;
+
+pub use node::{NodeOptions, NodeStats, run_node};
+pub use supervisor::spread;
+pub use task::{Context, Registry, TaskError};
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio_util::sync::CancellationToken;
+use weir_shared::broker::SharedBroker;
+use weir_shared::config::Settings;
+use weir_shared::job::now_ms;
+use weir_shared::node::{ChildInfo, Slots, WorkerInfo};
+
+/// Why a worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A child process could not be started.
+    #[error("cannot start a worker child process: {0}")]
+    Spawn(std::io::Error),
+    /// The child environment is malformed.
+    #[error("{0}")]
+    Child(String),
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// A node id unique per run: `host:pid:random`.
+pub fn node_id() -> String {
+    format!(
+        "{}:{}:{:04x}",
+        hostname(),
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// Runs a worker node: the supervisor and its children. In a process that
+/// the supervisor started as a child, runs that child's share of slots
+/// instead. Returns after `shutdown` fires and every job is finished or
+/// handed back.
+pub async fn run(
+    broker: SharedBroker,
+    registry: Registry,
+    settings: Arc<Settings>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    match std::env::var(child::CHILD_ENV) {
+        Ok(node) => {
+            let slots = std::env::var(child::SLOTS_ENV)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| {
+                    WorkerError::Child(format!("{} is missing or not a number", child::SLOTS_ENV))
+                })?;
+            child::run_child(broker, Arc::new(registry), settings, node, slots, shutdown).await;
+            Ok(())
+        }
+        Err(_) => supervisor::supervise(broker, settings, shutdown).await,
+    }
+}
+
+/// Runs a worker inside this process (as `weir dev` does): the node's
+/// slots in one runtime, with its own heartbeat.
+pub async fn run_in_process(
+    broker: SharedBroker,
+    registry: Registry,
+    settings: Arc<Settings>,
+    shutdown: CancellationToken,
+) {
+    let node = node_id();
+    let stats = Arc::new(NodeStats::default());
+    let slots = settings.worker.concurrency;
+    let queues = settings.worker_queues();
+    let started_at = now_ms();
+    let stop_heartbeat = CancellationToken::new();
+    let heartbeat = {
+        let broker = broker.clone();
+        let stats = stats.clone();
+        let stop = stop_heartbeat.clone();
+        let node = node.clone();
+        let queues: Vec<String> = queues.names().map(str::to_owned).collect();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(supervisor::HEARTBEAT_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {},
+                    () = stop.cancelled() => break,
+                }
+                let busy = stats.busy.load(Ordering::Relaxed);
+                let processed = stats.processed.load(Ordering::Relaxed);
+                let info = WorkerInfo {
+                    id: node.clone(),
+                    host: hostname(),
+                    pid: std::process::id(),
+                    queues: queues.clone(),
+                    slots: Slots {
+                        busy,
+                        current: slots,
+                        min: slots,
+                        max: slots,
+                    },
+                    processed,
+                    started_at,
+                    last_heartbeat: now_ms(),
+                    children: vec![ChildInfo {
+                        pid: std::process::id(),
+                        slots,
+                        busy,
+                        processed,
+                    }],
+                };
+                if let Err(e) = broker.heartbeat(&info, supervisor::HEARTBEAT_TTL).await {
+                    tracing::warn!(error = %e, "Heartbeat failed");
+                }
+            }
+            let _ = broker.remove_worker(&node).await;
+        })
+    };
+    let options = NodeOptions {
+        worker_id: format!("{node}/{}", std::process::id()),
+        queues,
+        slots,
+    };
+    run_node(
+        broker,
+        Arc::new(registry),
+        settings,
+        options,
+        stats,
+        shutdown,
+    )
+    .await;
+    stop_heartbeat.cancel();
+    let _ = heartbeat.await;
+}

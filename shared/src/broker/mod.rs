@@ -290,6 +290,13 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Checks that the broker answers.
     async fn ping(&self) -> BrokerResult<()>;
+
+    /// Waits until new work may be available, or `max` at most. Workers call
+    /// it after an empty claim; a backend with a wake-up signal returns as
+    /// soon as a job is enqueued, one without simply sleeps.
+    async fn wait_for_work(&self, max: Duration) {
+        tokio::time::sleep(max).await;
+    }
 }
 
 /// A broker shared by every part of a process.

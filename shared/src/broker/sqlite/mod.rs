@@ -29,10 +29,13 @@ use sqlx::{Row, Sqlite, Transaction};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 const Q_ENQUEUE: &str = include_str!("queries/enqueue.sql");
 const Q_PROMOTE: &str = include_str!("queries/promote.sql");
+const Q_PROBE: &str = include_str!("queries/probe.sql");
 const Q_CLAIM: &str = include_str!("queries/claim.sql");
 const Q_RENEW: &str = include_str!("queries/renew.sql");
 const Q_SUCCEED: &str = include_str!("queries/succeed.sql");
@@ -67,6 +70,9 @@ pub struct SqliteBroker {
     writer: SqlitePool,
     /// Readers; WAL lets them run beside the writer.
     reader: SqlitePool,
+    /// Wakes this process's idle workers when this process enqueues.
+    /// Workers in other processes fall back to short polls.
+    work: Arc<Notify>,
 }
 
 impl SqliteBroker {
@@ -101,7 +107,11 @@ impl SqliteBroker {
             .connect_with(options.read_only(true))
             .await
             .map_err(unavailable)?;
-        Ok(SqliteBroker { writer, reader })
+        Ok(SqliteBroker {
+            writer,
+            reader,
+            work: Arc::new(Notify::new()),
+        })
     }
 
     async fn begin(&self) -> BrokerResult<Transaction<'static, Sqlite>> {
@@ -260,6 +270,7 @@ impl Broker for SqliteBroker {
             });
         }
         tx.commit().await.map_err(from_sqlx)?;
+        self.work.notify_waiters();
         Ok(out)
     }
 
@@ -268,6 +279,17 @@ impl Broker for SqliteBroker {
             return Ok(Vec::new());
         }
         let now = now_ms();
+        // Idle workers poll; answering "nothing to do" from a read keeps
+        // them from taking the write lock every time they look.
+        let ready: bool = sqlx::query_scalar(Q_PROBE)
+            .bind(serde_json::to_string(&request.queues).unwrap_or_default())
+            .bind(now.0)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(from_sqlx)?;
+        if !ready {
+            return Ok(Vec::new());
+        }
         let expires = now.0.saturating_add(ms(request.lease));
         let mut tx = self.begin().await?;
         sqlx::query(Q_PROMOTE)
@@ -460,6 +482,7 @@ impl Broker for SqliteBroker {
             Err(e) => return Err(from_sqlx(e)),
         };
         tx.commit().await.map_err(from_sqlx)?;
+        self.work.notify_waiters();
         match row {
             Some(row) => row::job(&row),
             None => Err(self.conflict_or_missing(scope, id).await),
@@ -478,7 +501,11 @@ impl Broker for SqliteBroker {
         .execute(&mut *tx)
         .await
         .map_err(from_sqlx)?;
-        tx.commit().await.map_err(from_sqlx)
+        tx.commit().await.map_err(from_sqlx)?;
+        if !paused {
+            self.work.notify_waiters();
+        }
+        Ok(())
     }
 
     async fn queue_counts(&self) -> BrokerResult<Vec<QueueCounts>> {
@@ -600,6 +627,10 @@ impl Broker for SqliteBroker {
         rows.iter()
             .map(|r| serde_json::from_str(r).map_err(|e| BrokerError::Internal(e.to_string())))
             .collect()
+    }
+
+    async fn wait_for_work(&self, max: Duration) {
+        let _ = tokio::time::timeout(max, self.work.notified()).await;
     }
 
     async fn ping(&self) -> BrokerResult<()> {

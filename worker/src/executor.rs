@@ -1,0 +1,101 @@
+//! Runs one claimed job: finds its handler, decodes its payload, enforces the
+//! attempt's timeout, turns panics into failures, and says how it ended.
+
+use crate::task::{Context, Registry, TaskError};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use weir_shared::broker::{ClaimedJob, Outcome, SharedBroker};
+use weir_shared::config::Settings;
+
+/// How an execution ended, before it becomes a broker [`Outcome`].
+pub(crate) enum Ended {
+    /// The handler finished (well or badly).
+    Finished(Outcome),
+    /// The attempt was withdrawn (cancelled, lease lost, handed back at
+    /// shutdown): someone else reports for it, or nobody should.
+    Withdrawn,
+}
+
+/// Runs `job` to its end. `cancel` fires when the attempt is withdrawn.
+pub(crate) async fn execute(
+    job: &ClaimedJob,
+    registry: &Registry,
+    settings: &Settings,
+    broker: SharedBroker,
+    cancel: CancellationToken,
+) -> Ended {
+    let task = settings.task(&job.task);
+    let Some(handler) = registry.get(&job.task) else {
+        return Ended::Finished(Outcome::Failed {
+            error: format!(
+                "unknown task `{}`: no handler is registered for it on this worker",
+                job.task
+            ),
+            retry_in: None,
+        });
+    };
+    let ctx = Context::new(
+        job.lease,
+        &job.task,
+        &job.queue,
+        &job.tenant,
+        cancel.clone(),
+        broker,
+    );
+    let future = match handler(ctx, job.payload.clone()) {
+        Ok(future) => future,
+        Err(decode_error) => {
+            return Ended::Finished(Outcome::Failed {
+                error: decode_error,
+                retry_in: None,
+            });
+        }
+    };
+    let timeout = job.timeout_ms.map(Duration::from_millis).or(task.timeout);
+    // The handler runs in its own task so that a panic is caught as a
+    // JoinError instead of unwinding through the worker.
+    let mut handle = tokio::spawn(future);
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let failure = |error: String| {
+        let backoff = task.backoff(job.lease.attempt + 1, rand::random::<f64>());
+        Outcome::Failed {
+            error,
+            retry_in: Some(backoff),
+        }
+    };
+    tokio::select! {
+        joined = &mut handle => Ended::Finished(match joined {
+            Ok(Ok(result)) => Outcome::Succeeded(result),
+            Ok(Err(TaskError::Retry(error))) => failure(error),
+            Ok(Err(TaskError::RetryAfter(error, delay))) => Outcome::Failed { error, retry_in: Some(delay) },
+            Ok(Err(TaskError::Fatal(error))) => Outcome::Failed { error, retry_in: None },
+            Err(e) if e.is_panic() => failure(format!("handler panicked: {}", panic_message(e.into_panic()))),
+            Err(e) => failure(format!("handler stopped: {e}")),
+        }),
+        () = deadline => {
+            cancel.cancel();
+            handle.abort();
+            let secs = timeout.map(|t| t.as_secs_f64()).unwrap_or_default();
+            Ended::Finished(failure(format!("timed out after {secs}s")))
+        }
+        () = cancel.cancelled() => {
+            handle.abort();
+            Ended::Withdrawn
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,359 @@
+//! The job runtime of one process: a fixed number of slots, a fetcher that
+//! claims only as many jobs as slots are free, a renewer that keeps leases
+//! alive, and a flusher that acknowledges completions in batches.
+//!
+//! Concurrency protocol:
+//! - `slots` is a semaphore. The fetcher holds the permits it has while it
+//!   claims and hands one to each job it got back; an idle slot is a permit
+//!   in the semaphore. So a claim never asks for more jobs than free slots
+//!   (demand-driven fetch) and nothing sits prefetched in memory.
+//! - `running` maps each job to its lease and a cancellation token. The
+//!   renewer extends all of them in one call every third of the lease;
+//!   leases the broker says are no longer held (cancelled, reaped) have
+//!   their handlers cancelled and removed, and their late results dropped.
+//! - Completions go through one channel to the flusher, which sends all that
+//!   have gathered in one broker call as soon as the previous call returns:
+//!   batches grow under load and stay at one job when idle (group commit).
+
+use crate::executor::{Ended, execute};
+use crate::task::Registry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use weir_shared::broker::{ClaimRequest, ClaimedJob, Completion, Lease, Outcome, SharedBroker};
+use weir_shared::config::Settings;
+use weir_shared::job::JobId;
+use weir_shared::queue_order::QueueOrder;
+
+/// Completions sent per broker call at most.
+const FLUSH_BATCH: usize = 512;
+/// Longest idle wait between two claims when the broker has no wake-up signal.
+const MAX_IDLE_WAIT: Duration = Duration::from_millis(25);
+/// How often a node returns expired leases and promotes due jobs.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
+
+/// What a node runtime needs to know.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Lease owner name: unique per process.
+    pub worker_id: String,
+    /// Queues and their order.
+    pub queues: QueueOrder,
+    /// Jobs run at once.
+    pub slots: u32,
+}
+
+/// Counters a node keeps for its heartbeat.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Jobs running now.
+    pub busy: AtomicU32,
+    /// Jobs finished (any outcome).
+    pub processed: AtomicU64,
+}
+
+struct Running {
+    lease: Lease,
+    cancel: CancellationToken,
+}
+
+type RunningMap = Arc<Mutex<HashMap<JobId, Running>>>;
+
+fn lock(map: &RunningMap) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
+    // A panic while holding this lock cannot leave the map half-updated
+    // (every critical section is a single insert, remove or clone), so a
+    // poisoned lock is still safe to use.
+    map.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs jobs until `shutdown` fires, then stops claiming, waits up to
+/// `settings.worker.shutdown_timeout` for running jobs, hands the rest back
+/// to the broker at once, flushes every completion and returns.
+pub async fn run_node(
+    broker: SharedBroker,
+    registry: Arc<Registry>,
+    settings: Arc<Settings>,
+    options: NodeOptions,
+    stats: Arc<NodeStats>,
+    shutdown: CancellationToken,
+) {
+    let lease = settings.worker.lease;
+    let running: RunningMap = Arc::default();
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
+    let flusher = tokio::spawn(flush(broker.clone(), done_rx));
+    let background = CancellationToken::new();
+    let renewer = tokio::spawn(renew(
+        broker.clone(),
+        running.clone(),
+        lease,
+        background.clone(),
+    ));
+    let maintainer = tokio::spawn(maintain(broker.clone(), background.clone()));
+
+    let slots = Arc::new(Semaphore::new(options.slots as usize));
+    let mut jobs = JoinSet::new();
+    let mut idle_wait = Duration::from_millis(1);
+    tracing::info!(
+        worker = %options.worker_id,
+        slots = options.slots,
+        queues = %options.queues.to_spec(),
+        "Worker ready"
+    );
+    loop {
+        // Wait for at least one free slot, then take every other free one.
+        let first = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        let request = ClaimRequest {
+            worker: options.worker_id.clone(),
+            queues: options.queues.draw(&mut rand::rng()),
+            limit: permits.len(),
+            lease,
+        };
+        let claimed = match broker.claim(request).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(error = %e, "Claim failed; retrying");
+                drop(permits);
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {},
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            drop(permits);
+            tokio::select! {
+                () = broker.wait_for_work(idle_wait) => {},
+                () = shutdown.cancelled() => break,
+            }
+            idle_wait = (idle_wait * 2).min(MAX_IDLE_WAIT);
+            continue;
+        }
+        idle_wait = Duration::from_millis(1);
+        for (job, permit) in claimed.into_iter().zip(permits) {
+            let cancel = CancellationToken::new();
+            lock(&running).insert(
+                job.lease.id,
+                Running {
+                    lease: job.lease,
+                    cancel: cancel.clone(),
+                },
+            );
+            stats.busy.fetch_add(1, Ordering::Relaxed);
+            let ctx = JobRun {
+                broker: broker.clone(),
+                registry: registry.clone(),
+                settings: settings.clone(),
+                running: running.clone(),
+                done: done_tx.clone(),
+                stats: stats.clone(),
+            };
+            jobs.spawn(async move {
+                ctx.run(job, cancel).await;
+                drop(permit);
+            });
+        }
+        // Reap finished job tasks so the set does not grow.
+        while jobs.try_join_next().is_some() {}
+    }
+
+    drain(
+        &mut jobs,
+        &running,
+        &done_tx,
+        settings.worker.shutdown_timeout,
+    )
+    .await;
+    drop(done_tx);
+    if let Err(e) = flusher.await {
+        tracing::error!(error = %e, "Completion flusher failed");
+    }
+    background.cancel();
+    let _ = tokio::join!(renewer, maintainer);
+    tracing::info!(worker = %options.worker_id, "Worker stopped");
+}
+
+/// Waits for running jobs up to `timeout`, then hands the rest back.
+async fn drain(
+    jobs: &mut JoinSet<()>,
+    running: &RunningMap,
+    done: &mpsc::UnboundedSender<Completion>,
+    timeout: Duration,
+) {
+    let count = lock(running).len();
+    if count > 0 {
+        tracing::info!(running = count, timeout = ?timeout, "Waiting for running jobs");
+    }
+    let deadline = Instant::now() + timeout;
+    while !jobs.is_empty() {
+        match tokio::time::timeout_at(deadline.into(), jobs.join_next()).await {
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    let left: Vec<Running> = lock(running).drain().map(|(_, r)| r).collect();
+    if !left.is_empty() {
+        tracing::warn!(
+            jobs = left.len(),
+            "Handing unfinished jobs back to the queue"
+        );
+    }
+    for r in left {
+        r.cancel.cancel();
+        let _ = done.send(Completion {
+            lease: r.lease,
+            outcome: Outcome::Released,
+        });
+    }
+    while jobs.join_next().await.is_some() {}
+}
+
+/// Everything one job's task needs.
+struct JobRun {
+    broker: SharedBroker,
+    registry: Arc<Registry>,
+    settings: Arc<Settings>,
+    running: RunningMap,
+    done: mpsc::UnboundedSender<Completion>,
+    stats: Arc<NodeStats>,
+}
+
+impl JobRun {
+    async fn run(self, job: ClaimedJob, cancel: CancellationToken) {
+        let started = Instant::now();
+        let ended = execute(
+            &job,
+            &self.registry,
+            &self.settings,
+            self.broker.clone(),
+            cancel,
+        )
+        .await;
+        self.stats.busy.fetch_sub(1, Ordering::Relaxed);
+        // Only the task that removes the job from `running` reports for it:
+        // the renewer removes jobs whose lease was lost, and the drain
+        // removes those it hands back.
+        let still_ours = lock(&self.running).remove(&job.lease.id).is_some();
+        let Ended::Finished(outcome) = ended else {
+            return;
+        };
+        if !still_ours {
+            return;
+        }
+        let label = match &outcome {
+            Outcome::Succeeded(_) => "succeeded",
+            Outcome::Failed {
+                retry_in: Some(_), ..
+            } if job.retries_left > 0 => "retried",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Released => "released",
+        };
+        if let Outcome::Failed { error, .. } = &outcome {
+            tracing::warn!(job_id = %job.lease.id, attempt = job.lease.attempt, task = %job.task, error = %error, "Attempt failed");
+        }
+        metrics::counter!("weir_jobs_total", "queue" => job.queue.clone(), "task" => job.task.clone(), "outcome" => label).increment(1);
+        metrics::histogram!("weir_job_duration_seconds", "queue" => job.queue.clone(), "task" => job.task.clone())
+            .record(started.elapsed().as_secs_f64());
+        self.stats.processed.fetch_add(1, Ordering::Relaxed);
+        let _ = self.done.send(Completion {
+            lease: job.lease,
+            outcome,
+        });
+    }
+}
+
+/// Sends completions in batches until the channel closes and is empty.
+async fn flush(broker: SharedBroker, mut rx: mpsc::UnboundedReceiver<Completion>) {
+    let mut batch = Vec::with_capacity(FLUSH_BATCH);
+    while rx.recv_many(&mut batch, FLUSH_BATCH).await > 0 {
+        let mut attempt = 0u32;
+        loop {
+            match broker.complete(batch.clone()).await {
+                Ok(stale) => {
+                    for lease in stale {
+                        metrics::counter!("weir_stale_acks_total").increment(1);
+                        tracing::info!(job_id = %lease.id, attempt = lease.attempt, "Completion ignored: the lease was no longer held");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    // The leases are still ours until they expire; keep
+                    // trying, since dropping a completion would run the job again.
+                    attempt += 1;
+                    tracing::warn!(error = %e, jobs = batch.len(), attempt, "Acknowledging failed; retrying");
+                    tokio::time::sleep(Duration::from_millis((100 * u64::from(attempt)).min(2000)))
+                        .await;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Renews every running lease each third of the lease; cancels the handlers
+/// of leases that are no longer held.
+async fn renew(
+    broker: SharedBroker,
+    running: RunningMap,
+    lease: Duration,
+    stop: CancellationToken,
+) {
+    let every = lease / 3;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {},
+            () = stop.cancelled() => return,
+        }
+        let leases: Vec<Lease> = lock(&running).values().map(|r| r.lease).collect();
+        if leases.is_empty() {
+            continue;
+        }
+        match broker.renew(&leases, lease).await {
+            Ok(lost) => {
+                let mut map = lock(&running);
+                for l in lost {
+                    if let Some(r) = map.remove(&l.id) {
+                        tracing::info!(job_id = %l.id, attempt = l.attempt, "Lease no longer held (cancelled or expired); stopping the handler");
+                        r.cancel.cancel();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "Lease renewal failed; will retry"),
+        }
+    }
+}
+
+/// Returns expired leases and promotes due jobs, every second.
+async fn maintain(broker: SharedBroker, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(MAINTENANCE_EVERY) => {},
+            () = stop.cancelled() => return,
+        }
+        match broker.maintain().await {
+            Ok(m) if m.requeued + m.dead > 0 => {
+                tracing::info!(
+                    requeued = m.requeued,
+                    dead = m.dead,
+                    "Returned jobs whose lease expired"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Maintenance failed"),
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! How handlers are written and registered: a typed payload (serde), a
+//! [`Context`] with the job's identity, progress reporting and cancellation,
+//! and a [`TaskError`] that says whether a failure is worth retrying.
+//!
+//! ```no_run
+//! use serde::Deserialize;
+//! use weir_worker::{Context, Registry, TaskError};
+//!
+//! #[derive(Deserialize)]
+//! struct Resize { url: String, width: u32 }
+//!
+//! let mut registry = Registry::with_builtins();
+//! registry.register("image.resize", |ctx: Context, job: Resize| async move {
+//!     ctx.progress(serde_json::json!({"step": "download"})).await;
+//!     if job.width == 0 {
+//!         return Err(TaskError::fatal("width must be positive"));
+//!     }
+//!     Ok(format!("resized {} to {}", job.url, job.width))
+//! });
+//! ```
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use weir_shared::broker::{Lease, SharedBroker};
+use weir_shared::job::JobId;
+
+/// Why a handler failed, and whether to try again.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskError {
+    /// Worth another attempt after the task's backoff (if retries are left).
+    Retry(String),
+    /// Worth another attempt after this delay instead of the task's backoff.
+    RetryAfter(String, Duration),
+    /// Pointless to retry (bad input, a permanent refusal): dead at once.
+    Fatal(String),
+}
+
+impl TaskError {
+    /// A retryable failure.
+    pub fn retry(message: impl Into<String>) -> Self {
+        TaskError::Retry(message.into())
+    }
+
+    /// A failure that no retry can fix.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        TaskError::Fatal(message.into())
+    }
+
+    /// The message stored in the job's `error`.
+    pub fn message(&self) -> &str {
+        match self {
+            TaskError::Retry(m) | TaskError::RetryAfter(m, _) | TaskError::Fatal(m) => m,
+        }
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// Any error type converts into a retryable failure, so handlers can use `?`.
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for TaskError {
+    fn from(e: E) -> Self {
+        TaskError::Retry(e.to_string())
+    }
+}
+
+/// What a running handler knows about its job and can do besides its work.
+#[derive(Clone)]
+pub struct Context {
+    lease: Lease,
+    task: Arc<str>,
+    queue: Arc<str>,
+    tenant: Arc<str>,
+    cancel: CancellationToken,
+    broker: SharedBroker,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("job_id", &self.lease.id)
+            .field("attempt", &self.lease.attempt)
+            .field("task", &self.task)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub(crate) fn new(
+        lease: Lease,
+        task: &str,
+        queue: &str,
+        tenant: &str,
+        cancel: CancellationToken,
+        broker: SharedBroker,
+    ) -> Self {
+        Context {
+            lease,
+            task: task.into(),
+            queue: queue.into(),
+            tenant: tenant.into(),
+            cancel,
+            broker,
+        }
+    }
+
+    /// The job's id: with [`Context::attempt`], an idempotency key for
+    /// calls that must not take effect twice.
+    pub fn job_id(&self) -> JobId {
+        self.lease.id
+    }
+
+    /// This attempt's number, 1 for the first.
+    pub fn attempt(&self) -> u32 {
+        self.lease.attempt
+    }
+
+    /// Task name.
+    pub fn task(&self) -> &str {
+        &self.task
+    }
+
+    /// Queue the job came from.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Tenant that owns the job.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Stores a progress value on the job (shown by the API and its event
+    /// stream). Returns false when this attempt no longer holds the job.
+    pub async fn progress(&self, value: Value) -> bool {
+        match self.broker.set_progress(self.lease, value).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(job_id = %self.lease.id, error = %e, "Progress not stored");
+                false
+            }
+        }
+    }
+
+    /// True once the job was cancelled, its lease lost, or the attempt timed out.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Completes when the handler should stop (see [`Context::is_cancelled`]).
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+}
+
+/// A handler with its payload type erased: takes JSON, gives JSON.
+pub(crate) type Erased = Arc<
+    dyn Fn(Context, Value) -> Result<BoxFuture<'static, Result<Value, TaskError>>, String>
+        + Send
+        + Sync,
+>;
+
+/// The tasks a worker can run, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<String, Erased>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.handlers.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// A registry with weir's built-in tasks (`weir.noop`, `weir.echo`,
+    /// `weir.sleep`, `weir.cpu`, `weir.fail`).
+    pub fn with_builtins() -> Self {
+        let mut registry = Registry::new();
+        crate::builtin::register(&mut registry);
+        registry
+    }
+
+    /// Registers `handler` for `name`. The payload is decoded into `P`; a
+    /// payload that does not decode fails the job at once (no retry can fix
+    /// it) with serde's message. The result is stored as JSON.
+    pub fn register<P, R, F, Fut>(&mut self, name: &str, handler: F) -> &mut Self
+    where
+        P: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Context, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, TaskError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let task = name.to_owned();
+        let erased: Erased = Arc::new(move |ctx, payload| {
+            let input: P = serde_json::from_value(payload)
+                .map_err(|e| format!("payload does not match what task `{task}` expects: {e}"))?;
+            let fut = handler(ctx, input);
+            Ok(Box::pin(async move {
+                let output = fut.await?;
+                serde_json::to_value(output)
+                    .map_err(|e| TaskError::fatal(format!("result is not JSON: {e}")))
+            }))
+        });
+        self.handlers.insert(name.to_owned(), erased);
+        self
+    }
+
+    /// The handler for `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&Erased> {
+        self.handlers.get(name)
+    }
+
+    /// Registered task names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.handlers.keys().map(String::as_str)
+    }
+}
