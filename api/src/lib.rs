@@ -1,1 +1,100 @@
-//! placeholder
+//! weir's HTTP API: a thin axum service over the broker seam. Every
+//! handler validates, calls one broker method and maps the answer to the
+//! interface's JSON and status codes.
+//!
+//! # Layout
+//!
+//! - [`router`] builds the app (tests call it with `oneshot`, no socket);
+//!   [`serve`] runs it on a listener until a shutdown future completes.
+//! - `error`: [`ApiError`], the one place errors become status codes.
+//! - `input`: request bodies and query strings, checked field by field.
+//! - `jobs`, `events`, `queues`, `health`: the routes.
+
+mod caller;
+mod error;
+mod events;
+mod health;
+mod input;
+mod jobs;
+mod queues;
+
+pub use caller::Caller;
+pub use error::ApiError;
+pub use queues::{QueueView, queue_views};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use weir_shared::broker::SharedBroker;
+use weir_shared::config::Settings;
+
+/// The tenant that owns jobs while authentication is off.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where jobs live.
+    pub broker: SharedBroker,
+    /// Queues, tasks and limits.
+    pub settings: Arc<Settings>,
+    /// Renders `/metrics`; `None` when this process installed no recorder.
+    pub metrics: Option<PrometheusHandle>,
+    /// Task names this API accepts besides built-in and configured ones
+    /// (handlers registered in a custom worker binary).
+    pub extra_tasks: Arc<Vec<String>>,
+}
+
+impl AppState {
+    /// State with no metrics recorder and no extra tasks.
+    pub fn new(broker: SharedBroker, settings: Arc<Settings>) -> Self {
+        AppState {
+            broker,
+            settings,
+            metrics: None,
+            extra_tasks: Arc::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn knows_task(&self, name: &str) -> bool {
+        self.settings.knows_task(name) || self.extra_tasks.iter().any(|t| t == name)
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let limit = state.settings.http.max_payload_bytes;
+    Router::new()
+        .route("/v1/jobs", post(jobs::enqueue).get(jobs::list))
+        .route("/v1/jobs/batch", post(jobs::enqueue_batch))
+        .route("/v1/jobs/{id}", get(jobs::show).delete(jobs::cancel))
+        .route("/v1/jobs/{id}/retry", post(jobs::retry))
+        .route("/v1/jobs/{id}/events", get(events::stream))
+        .route("/v1/queues", get(queues::list))
+        .route("/v1/queues/{name}", get(queues::show))
+        .route("/v1/queues/{name}/pause", post(queues::pause))
+        .route("/v1/queues/{name}/resume", post(queues::resume))
+        .route("/v1/workers", get(queues::workers))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes
+/// the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

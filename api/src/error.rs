@@ -1,0 +1,101 @@
+//! [`ApiError`]: user errors become 4xx with a code and a message that says
+//! what to fix; broker outages become 503 with `Retry-After`; anything else
+//! is a bare 500 whose detail goes to the log, not the client.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use weir_shared::broker::BrokerError;
+
+/// An error answer of the API: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with an explicit status and code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the body is not JSON or a field has the wrong type.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 422: well-formed but not acceptable.
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// 404: no such job (or not the caller's).
+    pub fn job_not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "job not found")
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message shown to the client.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> Self {
+        match e {
+            BrokerError::NotFound => ApiError::job_not_found(),
+            BrokerError::Conflict(state) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", format!("job is {state}"))
+            }
+            BrokerError::Invalid(message) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            BrokerError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "Broker unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the broker is unavailable; nothing was changed, try again",
+                )
+            }
+            BrokerError::Internal(detail) => {
+                tracing::error!(error = %detail, "Broker error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The answer for a path no route matches.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}

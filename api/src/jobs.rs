@@ -1,0 +1,152 @@
+//! `/v1/jobs`: enqueue (one or a batch), show, list, cancel, retry.
+
+use crate::error::ApiError;
+use crate::input::{batch_request, job_request, json_body};
+use crate::{AppState, Caller};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::str::FromStr;
+use weir_shared::broker::{JobPage, ListRequest};
+use weir_shared::job::{Job, JobId, JobState};
+
+/// Default and largest page sizes of `GET /v1/jobs`.
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+/// A job id from the path; anything that is not an id names no job.
+pub(crate) fn parse_id(text: &str) -> Result<JobId, ApiError> {
+    JobId::from_str(text).map_err(|_| ApiError::job_not_found())
+}
+
+/// `POST /v1/jobs`: 201 with the new job, or 200 with the unfinished job
+/// that already holds its unique key.
+pub(crate) async fn enqueue(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let request = job_request(&state, &caller.tenant, json_body(body)?, "")?;
+    let mut out = state.broker.enqueue(vec![request]).await?;
+    let enqueued = out.pop().ok_or_else(|| {
+        ApiError::from(weir_shared::broker::BrokerError::Internal(
+            "enqueue returned nothing".into(),
+        ))
+    })?;
+    let status = if enqueued.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(enqueued.job)))
+}
+
+/// `POST /v1/jobs/batch`: all jobs or none.
+pub(crate) async fn enqueue_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let requests = batch_request(&state, &caller.tenant, json_body(body)?)?;
+    let out = state.broker.enqueue(requests).await?;
+    let ids: Vec<JobId> = out.iter().map(|e| e.job.id).collect();
+    Ok((StatusCode::CREATED, Json(json!({"ids": ids}))))
+}
+
+/// `GET /v1/jobs/{id}`.
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    let id = parse_id(&id)?;
+    state
+        .broker
+        .get(&caller.scope, id)
+        .await?
+        .map(Json)
+        .ok_or_else(ApiError::job_not_found)
+}
+
+/// Query string of `GET /v1/jobs`; everything a string so that a bad value
+/// gets a message naming it.
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    queue: Option<String>,
+    state: Option<String>,
+    task: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/jobs`: newest first, with a cursor.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobPage>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = match q.limit.as_deref() {
+        None | Some("") => DEFAULT_PAGE,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid("invalid_field", format!("limit must be 1 to {MAX_PAGE}"))
+            })?,
+    };
+    let job_state = q
+        .state
+        .filter(|s| !s.is_empty())
+        .map(|s| JobState::from_str(&s))
+        .transpose()
+        .map_err(|e| ApiError::invalid("invalid_field", e))?;
+    let cursor = q
+        .cursor
+        .filter(|c| !c.is_empty())
+        .map(|c| JobId::from_str(&c))
+        .transpose()
+        .map_err(|_| {
+            ApiError::invalid(
+                "invalid_field",
+                "cursor is not a job id; pass next_cursor back as it came",
+            )
+        })?;
+    let page = state
+        .broker
+        .list(ListRequest {
+            scope: caller.scope,
+            queue: q.queue.filter(|s| !s.is_empty()),
+            state: job_state,
+            task: q.task.filter(|s| !s.is_empty()),
+            limit,
+            cursor,
+        })
+        .await?;
+    Ok(Json(page))
+}
+
+/// `DELETE /v1/jobs/{id}`: cancels; 409 when already finished.
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(Json(state.broker.cancel(&caller.scope, id).await?))
+}
+
+/// `POST /v1/jobs/{id}/retry`: only from `failed` or `cancelled`.
+pub(crate) async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(Json(state.broker.retry(&caller.scope, id).await?))
+}

@@ -1,0 +1,128 @@
+//! `/v1/queues` (counts per state, paused flag; pause and resume) and
+//! `/v1/workers` (live nodes from their heartbeats).
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use weir_shared::broker::{QueueCounts, SharedBroker};
+use weir_shared::config::Settings;
+use weir_shared::job::JobState;
+
+/// A queue as the API and `weir queues --json` show it: every state
+/// present, zeros included, so scripts need no defaults.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueView {
+    /// Queue name.
+    pub name: String,
+    /// True while workers take nothing from it.
+    pub paused: bool,
+    /// Declared in configuration (jobs can be enqueued to it).
+    pub declared: bool,
+    /// Jobs per state.
+    pub counts: BTreeMap<JobState, u64>,
+}
+
+/// Every declared queue, in declared order, then any other queue the broker
+/// knows of (jobs left from an earlier configuration).
+pub async fn queue_views(
+    broker: &SharedBroker,
+    settings: &Settings,
+) -> Result<Vec<QueueView>, weir_shared::broker::BrokerError> {
+    let mut known: BTreeMap<String, QueueCounts> = broker
+        .queue_counts()
+        .await?
+        .into_iter()
+        .map(|q| (q.name.clone(), q))
+        .collect();
+    let view = |name: &str, declared: bool, q: Option<QueueCounts>| {
+        let mut counts: BTreeMap<JobState, u64> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
+        let paused = q.as_ref().is_some_and(|q| q.paused);
+        if let Some(q) = q {
+            counts.extend(q.counts);
+        }
+        QueueView {
+            name: name.to_owned(),
+            paused,
+            declared,
+            counts,
+        }
+    };
+    let mut out: Vec<QueueView> = settings
+        .declared_queues
+        .iter()
+        .map(|name| view(name, true, known.remove(name)))
+        .collect();
+    out.extend(
+        known
+            .into_iter()
+            .map(|(name, q)| view(&name, false, Some(q))),
+    );
+    Ok(out)
+}
+
+async fn one(state: &AppState, name: &str) -> Result<QueueView, ApiError> {
+    queue_views(&state.broker, &state.settings)
+        .await?
+        .into_iter()
+        .find(|q| q.name == name)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("unknown queue `{name}`"),
+            )
+        })
+}
+
+/// `GET /v1/queues`.
+pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let queues = queue_views(&state.broker, &state.settings).await?;
+    Ok(Json(json!({"data": queues})))
+}
+
+/// `GET /v1/queues/{name}`.
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<QueueView>, ApiError> {
+    one(&state, &name).await.map(Json)
+}
+
+async fn set_paused(
+    state: &AppState,
+    name: &str,
+    paused: bool,
+) -> Result<Json<QueueView>, ApiError> {
+    // Only queues that exist: a typo must not create a paused phantom queue.
+    one(state, name).await?;
+    state.broker.set_paused(name, paused).await?;
+    tracing::info!(queue = %name, paused, "Queue paused flag changed");
+    one(state, name).await.map(Json)
+}
+
+/// `POST /v1/queues/{name}/pause`.
+pub(crate) async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<QueueView>, ApiError> {
+    set_paused(&state, &name, true).await
+}
+
+/// `POST /v1/queues/{name}/resume`.
+pub(crate) async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<QueueView>, ApiError> {
+    set_paused(&state, &name, false).await
+}
+
+/// `GET /v1/workers`.
+pub(crate) async fn workers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let workers = state.broker.workers().await?;
+    Ok(Json(json!({"data": workers})))
+}
