@@ -2,7 +2,6 @@
 //! and wrong types are 400; well-typed values that cannot be accepted
 //! (unknown queue or task, out-of-range numbers, unknown fields) are 422.
 
-use crate::AppState;
 use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -11,6 +10,7 @@ use chrono::DateTime;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use weir_shared::broker::EnqueueRequest;
+use weir_shared::config::Settings;
 use weir_shared::job::{
     DEFAULT_MAX_RETRIES, DEFAULT_PRIORITY, MAX_DELAY_MS, MAX_PRIORITY, MAX_RETRIES_LIMIT,
     MAX_UNIQUE_KEY_LEN, Millis, now_ms,
@@ -64,10 +64,25 @@ pub(crate) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, Ap
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
 }
 
-/// One job request, checked against the configuration. `at` prefixes
-/// messages in a batch (`jobs[3]: `).
-pub(crate) fn job_request(
-    state: &AppState,
+/// The configuration a job request is checked against.
+#[derive(Clone, Copy)]
+pub struct Catalog<'a> {
+    /// Declared queues and task settings.
+    pub settings: &'a Settings,
+    /// Task names handled by custom worker binaries.
+    pub extra_tasks: &'a [String],
+}
+
+impl Catalog<'_> {
+    fn knows_task(&self, name: &str) -> bool {
+        self.settings.knows_task(name) || self.extra_tasks.iter().any(|t| t == name)
+    }
+}
+
+/// One job request (the JSON of `POST /v1/jobs`), checked against the
+/// configuration. `at` prefixes messages in a batch (`jobs[3]: `).
+pub fn job_request(
+    catalog: Catalog<'_>,
     tenant: &str,
     value: Value,
     at: &str,
@@ -90,7 +105,7 @@ pub(crate) fn job_request(
     let body: JobBody = serde_json::from_value(Value::Object(map))
         .map_err(|e| ApiError::bad_request(format!("{at}{e}")))?;
 
-    if !state.knows_task(&body.task) {
+    if !catalog.knows_task(&body.task) {
         return Err(invalid(
             "unknown_task",
             format!(
@@ -99,17 +114,17 @@ pub(crate) fn job_request(
             ),
         ));
     }
-    let task = state.settings.task(&body.task);
+    let task = catalog.settings.task(&body.task);
     let queue = body
         .queue
         .or(task.queue)
         .unwrap_or_else(|| "default".to_owned());
-    if !state.settings.declared_queues.contains(&queue) {
+    if !catalog.settings.declared_queues.contains(&queue) {
         return Err(invalid(
             "unknown_queue",
             format!(
                 "unknown queue `{queue}`; declared queues: {}",
-                state.settings.declared_queues.join(", ")
+                catalog.settings.declared_queues.join(", ")
             ),
         ));
     }
@@ -206,7 +221,7 @@ pub(crate) fn job_request(
 
 /// `{"jobs": [...]}`: every job checked before any is enqueued.
 pub(crate) fn batch_request(
-    state: &AppState,
+    catalog: Catalog<'_>,
     tenant: &str,
     value: Value,
 ) -> Result<Vec<EnqueueRequest>, ApiError> {
@@ -231,7 +246,7 @@ pub(crate) fn batch_request(
     jobs.into_iter()
         .enumerate()
         .map(|(i, job)| {
-            job_request(state, tenant, job, &format!("jobs[{i}]: ")).map_err(|e| {
+            job_request(catalog, tenant, job, &format!("jobs[{i}]: ")).map_err(|e| {
                 // In a batch every bad job is 422, naming its index.
                 if e.status() == StatusCode::BAD_REQUEST {
                     ApiError::invalid("invalid_field", e.message().to_owned())

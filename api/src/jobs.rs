@@ -30,7 +30,7 @@ pub(crate) async fn enqueue(
     caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
-    let request = job_request(&state, &caller.tenant, json_body(body)?, "")?;
+    let request = job_request(state.catalog(), &caller.tenant, json_body(body)?, "")?;
     let mut out = state.broker.enqueue(vec![request]).await?;
     let enqueued = out.pop().ok_or_else(|| {
         ApiError::from(weir_shared::broker::BrokerError::Internal(
@@ -51,7 +51,7 @@ pub(crate) async fn enqueue_batch(
     caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let requests = batch_request(&state, &caller.tenant, json_body(body)?)?;
+    let requests = batch_request(state.catalog(), &caller.tenant, json_body(body)?)?;
     let out = state.broker.enqueue(requests).await?;
     let ids: Vec<JobId> = out.iter().map(|e| e.job.id).collect();
     Ok((StatusCode::CREATED, Json(json!({"ids": ids}))))

@@ -20,6 +20,7 @@ mod queues;
 
 pub use caller::Caller;
 pub use error::ApiError;
+pub use input::{Catalog, job_request};
 pub use queues::{QueueView, queue_views};
 
 use axum::Router;
@@ -60,8 +61,11 @@ impl AppState {
         }
     }
 
-    pub(crate) fn knows_task(&self, name: &str) -> bool {
-        self.settings.knows_task(name) || self.extra_tasks.iter().any(|t| t == name)
+    pub(crate) fn catalog(&self) -> Catalog<'_> {
+        Catalog {
+            settings: &self.settings,
+            extra_tasks: &self.extra_tasks,
+        }
     }
 }
 

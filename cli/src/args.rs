@@ -1,0 +1,185 @@
+//! The command line. Settings come from the environment and `WEIR_CONFIG`;
+//! flags override both.
+
+use clap::{Args, Parser, Subcommand};
+
+/// weir: a distributed job queue and worker platform.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// API + worker in one process on the embedded SQLite broker: the one-command way to try weir.
+    Dev(ServeArgs),
+    /// The HTTP API alone.
+    Api(ServeArgs),
+    /// A worker node: a supervisor and its child processes.
+    Worker(WorkerArgs),
+    /// Enqueue one job, or --count N of them.
+    Enqueue(EnqueueArgs),
+    /// Queues and their counts; pause, resume or purge one.
+    Queues(QueuesArgs),
+    /// List, show, retry or cancel jobs.
+    Jobs(JobsArgs),
+    /// Live worker nodes, from their heartbeats.
+    Workers(JsonFlag),
+}
+
+/// `--json`.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct JsonFlag {
+    /// Print one JSON document (the shapes of the HTTP API) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `weir dev` and `weir api`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen address (overrides WEIR_HTTP_ADDR).
+    #[arg(long)]
+    pub addr: Option<std::net::SocketAddr>,
+}
+
+/// Flags of `weir worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Queues to serve in priority order, or weighted: `-Q a=6,b=3,c=1` (overrides WEIR_QUEUES).
+    #[arg(short = 'Q', long)]
+    pub queues: Option<String>,
+    /// Job slots of this node (overrides WEIR_CONCURRENCY).
+    #[arg(short = 'c', long)]
+    pub concurrency: Option<u32>,
+    /// Child processes the slots are spread over (overrides WEIR_PROCESSES).
+    #[arg(long)]
+    pub processes: Option<u32>,
+}
+
+/// Flags of `weir enqueue`.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// Task name, e.g. weir.echo.
+    pub task: String,
+    /// Queue (default: the task's configured queue, else `default`).
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Payload as JSON.
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// Priority 0-9, higher first.
+    #[arg(long)]
+    pub priority: Option<i64>,
+    /// Run after this delay, e.g. 10s or 5m.
+    #[arg(long)]
+    pub delay: Option<String>,
+    /// Retries after the first attempt.
+    #[arg(long)]
+    pub max_retries: Option<i64>,
+    /// Per-attempt timeout, e.g. 30s.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Skip if an unfinished job of this task holds the same key.
+    #[arg(long)]
+    pub unique_key: Option<String>,
+    /// Tenant that owns the job.
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// Enqueue this many copies, in batches, with a progress bar.
+    #[arg(long, default_value_t = 1)]
+    pub count: u64,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+/// `weir queues [pause|resume|purge]`.
+#[derive(Debug, Args)]
+pub struct QueuesArgs {
+    /// Without an action: list queues.
+    #[command(subcommand)]
+    pub action: Option<QueueAction>,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+/// Queue actions.
+#[derive(Debug, Subcommand)]
+pub enum QueueAction {
+    /// Stop workers from taking jobs from a queue.
+    Pause {
+        /// Queue name.
+        queue: String,
+    },
+    /// Let workers take jobs from a queue again.
+    Resume {
+        /// Queue name.
+        queue: String,
+    },
+    /// Delete a queue's waiting jobs (scheduled, queued, retrying).
+    Purge {
+        /// Queue name.
+        queue: String,
+        /// Confirm: purging cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `weir jobs ...`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: JobAction,
+}
+
+/// Job actions.
+#[derive(Debug, Subcommand)]
+pub enum JobAction {
+    /// Jobs, newest first.
+    List {
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// Page size, 1-500.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Continue after this job id (next_cursor of the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// One job in full.
+    Show {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Queue a failed or cancelled job again.
+    Retry {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Cancel a job that has not finished.
+    Cancel {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+}

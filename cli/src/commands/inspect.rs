@@ -1,0 +1,271 @@
+//! Inspection and steering straight on the broker (no API needed):
+//! `weir queues`, `weir jobs`, `weir workers`.
+
+use crate::args::{JobAction, JobsArgs, JsonFlag, QueueAction, QueuesArgs};
+use crate::failure::{Failure, Outcome};
+use crate::output;
+use serde_json::json;
+use std::str::FromStr;
+use weir_api::queue_views;
+use weir_shared::broker::{ListRequest, Scope};
+use weir_shared::config::Settings;
+use weir_shared::job::{Job, JobId, JobState, now_ms};
+
+fn job_id(text: &str) -> Result<JobId, Failure> {
+    JobId::from_str(text).map_err(|_| {
+        Failure::usage(format!(
+            "`{text}` is not a job id (a UUID such as 0193b2e4-...)"
+        ))
+    })
+}
+
+fn time(t: Option<weir_shared::job::Millis>) -> String {
+    t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
+}
+
+/// `weir queues [pause|resume|purge]`.
+pub async fn queues(settings: Settings, args: QueuesArgs) -> Outcome {
+    let broker = super::connect(&settings).await?;
+    let known = |q: &str| settings.declared_queues.iter().any(|d| d == q);
+    match args.action {
+        None => {
+            let views = queue_views(&broker, &settings).await?;
+            if args.output.json {
+                output::json(&json!({"data": views}));
+                return Ok(());
+            }
+            let mut header = vec!["QUEUE", "PAUSED"];
+            header.extend(JobState::ALL.iter().map(|s| s.as_str()));
+            let rows: Vec<Vec<String>> = views
+                .iter()
+                .map(|q| {
+                    let mut row = vec![
+                        q.name.clone(),
+                        if q.paused { "yes".into() } else { "no".into() },
+                    ];
+                    row.extend(
+                        JobState::ALL
+                            .iter()
+                            .map(|s| q.counts.get(s).copied().unwrap_or(0).to_string()),
+                    );
+                    row
+                })
+                .collect();
+            let upper: Vec<String> = header.iter().map(|h| h.to_uppercase()).collect();
+            output::table(&upper.iter().map(String::as_str).collect::<Vec<_>>(), &rows);
+        }
+        Some(QueueAction::Pause { queue }) | Some(QueueAction::Resume { queue })
+            if !known(&queue) =>
+        {
+            return Err(Failure::usage(format!(
+                "unknown queue `{queue}`; declared queues: {}",
+                settings.declared_queues.join(", ")
+            )));
+        }
+        Some(QueueAction::Pause { queue }) => {
+            broker.set_paused(&queue, true).await?;
+            report(args.output, &queue, "paused");
+        }
+        Some(QueueAction::Resume { queue }) => {
+            broker.set_paused(&queue, false).await?;
+            report(args.output, &queue, "resumed");
+        }
+        Some(QueueAction::Purge { queue, yes }) => {
+            if !yes {
+                return Err(Failure::usage(format!(
+                    "purging deletes every waiting job of `{queue}` for good; run `weir queues purge {queue} --yes` to confirm"
+                )));
+            }
+            let deleted = broker.purge(&queue).await?;
+            if args.output.json {
+                output::json(&json!({"queue": queue, "purged": deleted}));
+            } else {
+                println!("purged {deleted} waiting jobs from {queue}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn report(flag: JsonFlag, queue: &str, what: &str) {
+    if flag.json {
+        output::json(&json!({"queue": queue, "paused": what == "paused"}));
+    } else {
+        println!("{queue} {what}");
+    }
+}
+
+fn show_job(job: &Job, flag: JsonFlag) {
+    if flag.json {
+        output::json(job);
+        return;
+    }
+    let rows = [
+        ("id", job.id.to_string()),
+        ("task", job.task.clone()),
+        ("queue", job.queue.clone()),
+        ("tenant", job.tenant.clone()),
+        ("state", job.state.to_string()),
+        ("priority", job.priority.to_string()),
+        (
+            "attempts",
+            format!("{} (max retries {})", job.attempts, job.max_retries),
+        ),
+        ("payload", job.payload.to_string()),
+        ("result", job.result.to_string()),
+        ("error", job.error.clone().unwrap_or_else(|| "-".into())),
+        ("progress", job.progress.to_string()),
+        ("created_at", job.created_at.to_rfc3339()),
+        ("run_at", job.run_at.to_rfc3339()),
+        ("started_at", time(job.started_at)),
+        ("finished_at", time(job.finished_at)),
+    ];
+    for (key, value) in rows {
+        println!("{key:<12} {value}");
+    }
+}
+
+/// `weir jobs list|show|retry|cancel`.
+pub async fn jobs(settings: Settings, args: JobsArgs) -> Outcome {
+    let broker = super::connect(&settings).await?;
+    match args.action {
+        JobAction::List {
+            queue,
+            state,
+            task,
+            limit,
+            cursor,
+            output: flag,
+        } => {
+            if !(1..=500).contains(&limit) {
+                return Err(Failure::usage("--limit must be 1 to 500"));
+            }
+            let state = state
+                .map(|s| JobState::from_str(&s))
+                .transpose()
+                .map_err(Failure::usage)?;
+            let cursor = cursor.map(|c| job_id(&c)).transpose()?;
+            let page = broker
+                .list(ListRequest {
+                    scope: Scope::All,
+                    queue,
+                    state,
+                    task,
+                    limit,
+                    cursor,
+                })
+                .await?;
+            if flag.json {
+                output::json(&page);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = page
+                .data
+                .iter()
+                .map(|j| {
+                    vec![
+                        j.id.to_string(),
+                        j.task.clone(),
+                        j.queue.clone(),
+                        j.state.to_string(),
+                        j.priority.to_string(),
+                        j.attempts.to_string(),
+                        j.created_at.to_rfc3339(),
+                        j.error
+                            .clone()
+                            .unwrap_or_default()
+                            .chars()
+                            .take(60)
+                            .collect(),
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "ID", "TASK", "QUEUE", "STATE", "PRI", "ATTEMPTS", "CREATED", "ERROR",
+                ],
+                &rows,
+            );
+            if let Some(next) = page.next_cursor {
+                eprintln!("more: weir jobs list --cursor {next}");
+            }
+        }
+        JobAction::Show { id, output: flag } => {
+            let job = broker
+                .get(&Scope::All, job_id(&id)?)
+                .await?
+                .ok_or_else(|| Failure::usage(format!("no job {id}")))?;
+            show_job(&job, flag);
+        }
+        JobAction::Retry { id, output: flag } => {
+            let job = broker
+                .retry(&Scope::All, job_id(&id)?)
+                .await
+                .map_err(|e| explain(e, "retry", "failed or cancelled"))?;
+            show_job(&job, flag);
+        }
+        JobAction::Cancel { id, output: flag } => {
+            let job = broker
+                .cancel(&Scope::All, job_id(&id)?)
+                .await
+                .map_err(|e| explain(e, "cancel", "unfinished"))?;
+            show_job(&job, flag);
+        }
+    }
+    Ok(())
+}
+
+fn explain(e: weir_shared::broker::BrokerError, verb: &str, allowed: &str) -> Failure {
+    match e {
+        weir_shared::broker::BrokerError::Conflict(state) => Failure::usage(format!(
+            "cannot {verb} a job that is {state}; only {allowed} jobs can be"
+        )),
+        other => other.into(),
+    }
+}
+
+/// `weir workers`.
+pub async fn workers(settings: Settings, flag: JsonFlag) -> Outcome {
+    let broker = super::connect(&settings).await?;
+    let nodes = broker.workers().await?;
+    if flag.json {
+        output::json(&json!({"data": nodes}));
+        return Ok(());
+    }
+    let now = now_ms().0;
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|w| {
+            vec![
+                w.id.clone(),
+                w.host.clone(),
+                w.pid.to_string(),
+                w.queues.join(","),
+                format!(
+                    "{}/{}/{}/{}",
+                    w.slots.busy, w.slots.current, w.slots.min, w.slots.max
+                ),
+                w.children.len().to_string(),
+                w.processed.to_string(),
+                output::ago(now - w.last_heartbeat.0),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "ID",
+            "HOST",
+            "PID",
+            "QUEUES",
+            "SLOTS(B/C/MIN/MAX)",
+            "PROCS",
+            "PROCESSED",
+            "HEARTBEAT",
+        ],
+        &rows,
+    );
+    if nodes.is_empty() {
+        eprintln!("no live worker nodes");
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! One function per subcommand; this module loads settings and logging
+//! first, so every command starts from the same validated configuration.
+
+mod enqueue;
+mod inspect;
+mod serve;
+
+use crate::args::{Cli, Command};
+use crate::failure::{Failure, Outcome};
+use std::sync::Arc;
+use tracing_subscriber::EnvFilter;
+use weir_shared::broker::sqlite::{Durability, SqliteBroker};
+use weir_shared::broker::{self, SharedBroker};
+use weir_shared::config::{LogFormat, Settings};
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Outcome {
+    let settings = Settings::from_env().map_err(Failure::usage)?;
+    init_logging(&settings);
+    match cli.command {
+        Command::Dev(args) => serve::dev(settings, args).await,
+        Command::Api(args) => serve::api(settings, args).await,
+        Command::Worker(args) => serve::worker(settings, args).await,
+        Command::Enqueue(args) => enqueue::run(settings, args).await,
+        Command::Queues(args) => inspect::queues(settings, args).await,
+        Command::Jobs(args) => inspect::jobs(settings, args).await,
+        Command::Workers(flag) => inspect::workers(settings, flag).await,
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    let filter =
+        EnvFilter::try_new(&settings.log.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match settings.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+}
+
+/// Opens the broker named by `WEIR_BROKER_URL`.
+pub(crate) async fn connect(settings: &Settings) -> Result<SharedBroker, Failure> {
+    let url = &settings.broker_url;
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let durability = if settings.sqlite_full_sync {
+            Durability::Full
+        } else {
+            Durability::Normal
+        };
+        let broker = SqliteBroker::open(path, durability).await.map_err(|e| {
+            Failure::Runtime(anyhow::anyhow!("cannot open the broker at {url}: {e}"))
+        })?;
+        return Ok(Arc::new(broker));
+    }
+    broker::connect(url).await.map_err(|e| match e {
+        weir_shared::broker::BrokerError::Invalid(m) => {
+            Failure::usage(format!("WEIR_BROKER_URL: {m}"))
+        }
+        other => Failure::Runtime(anyhow::anyhow!("cannot reach the broker: {other}")),
+    })
+}

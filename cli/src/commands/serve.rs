@@ -1,0 +1,150 @@
+//! The long-running roles: `weir dev`, `weir api`, `weir worker`.
+
+use crate::args::{ServeArgs, WorkerArgs};
+use crate::failure::{Failure, Outcome};
+use crate::signals::shutdown_token;
+use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use std::sync::Arc;
+use weir_api::AppState;
+use weir_shared::config::Settings;
+use weir_shared::queue_order::QueueOrder;
+use weir_worker::Registry;
+
+fn api_state(settings: &Arc<Settings>, broker: weir_shared::broker::SharedBroker) -> AppState {
+    let mut state = AppState::new(broker, settings.clone());
+    match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => state.metrics = Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "Metrics recorder not installed; /metrics will be empty")
+        }
+    }
+    state
+}
+
+async fn listen(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Failure> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {addr} (set WEIR_HTTP_ADDR or --addr to another address)")
+        })
+        .map_err(Failure::Runtime)
+}
+
+/// `weir dev`: API and worker in one process.
+pub async fn dev(mut settings: Settings, args: ServeArgs) -> Outcome {
+    if let Some(addr) = args.addr {
+        settings.http.addr = addr;
+    }
+    if !settings.http.addr.ip().is_loopback() {
+        return Err(Failure::usage(format!(
+            "weir dev serves without authentication, so it listens on loopback only; {} is not a loopback address",
+            settings.http.addr
+        )));
+    }
+    let settings = Arc::new(settings);
+    let broker = super::connect(&settings).await?;
+    let listener = listen(settings.http.addr).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    let shutdown = shutdown_token();
+    tracing::info!(
+        api = %format!("http://{addr}"),
+        broker = %settings.broker_url,
+        slots = settings.worker.concurrency,
+        "weir dev is up; try: curl -s -XPOST http://{addr}/v1/jobs -d '{{\"task\":\"weir.echo\",\"payload\":{{\"hello\":\"world\"}}}}'"
+    );
+    let worker = tokio::spawn(weir_worker::run_in_process(
+        broker.clone(),
+        Registry::with_builtins(),
+        settings.clone(),
+        shutdown.clone(),
+    ));
+    let api_shutdown = shutdown.clone();
+    let served = weir_api::serve(listener, api_state(&settings, broker), async move {
+        api_shutdown.cancelled().await
+    })
+    .await;
+    shutdown.cancel();
+    let _ = worker.await;
+    served.context("the API stopped").map_err(Failure::Runtime)
+}
+
+/// `weir api`: the HTTP API alone.
+pub async fn api(mut settings: Settings, args: ServeArgs) -> Outcome {
+    if let Some(addr) = args.addr {
+        settings.http.addr = addr;
+    }
+    if std::env::var("WEIR_AUTH").ok().as_deref() != Some("disabled") {
+        return Err(Failure::usage(
+            "weir api needs API keys, and this version of weir has no API key support yet; \
+             set WEIR_AUTH=disabled to serve without authentication (on a trusted network only)",
+        ));
+    }
+    let settings = Arc::new(settings);
+    let broker = super::connect(&settings).await?;
+    let listener = listen(settings.http.addr).await?;
+    let shutdown = shutdown_token();
+    tracing::info!(addr = %settings.http.addr, broker = %settings.broker_url, "API listening");
+    // The API keeps due jobs promoted and expired leases returned even when
+    // no worker runs, so counts and states stay true.
+    let maintainer = {
+        let broker = broker.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {},
+                    () = stop.cancelled() => return,
+                }
+                if let Err(e) = broker.maintain().await {
+                    tracing::warn!(error = %e, "Maintenance failed");
+                }
+            }
+        })
+    };
+    let stop = shutdown.clone();
+    let served = weir_api::serve(listener, api_state(&settings, broker), async move {
+        stop.cancelled().await
+    })
+    .await;
+    shutdown.cancel();
+    let _ = maintainer.await;
+    served.context("the API stopped").map_err(Failure::Runtime)
+}
+
+/// `weir worker`: a supervisor and its children (or, in a child, its share).
+pub async fn worker(mut settings: Settings, args: WorkerArgs) -> Outcome {
+    if let Some(spec) = args.queues {
+        let order = QueueOrder::parse(&spec).map_err(|e| Failure::usage(format!("-Q: {e}")))?;
+        if let Some(q) = order
+            .names()
+            .find(|q| !settings.declared_queues.iter().any(|d| d == q))
+        {
+            return Err(Failure::usage(format!(
+                "-Q: queue `{q}` is not declared; declared queues: {}",
+                settings.declared_queues.join(", ")
+            )));
+        }
+        settings.worker.queues = Some(order);
+    }
+    if let Some(c) = args.concurrency {
+        if c == 0 {
+            return Err(Failure::usage("-c/--concurrency must be at least 1"));
+        }
+        settings.worker.concurrency = c;
+    }
+    if let Some(p) = args.processes {
+        if p == 0 {
+            return Err(Failure::usage("--processes must be at least 1"));
+        }
+        settings.worker.processes = p;
+    }
+    let settings = Arc::new(settings);
+    let broker = super::connect(&settings).await?;
+    let shutdown = shutdown_token();
+    weir_worker::run(broker, Registry::with_builtins(), settings, shutdown)
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))
+}

@@ -1,0 +1,56 @@
+//! How a command fails: a usage error (exit 2: the input must change) or a
+//! runtime failure (exit 1: the same command may work later).
+
+use std::fmt::Display;
+use std::process::ExitCode;
+use weir_shared::broker::BrokerError;
+
+/// A failed command.
+#[derive(Debug)]
+pub enum Failure {
+    /// The command line, configuration or input is wrong.
+    Usage(String),
+    /// Something outside failed.
+    Runtime(anyhow::Error),
+}
+
+impl Failure {
+    /// A usage error with a message that says what to fix.
+    pub fn usage(message: impl Display) -> Self {
+        Failure::Usage(message.to_string())
+    }
+
+    /// Prints the error and gives the exit status.
+    pub fn report(self) -> ExitCode {
+        match self {
+            Failure::Usage(message) => {
+                eprintln!("error: {}", message.trim_end());
+                ExitCode::from(2)
+            }
+            Failure::Runtime(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+impl From<BrokerError> for Failure {
+    fn from(e: BrokerError) -> Self {
+        match e {
+            BrokerError::Invalid(message) => Failure::Usage(message),
+            BrokerError::NotFound => Failure::Usage("no job with that id".into()),
+            BrokerError::Conflict(state) => Failure::Usage(format!("the job is {state}")),
+            other => Failure::Runtime(anyhow::Error::new(other)),
+        }
+    }
+}
+
+/// Result of a command.
+pub type Outcome = Result<(), Failure>;
