@@ -53,7 +53,7 @@ async fn greet(ctx: Context, job: Greet) -> Result<Greeting, TaskError> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber_init();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let settings = Arc::new(Settings::from_env()?);
     let broker = weir_shared::broker::connect(&settings.broker_url).await?;
     let mut registry = Registry::with_builtins();
@@ -67,9 +67,4 @@ async fn main() -> anyhow::Result<()> {
     });
     weir_worker::run(broker, registry, settings, shutdown).await?;
     Ok(())
-}
-
-fn tracing_subscriber_init() {
-    // Examples keep their dependencies small; a real binary would set up
-    // tracing-subscriber here as the `weir` binary does.
 }
