@@ -35,7 +35,7 @@ pub enum Command {
 #[derive(Debug, Args, Clone, Copy)]
 pub struct JsonFlag {
     /// Print one JSON document (the shapes of the HTTP API) instead of a table.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
 }
 

@@ -1,1 +1,278 @@
-//! Black-box tests live in `tests/`; this crate has no library code.
+//! A harness for black-box tests: it starts the real `weir` binary in a
+//! temporary directory (its own SQLite file), on a free port, and talks to
+//! it over HTTP and through the CLI, as a user would.
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `weir` binary under test: `WEIR_BIN`, or the one cargo built next to
+/// this test executable.
+pub fn weir_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("WEIR_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/weir
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = profile_dir.join("weir");
+    assert!(
+        bin.exists(),
+        "{} not found: run the tests with `cargo test --workspace` (it builds the binary) or set WEIR_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A directory with its own broker file and environment for `weir` processes.
+pub struct Sandbox {
+    /// The temporary directory; removed on drop.
+    pub dir: tempfile::TempDir,
+    /// Extra environment for every process started here.
+    pub env: Vec<(String, String)>,
+}
+
+impl Sandbox {
+    /// A fresh sandbox with quiet logs.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("weir.db");
+        Sandbox {
+            env: vec![
+                (
+                    "WEIR_BROKER_URL".into(),
+                    format!("sqlite://{}", db.display()),
+                ),
+                ("WEIR_LOG".into(), "info".into()),
+            ],
+            dir,
+        }
+    }
+
+    /// Adds an environment variable for processes started from now on.
+    pub fn set(&mut self, key: &str, value: &str) -> &mut Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Writes a `WEIR_CONFIG` file and points the environment at it.
+    pub fn config(&mut self, toml: &str) -> &mut Self {
+        let path = self.dir.path().join("weir.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let path = path.display().to_string();
+        self.set("WEIR_CONFIG", &path)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(weir_bin());
+        cmd.args(args).current_dir(self.dir.path());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs a CLI command to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run weir")
+    }
+
+    /// Runs a CLI command that must succeed and print JSON.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "weir {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "weir {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Starts a long-running role; its log goes to `<name>.log` in the sandbox.
+    pub fn spawn(&self, name: &str, args: &[&str]) -> Proc {
+        let log_path = self.dir.path().join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let err = log.try_clone().expect("log file");
+        let child = self
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("spawn weir");
+        Proc { child, log_path }
+    }
+
+    /// Starts `weir dev` on a free port and waits until it answers.
+    pub async fn dev(&self) -> Dev {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let proc = self.spawn("dev", &["dev", "--addr", &addr]);
+        let dev = Dev {
+            proc,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+        };
+        let ready = wait_until(Duration::from_secs(20), || async {
+            dev.http
+                .get(format!("{}/readyz", dev.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        assert!(ready, "weir dev did not become ready: {}", dev.proc.log());
+        dev
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running `weir` process.
+pub struct Proc {
+    /// The process.
+    pub child: Child,
+    log_path: PathBuf,
+}
+
+impl Proc {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, ...).
+    pub fn signal(&self, name: &str) {
+        signal(self.pid(), name);
+    }
+
+    /// Waits for the process to exit; `None` if it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends signal `name` to process `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// A running `weir dev` and an HTTP client for it.
+pub struct Dev {
+    /// The process.
+    pub proc: Proc,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// A client.
+    pub http: reqwest::Client,
+}
+
+impl Dev {
+    /// POSTs JSON; returns the status and the JSON answer.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs JSON.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until job `id` is in `state`; returns it.
+    pub async fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, job) = self.get(&format!("/v1/jobs/{id}")).await;
+            if job["state"] == state {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never became {state}: {job}\nlog:\n{}",
+                self.proc.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Polls `check` until it is true or `timeout` passes; returns the last answer.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -53,7 +53,9 @@ async fn greet(ctx: Context, job: Greet) -> Result<Greeting, TaskError> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let settings = Arc::new(Settings::from_env()?);
     let broker = weir_shared::broker::connect(&settings.broker_url).await?;
     let mut registry = Registry::with_builtins();

@@ -62,7 +62,10 @@ pub(crate) async fn execute(
         }
     };
     let failure = |error: String| {
-        let backoff = task.backoff(job.lease.attempt + 1, rand::random::<f64>());
+        // Backoff counts attempts since the job was last (re)queued by hand,
+        // so a replayed dead letter starts again from the first delay.
+        let attempt_in_run = (job.max_retries + 1).saturating_sub(job.retries_left);
+        let backoff = task.backoff(attempt_in_run + 1, rand::random::<f64>());
         Outcome::Failed {
             error,
             retry_in: Some(backoff),

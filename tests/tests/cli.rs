@@ -1,0 +1,170 @@
+//! The CLI as scripts use it: exit codes 0/1/2, messages that say what to
+//! fix, and `--json` documents.
+
+use weir_tests::Sandbox;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn usage_errors_exit_2_and_say_what_to_fix() {
+    let sandbox = Sandbox::new();
+    let cases: [(&[&str], &str); 8] = [
+        (&["enqueue", "no.such.task"], "unknown task `no.such.task`"),
+        (
+            &["enqueue", "weir.noop", "--queue", "nowhere"],
+            "unknown queue `nowhere`",
+        ),
+        (
+            &["enqueue", "weir.echo", "--payload", "{oops"],
+            "--payload is not valid JSON",
+        ),
+        (
+            &["enqueue", "weir.noop", "--priority", "11"],
+            "priority must be 0 to 9",
+        ),
+        (&["enqueue", "weir.noop", "--delay", "soon"], "--delay"),
+        (&["jobs", "show", "not-an-id"], "is not a job id"),
+        (&["queues", "purge", "default"], "--yes"),
+        (&["jobs", "list", "--state", "done"], "unknown state `done`"),
+    ];
+    for (args, message) in cases {
+        let out = sandbox.cli(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "weir {args:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(message),
+            "weir {args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // Nothing was enqueued by any of them.
+    let page = sandbox.cli_json(&["jobs", "list", "--json"]);
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn configuration_errors_exit_2_naming_the_key() {
+    let mut sandbox = Sandbox::new();
+    sandbox.set("WEIR_CONCURRENCY", "lots");
+    let out = sandbox.cli(&["queues"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("WEIR_CONCURRENCY: `lots` is not a whole number"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut sandbox = Sandbox::new();
+    sandbox.config("[tasks.\"x\"]\nretry_delay = \"often\"\n");
+    let out = sandbox.cli(&["queues"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("tasks.\"x\".retry_delay"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_unreachable_broker_exits_1() {
+    let mut sandbox = Sandbox::new();
+    sandbox.set(
+        "WEIR_BROKER_URL",
+        "sqlite:///proc/weir-cannot-be-here/weir.db",
+    );
+    let out = sandbox.cli(&["queues"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let mut sandbox = Sandbox::new();
+    sandbox.set("WEIR_BROKER_URL", "kafka://nowhere");
+    let out = sandbox.cli(&["queues"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unsupported scheme is a usage error: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn api_refuses_to_start_without_keys() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.cli(&["api"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("WEIR_AUTH=disabled"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bulk_enqueue_and_queue_steering() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.cli_json(&[
+        "enqueue",
+        "weir.noop",
+        "--queue",
+        "dataset",
+        "--count",
+        "2500",
+        "--json",
+    ]);
+    assert_eq!(out["ids"].as_array().map(Vec::len), Some(2500));
+    let queues = sandbox.cli_json(&["queues", "--json"]);
+    let dataset = queues["data"]
+        .as_array()
+        .and_then(|qs| qs.iter().find(|q| q["name"] == "dataset"))
+        .cloned()
+        .expect("dataset listed");
+    assert_eq!(dataset["counts"]["queued"], 2500);
+    assert_eq!(dataset["paused"], false);
+
+    assert!(
+        sandbox
+            .cli(&["queues", "pause", "dataset"])
+            .status
+            .success()
+    );
+    let queues = sandbox.cli_json(&["queues", "--json"]);
+    assert!(queues["data"].as_array().is_some_and(|qs| {
+        qs.iter()
+            .any(|q| q["name"] == "dataset" && q["paused"] == true)
+    }));
+    let purged = sandbox.cli_json(&["queues", "purge", "dataset", "--yes", "--json"]);
+    assert_eq!(purged["purged"], 2500);
+
+    let table = sandbox.cli(&["queues"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.lines().next().is_some_and(|h| h.starts_with("QUEUE")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("dataset") && l.contains("yes")),
+        "{text}"
+    );
+}
+
+#[test]
+fn unique_keys_from_the_cli() {
+    let sandbox = Sandbox::new();
+    let a = sandbox.cli_json(&[
+        "enqueue",
+        "weir.noop",
+        "--unique-key",
+        "k",
+        "--delay",
+        "1m",
+        "--json",
+    ]);
+    let b = sandbox.cli_json(&["enqueue", "weir.noop", "--unique-key", "k", "--json"]);
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(a["state"], "scheduled");
+}

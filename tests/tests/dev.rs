@@ -1,0 +1,182 @@
+//! `weir dev` end to end: HTTP in, a worker in the same process, results
+//! out; retries, dead letters, replay by hand, and restarts.
+
+use serde_json::json;
+use std::time::Duration;
+use weir_tests::Sandbox;
+
+/// Retries come back quickly in these tests.
+const FAST_RETRY: &str = "[tasks.\"weir.fail\"]\nretry_delay = \"100ms\"\n";
+
+#[tokio::test]
+async fn a_job_goes_from_http_to_a_worker_and_back() {
+    let sandbox = Sandbox::new();
+    let dev = sandbox.dev().await;
+    let (status, job) = dev
+        .post(
+            "/v1/jobs",
+            &json!({"task": "weir.echo", "payload": {"hello": "world"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().expect("id");
+    let done = dev
+        .wait_state(id, "succeeded", Duration::from_secs(10))
+        .await;
+    assert_eq!(done["result"], json!({"hello": "world"}));
+    assert_eq!(done["attempts"], 1);
+    assert!(done["finished_at"].is_string());
+
+    // The event stream of a finished job replays its end and closes.
+    let body = dev
+        .http
+        .get(format!("{}/v1/jobs/{id}/events", dev.base))
+        .send()
+        .await
+        .expect("events")
+        .text()
+        .await
+        .expect("stream closes after the terminal state");
+    assert!(body.contains("event: state"), "{body}");
+    assert!(body.contains("\"state\":\"succeeded\""), "{body}");
+    assert!(
+        body.contains("event: result\ndata: {\"hello\":\"world\"}"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_event_stream_follows_a_job_to_its_end() {
+    let sandbox = Sandbox::new();
+    let dev = sandbox.dev().await;
+    let (_, job) = dev
+        .post(
+            "/v1/jobs",
+            &json!({"task": "weir.sleep", "payload": {"ms": 600}}),
+        )
+        .await;
+    let id = job["id"].as_str().expect("id");
+    let body = tokio::time::timeout(Duration::from_secs(10), async {
+        dev.http
+            .get(format!("{}/v1/jobs/{id}/events", dev.base))
+            .send()
+            .await
+            .expect("events")
+            .text()
+            .await
+            .expect("body")
+    })
+    .await
+    .expect("the stream ends after the terminal state");
+    let running = body.find("\"state\":\"running\"").expect("a running event");
+    let succeeded = body
+        .find("\"state\":\"succeeded\"")
+        .expect("a succeeded event");
+    assert!(running < succeeded, "{body}");
+    assert!(body.contains("event: result"), "{body}");
+}
+
+#[tokio::test]
+async fn weir_fail_with_times_succeeds_on_attempt_three() {
+    let mut sandbox = Sandbox::new();
+    sandbox.config(FAST_RETRY);
+    let dev = sandbox.dev().await;
+    let (_, job) = dev
+        .post(
+            "/v1/jobs",
+            &json!({"task": "weir.fail", "payload": {"times": 2}}),
+        )
+        .await;
+    let id = job["id"].as_str().expect("id");
+    let done = dev
+        .wait_state(id, "succeeded", Duration::from_secs(15))
+        .await;
+    assert_eq!(done["attempts"], 3);
+}
+
+#[tokio::test]
+async fn weir_fail_dies_after_its_retries_and_is_retried_by_hand() {
+    let mut sandbox = Sandbox::new();
+    sandbox.config(FAST_RETRY);
+    let dev = sandbox.dev().await;
+    let (_, job) = dev
+        .post("/v1/jobs", &json!({"task": "weir.fail", "max_retries": 2}))
+        .await;
+    let id = job["id"].as_str().expect("id").to_owned();
+    let dead = dev.wait_state(&id, "failed", Duration::from_secs(15)).await;
+    assert_eq!(dead["attempts"], 3, "max_retries + 1 attempts");
+    assert_eq!(dead["error"], "weir.fail: planned failure");
+
+    // Dead letters are listed and can be retried by hand, from the CLI.
+    let page = sandbox.cli_json(&["jobs", "list", "--state", "failed", "--json"]);
+    assert_eq!(page["data"][0]["id"], id.as_str());
+    let retried = sandbox.cli_json(&["jobs", "retry", &id, "--json"]);
+    assert_eq!(retried["state"], "queued");
+    let dead_again = dev.wait_state(&id, "failed", Duration::from_secs(15)).await;
+    assert_eq!(
+        dead_again["attempts"], 6,
+        "a replay gets a fresh set of retries"
+    );
+    let again = sandbox.cli(&["jobs", "retry", &id]);
+    assert!(again.status.success());
+    let not_now = sandbox.cli(&["jobs", "cancel", &id]);
+    assert!(not_now.status.success(), "a queued job can be cancelled");
+    let refused = sandbox.cli(&["jobs", "retry", &id]);
+    assert!(refused.status.success(), "a cancelled job can be retried");
+    let done = dev.wait_state(&id, "failed", Duration::from_secs(15)).await;
+    let conflict = sandbox.cli(&["jobs", "cancel", &id]);
+    assert_eq!(conflict.status.code(), Some(2), "{done}");
+    assert!(
+        String::from_utf8_lossy(&conflict.stderr).contains("cannot cancel a job that is failed")
+    );
+}
+
+#[tokio::test]
+async fn jobs_survive_kill_9_and_delayed_jobs_run_after_a_restart() {
+    let sandbox = Sandbox::new();
+    let mut dev = sandbox.dev().await;
+    let (status, job) = dev
+        .post(
+            "/v1/jobs",
+            &json!({"task": "weir.echo", "payload": 7, "delay_ms": 2500}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let id = job["id"].as_str().expect("id").to_owned();
+    // Killed right after the 201: the job must be on disk.
+    dev.proc.signal("KILL");
+    dev.proc
+        .wait_exit(Duration::from_secs(5))
+        .expect("weir dev died");
+
+    let shown = sandbox.cli_json(&["jobs", "show", &id, "--json"]);
+    assert_eq!(shown["state"], "scheduled");
+    let dev = sandbox.dev().await;
+    let done = dev
+        .wait_state(&id, "succeeded", Duration::from_secs(15))
+        .await;
+    assert_eq!(done["result"], 7);
+    assert!(
+        done["started_at"].as_str() >= done["run_at"].as_str(),
+        "{done}"
+    );
+}
+
+#[tokio::test]
+async fn a_paused_queue_holds_its_jobs_until_resumed() {
+    let sandbox = Sandbox::new();
+    let dev = sandbox.dev().await;
+    let (status, _) = dev.post("/v1/queues/mail/pause", &json!({})).await;
+    assert_eq!(status, 200);
+    let (_, job) = dev
+        .post("/v1/jobs", &json!({"task": "weir.noop", "queue": "mail"}))
+        .await;
+    let id = job["id"].as_str().expect("id");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, still) = dev.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(still["state"], "queued");
+    let out = sandbox.cli(&["queues", "resume", "mail"]);
+    assert!(out.status.success());
+    dev.wait_state(id, "succeeded", Duration::from_secs(10))
+        .await;
+}

@@ -1,0 +1,127 @@
+//! `weir worker` end to end: child processes, a child killed with kill -9,
+//! and a graceful SIGTERM.
+
+use serde_json::Value;
+use std::time::Duration;
+use weir_tests::{Sandbox, signal, wait_until};
+
+fn job(sandbox: &Sandbox, id: &str) -> Value {
+    sandbox.cli_json(&["jobs", "show", id, "--json"])
+}
+
+async fn wait_state(sandbox: &Sandbox, id: &str, state: &str, timeout: Duration) -> Value {
+    let reached = wait_until(timeout, || async { job(sandbox, id)["state"] == state }).await;
+    let last = job(sandbox, id);
+    assert!(reached, "job {id} never became {state}: {last}");
+    last
+}
+
+fn enqueue_sleep(sandbox: &Sandbox, ms: u64) -> String {
+    let job = sandbox.cli_json(&[
+        "enqueue",
+        "weir.sleep",
+        "--payload",
+        &format!("{{\"ms\":{ms}}}"),
+        "--json",
+    ]);
+    job["id"].as_str().expect("id").to_owned()
+}
+
+fn nodes(sandbox: &Sandbox) -> Vec<Value> {
+    sandbox.cli_json(&["workers", "--json"])["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_job_killed_with_its_child_runs_again() {
+    let mut sandbox = Sandbox::new();
+    sandbox.set("WEIR_LEASE", "1s");
+    let _node = sandbox.spawn("worker", &["worker", "--processes", "1", "-c", "2"]);
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            nodes(&sandbox).len() == 1
+        })
+        .await
+    );
+    let id = enqueue_sleep(&sandbox, 2000);
+    wait_state(&sandbox, &id, "running", Duration::from_secs(10)).await;
+    let child = nodes(&sandbox)[0]["children"][0]["pid"]
+        .as_u64()
+        .expect("child pid");
+    signal(u32::try_from(child).expect("pid"), "KILL");
+
+    let done = wait_state(&sandbox, &id, "succeeded", Duration::from_secs(20)).await;
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("lease expired during attempt 1")
+    );
+    // The supervisor replaced the dead child.
+    let replaced = wait_until(Duration::from_secs(10), || async {
+        nodes(&sandbox)
+            .first()
+            .and_then(|n| n["children"][0]["pid"].as_u64())
+            .is_some_and(|pid| pid != child)
+    })
+    .await;
+    assert!(replaced, "the dead child was not replaced");
+}
+
+#[tokio::test]
+async fn sigterm_lets_running_jobs_finish() {
+    let sandbox = Sandbox::new();
+    let mut node = sandbox.spawn("worker", &["worker", "--processes", "2", "-c", "2"]);
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            nodes(&sandbox).len() == 1
+        })
+        .await
+    );
+    let ids = [enqueue_sleep(&sandbox, 1500), enqueue_sleep(&sandbox, 1500)];
+    for id in &ids {
+        wait_state(&sandbox, id, "running", Duration::from_secs(10)).await;
+    }
+    node.signal("TERM");
+    let status = node
+        .wait_exit(Duration::from_secs(20))
+        .expect("the node stops");
+    assert!(status.success(), "exit status {status}: {}", node.log());
+    for id in &ids {
+        let done = job(&sandbox, id);
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["attempts"], 1);
+    }
+    assert!(
+        nodes(&sandbox).is_empty(),
+        "a stopped node leaves the worker list"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_hands_back_jobs_that_outlive_the_timeout() {
+    let mut sandbox = Sandbox::new();
+    sandbox.set("WEIR_SHUTDOWN_TIMEOUT", "500ms");
+    let mut node = sandbox.spawn("worker", &["worker", "--processes", "1", "-c", "1"]);
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            nodes(&sandbox).len() == 1
+        })
+        .await
+    );
+    let id = enqueue_sleep(&sandbox, 60_000);
+    wait_state(&sandbox, &id, "running", Duration::from_secs(10)).await;
+    node.signal("TERM");
+    let status = node
+        .wait_exit(Duration::from_secs(10))
+        .expect("the node stops");
+    assert!(status.success());
+    assert_eq!(
+        job(&sandbox, &id)["state"],
+        "queued",
+        "handed back at once, not left to its lease"
+    );
+}
