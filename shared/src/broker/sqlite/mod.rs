@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 const Q_ENQUEUE: &str = include_str!("queries/enqueue.sql");
@@ -51,6 +51,8 @@ const JOB_COLUMNS: &str = "id, tenant, task, queue, state, priority, payload, at
 
 /// Due jobs promoted per statement; bounds the time one call holds the write lock.
 const PROMOTE_BATCH: i64 = 1000;
+/// How long a write waits for the file lock before the broker counts as unavailable.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// Expired leases returned per maintenance pass.
 const REAP_BATCH: i64 = 1000;
 
@@ -95,13 +97,24 @@ impl SqliteBroker {
             })
             .busy_timeout(Duration::from_secs(10))
             .statement_cache_capacity(64);
+        {
+            // Migrations may wait on the file lock the ordinary way.
+            let setup = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await
+                .map_err(unavailable)?;
+            migrate(&setup).await?;
+            setup.close().await;
+        }
+        // The writer waits for the lock itself (see `begin`), so SQLite's own
+        // busy handler, which sleeps 1, 2, 5, 10... ms, is off for it.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options.clone().busy_timeout(Duration::ZERO))
             .await
             .map_err(unavailable)?;
-        migrate(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -118,10 +131,26 @@ impl SqliteBroker {
         // IMMEDIATE takes the write lock up front: a deferred transaction that
         // reads and then writes can fail outright when another process wrote
         // in between, instead of waiting for the lock.
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(from_sqlx)
+        //
+        // Another process (a worker's sibling child) may hold the lock. Its
+        // transactions last tens of microseconds, so waiting is done here in
+        // fine steps: yield for the first couple of milliseconds, then sleep
+        // a millisecond at a time. SQLite's busy handler would sleep up to
+        // 100 ms between tries and throttle every process to a crawl.
+        let started = Instant::now();
+        loop {
+            match self.writer.begin_with("BEGIN IMMEDIATE").await {
+                Ok(tx) => return Ok(tx),
+                Err(e) if is_busy(&e) && started.elapsed() < LOCK_WAIT => {
+                    if started.elapsed() < Duration::from_millis(2) {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                Err(e) => return Err(from_sqlx(e)),
+            }
+        }
     }
 
     async fn fetch_job(&self, scope: &Scope, id: JobId) -> BrokerResult<Option<Job>> {
@@ -169,6 +198,10 @@ async fn migrate(pool: &SqlitePool) -> BrokerResult<()> {
         "migrating the SQLite database failed: {}",
         last.map(|e| e.to_string()).unwrap_or_default()
     )))
+}
+
+fn is_busy(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.message().contains("locked") || db.message().contains("busy"))
 }
 
 fn unavailable(e: sqlx::Error) -> BrokerError {
@@ -281,23 +314,27 @@ impl Broker for SqliteBroker {
         let now = now_ms();
         // Idle workers poll; answering "nothing to do" from a read keeps
         // them from taking the write lock every time they look.
-        let ready: bool = sqlx::query_scalar(Q_PROBE)
+        let probe: Vec<Option<String>> = sqlx::query_scalar(Q_PROBE)
             .bind(serde_json::to_string(&request.queues).unwrap_or_default())
             .bind(now.0)
-            .fetch_one(&self.reader)
+            .fetch_all(&self.reader)
             .await
             .map_err(from_sqlx)?;
-        if !ready {
+        let due = probe.iter().any(Option::is_none);
+        let ready: HashSet<String> = probe.into_iter().flatten().collect();
+        if ready.is_empty() && !due {
             return Ok(Vec::new());
         }
         let expires = now.0.saturating_add(ms(request.lease));
         let mut tx = self.begin().await?;
-        sqlx::query(Q_PROMOTE)
-            .bind(now.0)
-            .bind(PROMOTE_BATCH)
-            .execute(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
+        if due {
+            sqlx::query(Q_PROMOTE)
+                .bind(now.0)
+                .bind(PROMOTE_BATCH)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+        }
         let paused: HashSet<String> =
             sqlx::query_scalar("SELECT name FROM queues WHERE paused = 1")
                 .fetch_all(&mut *tx)
@@ -305,8 +342,14 @@ impl Broker for SqliteBroker {
                 .map_err(from_sqlx)?
                 .into_iter()
                 .collect();
+        // After a promotion any queue may have work; otherwise only those
+        // the probe saw.
+        let visit = request
+            .queues
+            .iter()
+            .filter(|q| !paused.contains(*q) && (due || ready.contains(*q)));
         let mut claimed = Vec::new();
-        for queue in request.queues.iter().filter(|q| !paused.contains(*q)) {
+        for queue in visit {
             let want = request.limit - claimed.len();
             if want == 0 {
                 break;

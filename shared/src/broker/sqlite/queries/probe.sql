@@ -1,6 +1,9 @@
--- Is there anything to claim in the queues of ?1 (a JSON array), or anything
--- due to promote? A read, so an idle worker never takes the write lock.
-SELECT EXISTS (SELECT 1 FROM jobs
-               WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(?1)))
-    OR EXISTS (SELECT 1 FROM jobs
-               WHERE state IN ('scheduled', 'retrying') AND run_at <= ?2)
+-- Which of the queues in ?1 (a JSON array) have queued jobs, and is
+-- anything due to promote (the row with a NULL queue)? A read, so an idle
+-- worker never takes the write lock, and a claim only visits queues that
+-- have work: one index seek per queue.
+SELECT value AS queue FROM json_each(?1)
+WHERE EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND queue = value)
+UNION ALL
+SELECT NULL WHERE EXISTS (SELECT 1 FROM jobs
+                          WHERE state IN ('scheduled', 'retrying') AND run_at <= ?2)
