@@ -1,0 +1,274 @@
+//! weir's benchmark on the embedded SQLite broker: bulk and HTTP enqueue
+//! rates, the drain rate of 100,000 `weir.noop` jobs by one worker node,
+//! and enqueue->start latency at a fixed rate. Every figure comes from the
+//! real release binary; timestamps come from the jobs themselves.
+//!
+//! Run: `scripts/bench` (builds in release mode and prints a Markdown report).
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use sqlx::Row;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weir_tests::{Sandbox, wait_until};
+
+const DRAIN_JOBS: u64 = 100_000;
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{cores} cores, {cpu}")
+}
+
+async fn db(sandbox: &Sandbox) -> Result<sqlx::SqlitePool> {
+    let path = sandbox.dir.path().join("weir.db");
+    Ok(sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await?)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Enqueues with `weir enqueue --count` and drains with one worker node.
+async fn drain(processes: u32, slots: u32) -> Result<(f64, f64)> {
+    let sandbox = Sandbox::new();
+    let started = Instant::now();
+    let out = sandbox.cli(&["enqueue", "weir.noop", "--count", &DRAIN_JOBS.to_string()]);
+    if !out.status.success() {
+        bail!("enqueue failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let enqueue_rate = DRAIN_JOBS as f64 / started.elapsed().as_secs_f64();
+    let mut sandbox = sandbox;
+    sandbox.set("WEIR_LOG", "warn");
+    let _node = sandbox.spawn(
+        "worker",
+        &[
+            "worker",
+            "--processes",
+            &processes.to_string(),
+            "-c",
+            &slots.to_string(),
+        ],
+    );
+    let pool = db(&sandbox).await?;
+    let done = wait_until(Duration::from_secs(300), || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'")
+            .fetch_one(&pool)
+            .await
+            .is_ok_and(|n| n as u64 == DRAIN_JOBS)
+    })
+    .await;
+    if !done {
+        bail!("drain did not finish");
+    }
+    let row = sqlx::query("SELECT MIN(started_at), MAX(finished_at) FROM jobs")
+        .fetch_one(&pool)
+        .await?;
+    let (first, last): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    Ok((
+        enqueue_rate,
+        DRAIN_JOBS as f64 / ((last - first) as f64 / 1000.0),
+    ))
+}
+
+struct Load {
+    requests: u64,
+    jobs_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// `clients` loops POSTing `body` to `path` for `seconds`.
+async fn load(
+    base: &str,
+    path: &str,
+    body: Value,
+    jobs_per_request: u64,
+    clients: usize,
+    seconds: u64,
+) -> Result<Load> {
+    let body = Arc::new(body.to_string());
+    let url = Arc::new(format!("{base}{path}"));
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (body, url) = (body.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut latencies = Vec::new();
+            while Instant::now() < end {
+                let t = Instant::now();
+                let r = http
+                    .post(url.as_str())
+                    .header("content-type", "application/json")
+                    .body(body.as_str().to_owned())
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().as_u16() == 201 => {
+                        latencies.push(t.elapsed().as_secs_f64() * 1000.0)
+                    }
+                    Ok(r) => return Err(anyhow::anyhow!("status {}", r.status())),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(latencies)
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    Ok(Load {
+        requests: all.len() as u64,
+        jobs_per_s: (all.len() as u64 * jobs_per_request) as f64 / elapsed,
+        p50_ms: percentile(&all, 0.5),
+        p99_ms: percentile(&all, 0.99),
+    })
+}
+
+/// Enqueue->start latency at `rate` jobs/s for `seconds`, from the jobs' own timestamps.
+async fn latency(sandbox: &Sandbox, base: &str, rate: u64, seconds: u64) -> Result<Vec<f64>> {
+    let http = reqwest::Client::new();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    let mut ids = Vec::new();
+    let mut next = start;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep_until(next.into()).await;
+        next += interval;
+        let r: Value = http
+            .post(format!("{base}/v1/jobs"))
+            .json(&json!({"task": "weir.noop", "queue": "pipeline"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        ids.push(r["id"].as_str().context("id")?.to_owned());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pool = db(sandbox).await?;
+    let rows = sqlx::query(
+        "SELECT started_at - created_at FROM jobs WHERE queue = 'pipeline' AND state = 'succeeded'",
+    )
+    .fetch_all(&pool)
+    .await?;
+    let mut lat: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r.try_get::<i64, _>(0).ok())
+        .map(|v| v as f64)
+        .collect();
+    if lat.len() != ids.len() {
+        bail!("{} of {} latency jobs finished", lat.len(), ids.len());
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok(lat)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    if !weir_tests::weir_bin().exists() || !Path::new(&weir_tests::weir_bin()).is_file() {
+        bail!("build weir first: cargo build --release");
+    }
+    let git = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    println!("## weir on the embedded SQLite broker\n");
+    println!("Machine: {}; weir {git}; {}\n", machine(), chrono_now());
+
+    println!("### Drain of {DRAIN_JOBS} `weir.noop` jobs by one worker node\n");
+    println!("| worker | bulk enqueue (`weir enqueue --count`) | drain |");
+    println!("|---|---|---|");
+    for (processes, slots) in [(2, 2), (1, 1), (2, 256), (1, 256)] {
+        let (enqueue, drain) = drain(processes, slots).await?;
+        println!(
+            "| `--processes {processes} -c {slots}` | {enqueue:.0} jobs/s | {drain:.0} jobs/s |"
+        );
+    }
+
+    let mut sandbox = Sandbox::new();
+    sandbox.set("WEIR_LOG", "warn");
+    sandbox.set("WEIR_CONCURRENCY", "64");
+    let dev = sandbox.dev().await;
+    let (status, _) = dev.post("/v1/queues/default/pause", &json!({})).await;
+    if status != 200 {
+        bail!("pause failed");
+    }
+    println!("\n### HTTP enqueue into `weir dev` (queue paused, so only enqueue is measured)\n");
+    println!("| route | clients | requests | jobs/s | p50 | p99 |");
+    println!("|---|---|---|---|---|---|");
+    for clients in [1, 16] {
+        let l = load(
+            &dev.base,
+            "/v1/jobs",
+            json!({"task": "weir.noop"}),
+            1,
+            clients,
+            8,
+        )
+        .await?;
+        println!(
+            "| `POST /v1/jobs` | {clients} | {} | {:.0} | {:.2} ms | {:.2} ms |",
+            l.requests, l.jobs_per_s, l.p50_ms, l.p99_ms
+        );
+    }
+    let batch: Vec<Value> = (0..1000).map(|_| json!({"task": "weir.noop"})).collect();
+    let l = load(
+        &dev.base,
+        "/v1/jobs/batch",
+        json!({"jobs": batch}),
+        1000,
+        2,
+        8,
+    )
+    .await?;
+    println!(
+        "| `POST /v1/jobs/batch` (1,000 jobs) | 2 | {} | {:.0} | {:.2} ms | {:.2} ms |",
+        l.requests, l.jobs_per_s, l.p50_ms, l.p99_ms
+    );
+
+    println!("\n### Enqueue->start latency in `weir dev` at 500 jobs/s for 10 s (ms resolution)\n");
+    let lat = latency(&sandbox, &dev.base, 500, 10).await?;
+    println!("| jobs | p50 | p90 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.9),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+fn chrono_now() -> String {
+    Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
