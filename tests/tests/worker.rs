@@ -27,6 +27,19 @@ fn enqueue_sleep(sandbox: &Sandbox, ms: u64) -> String {
     job["id"].as_str().expect("id").to_owned()
 }
 
+/// Waits until exactly one live node is listed; panics with the node's log otherwise.
+async fn wait_for_node(sandbox: &Sandbox, node: &weir_tests::Proc) {
+    let up = wait_until(Duration::from_secs(15), || async {
+        nodes(sandbox).len() == 1
+    })
+    .await;
+    assert!(
+        up,
+        "the worker node never showed up in `weir workers`:\n{}",
+        node.log()
+    );
+}
+
 fn nodes(sandbox: &Sandbox) -> Vec<Value> {
     sandbox.cli_json(&["workers", "--json"])["data"]
         .as_array()
@@ -38,13 +51,8 @@ fn nodes(sandbox: &Sandbox) -> Vec<Value> {
 async fn a_job_killed_with_its_child_runs_again() {
     let mut sandbox = Sandbox::new();
     sandbox.set("WEIR_LEASE", "1s");
-    let _node = sandbox.spawn("worker", &["worker", "--processes", "1", "-c", "2"]);
-    assert!(
-        wait_until(Duration::from_secs(15), || async {
-            nodes(&sandbox).len() == 1
-        })
-        .await
-    );
+    let node = sandbox.spawn("worker", &["worker", "--processes", "1", "-c", "2"]);
+    wait_for_node(&sandbox, &node).await;
     let id = enqueue_sleep(&sandbox, 2000);
     wait_state(&sandbox, &id, "running", Duration::from_secs(10)).await;
     let child = nodes(&sandbox)[0]["children"][0]["pid"]
@@ -75,12 +83,7 @@ async fn a_job_killed_with_its_child_runs_again() {
 async fn sigterm_lets_running_jobs_finish() {
     let sandbox = Sandbox::new();
     let mut node = sandbox.spawn("worker", &["worker", "--processes", "2", "-c", "2"]);
-    assert!(
-        wait_until(Duration::from_secs(15), || async {
-            nodes(&sandbox).len() == 1
-        })
-        .await
-    );
+    wait_for_node(&sandbox, &node).await;
     let ids = [enqueue_sleep(&sandbox, 1500), enqueue_sleep(&sandbox, 1500)];
     for id in &ids {
         wait_state(&sandbox, id, "running", Duration::from_secs(10)).await;
@@ -106,12 +109,7 @@ async fn sigterm_hands_back_jobs_that_outlive_the_timeout() {
     let mut sandbox = Sandbox::new();
     sandbox.set("WEIR_SHUTDOWN_TIMEOUT", "500ms");
     let mut node = sandbox.spawn("worker", &["worker", "--processes", "1", "-c", "1"]);
-    assert!(
-        wait_until(Duration::from_secs(15), || async {
-            nodes(&sandbox).len() == 1
-        })
-        .await
-    );
+    wait_for_node(&sandbox, &node).await;
     let id = enqueue_sleep(&sandbox, 60_000);
     wait_state(&sandbox, &id, "running", Duration::from_secs(10)).await;
     node.signal("TERM");

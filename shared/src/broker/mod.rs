@@ -206,7 +206,7 @@ pub struct Maintenance {
 }
 
 /// Why a broker call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     /// The broker cannot be reached or is overloaded; try again later.
     #[error("broker unavailable: {0}")]

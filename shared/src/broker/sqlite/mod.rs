@@ -12,6 +12,7 @@
 //! crash of any process, including kill -9; `FULL` also survives an OS crash
 //! or power loss, at the cost of an fsync per commit.
 
+mod enqueue;
 mod row;
 
 use super::{
@@ -75,6 +76,8 @@ pub struct SqliteBroker {
     /// Wakes this process's idle workers when this process enqueues.
     /// Workers in other processes fall back to short polls.
     work: Arc<Notify>,
+    /// Commits concurrent enqueues together (group commit).
+    enqueuer: enqueue::Enqueuer,
 }
 
 impl SqliteBroker {
@@ -97,60 +100,55 @@ impl SqliteBroker {
             })
             .busy_timeout(Duration::from_secs(10))
             .statement_cache_capacity(64);
-        {
-            // Migrations may wait on the file lock the ordinary way.
-            let setup = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options.clone())
-                .await
-                .map_err(unavailable)?;
-            migrate(&setup).await?;
-            setup.close().await;
+        // Turning a new file to WAL takes an exclusive lock without waiting
+        // in SQLite's busy handler, so processes opening a new database at
+        // the same moment (an API, a worker and its children) retry here.
+        let started = Instant::now();
+        loop {
+            match setup(&options).await {
+                Ok(()) => break,
+                Err(e) if started.elapsed() < LOCK_WAIT => {
+                    tracing::debug!(error = %e, "Database setup raced another process; retrying");
+                    tokio::time::sleep(Duration::from_millis(
+                        20 + u64::from(rand::random::<u8>()) % 50,
+                    ))
+                    .await;
+                }
+                Err(e) => return Err(e),
+            }
         }
         // The writer waits for the lock itself (see `begin`), so SQLite's own
         // busy handler, which sleeps 1, 2, 5, 10... ms, is off for it.
+        // It connects with the busy timeout (opening runs pragmas that may
+        // wait on another process), then turns it off.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(options.clone().busy_timeout(Duration::ZERO))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(conn, "PRAGMA busy_timeout = 0").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| BrokerError::Unavailable(format!("writer connection: {e}")))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| BrokerError::Unavailable(format!("reader connection: {e}")))?;
+        let work = Arc::new(Notify::new());
         Ok(SqliteBroker {
+            enqueuer: enqueue::Enqueuer::spawn(writer.clone(), work.clone()),
             writer,
             reader,
-            work: Arc::new(Notify::new()),
+            work,
         })
     }
 
     async fn begin(&self) -> BrokerResult<Transaction<'static, Sqlite>> {
-        // IMMEDIATE takes the write lock up front: a deferred transaction that
-        // reads and then writes can fail outright when another process wrote
-        // in between, instead of waiting for the lock.
-        //
-        // Another process (a worker's sibling child) may hold the lock. Its
-        // transactions last tens of microseconds, so waiting is done here in
-        // fine steps: yield for the first couple of milliseconds, then sleep
-        // a millisecond at a time. SQLite's busy handler would sleep up to
-        // 100 ms between tries and throttle every process to a crawl.
-        let started = Instant::now();
-        loop {
-            match self.writer.begin_with("BEGIN IMMEDIATE").await {
-                Ok(tx) => return Ok(tx),
-                Err(e) if is_busy(&e) && started.elapsed() < LOCK_WAIT => {
-                    if started.elapsed() < Duration::from_millis(2) {
-                        tokio::task::yield_now().await;
-                    } else {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                }
-                Err(e) => return Err(from_sqlx(e)),
-            }
-        }
+        begin(&self.writer).await
     }
 
     async fn fetch_job(&self, scope: &Scope, id: JobId) -> BrokerResult<Option<Job>> {
@@ -179,25 +177,52 @@ impl SqliteBroker {
     }
 }
 
-async fn migrate(pool: &SqlitePool) -> BrokerResult<()> {
-    // Several processes may start at once on a new file (an API and a worker
-    // in separate terminals); the loser of that race sees the winner's work
-    // on its second try.
-    let migrator = sqlx::migrate!("./migrations/sqlite");
-    let mut last = None;
-    for _ in 0..5 {
-        match migrator.run(pool).await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                last = Some(e);
-                tokio::time::sleep(Duration::from_millis(200)).await;
+/// Starts a write transaction, waiting for the file lock.
+async fn begin(writer: &SqlitePool) -> BrokerResult<Transaction<'static, Sqlite>> {
+    // IMMEDIATE takes the write lock up front: a deferred transaction that
+    // reads and then writes can fail outright when another process wrote
+    // in between, instead of waiting for the lock.
+    //
+    // Another process (a worker's sibling child) may hold the lock. Its
+    // transactions last tens of microseconds, so waiting is done here in
+    // fine steps: yield for the first couple of milliseconds, then sleep
+    // a millisecond at a time. SQLite's busy handler would sleep up to
+    // 100 ms between tries and throttle every process to a crawl.
+    let started = Instant::now();
+    loop {
+        match writer.begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => return Ok(tx),
+            Err(e) if is_busy(&e) && started.elapsed() < LOCK_WAIT => {
+                if started.elapsed() < Duration::from_millis(2) {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
             }
+            Err(e) => return Err(from_sqlx(e)),
         }
     }
-    Err(BrokerError::Unavailable(format!(
-        "migrating the SQLite database failed: {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
-    )))
+}
+
+/// Creates the file in WAL mode and applies migrations.
+async fn setup(options: &SqliteConnectOptions) -> BrokerResult<()> {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+        .map_err(|e| BrokerError::Unavailable(format!("opening the database: {e}")))?;
+    let migrated = migrate(&pool).await;
+    pool.close().await;
+    migrated
+}
+
+async fn migrate(pool: &SqlitePool) -> BrokerResult<()> {
+    // A process that loses a race to migrate a new file sees the winner's
+    // work when `open` retries.
+    sqlx::migrate!("./migrations/sqlite")
+        .run(pool)
+        .await
+        .map_err(|e| BrokerError::Unavailable(format!("migrating the SQLite database: {e}")))
 }
 
 fn is_busy(e: &sqlx::Error) -> bool {
@@ -261,50 +286,7 @@ impl Broker for SqliteBroker {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let now = now_ms();
-        let planned: Vec<Job> = jobs.into_iter().map(|r| row::new_job(r, now)).collect();
-        let batch = Value::Array(planned.iter().map(row::insert_json).collect()).to_string();
-        let mut tx = self.begin().await?;
-        let rows = sqlx::query(Q_ENQUEUE)
-            .bind(now.0)
-            .bind(batch)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
-        let inserted = ids(&rows)?;
-        let mut out = Vec::with_capacity(planned.len());
-        for job in planned {
-            if inserted.contains(&job.id.to_string()) {
-                out.push(Enqueued { job, created: true });
-                continue;
-            }
-            // Skipped by ON CONFLICT: the unique key is held by an unfinished
-            // job (possibly one earlier in this same batch).
-            let sql = format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = ?1 AND task = ?2 AND unique_key = ?3 \
-                 AND state IN ('scheduled', 'queued', 'running', 'retrying')"
-            );
-            let holder = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&job.tenant)
-                .bind(&job.task)
-                .bind(&job.unique_key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(from_sqlx)?
-                .ok_or_else(|| {
-                    BrokerError::Internal(format!(
-                        "job {} was neither inserted nor a duplicate",
-                        job.id
-                    ))
-                })?;
-            out.push(Enqueued {
-                job: row::job(&holder)?,
-                created: false,
-            });
-        }
-        tx.commit().await.map_err(from_sqlx)?;
-        self.work.notify_waiters();
-        Ok(out)
+        self.enqueuer.submit(jobs).await
     }
 
     async fn claim(&self, request: ClaimRequest) -> BrokerResult<Vec<ClaimedJob>> {
@@ -335,46 +317,34 @@ impl Broker for SqliteBroker {
                 .await
                 .map_err(from_sqlx)?;
         }
-        let paused: HashSet<String> =
-            sqlx::query_scalar("SELECT name FROM queues WHERE paused = 1")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(from_sqlx)?
-                .into_iter()
-                .collect();
         // After a promotion any queue may have work; otherwise only those
-        // the probe saw.
-        let visit = request
+        // the probe saw, in the order asked.
+        let visit: Vec<&String> = request
             .queues
             .iter()
-            .filter(|q| !paused.contains(*q) && (due || ready.contains(*q)));
-        let mut claimed = Vec::new();
-        for queue in visit {
-            let want = request.limit - claimed.len();
-            if want == 0 {
-                break;
-            }
-            let rows = sqlx::query(Q_CLAIM)
-                .bind(now.0)
-                .bind(&request.worker)
-                .bind(expires)
-                .bind(queue)
-                .bind(i64::try_from(want).unwrap_or(i64::MAX))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-            let mut batch = rows
-                .iter()
-                .map(row::claimed)
-                .collect::<BrokerResult<Vec<_>>>()?;
-            // RETURNING has no defined order; hand them out as the queue ranks them.
-            batch.sort_by(|a, b| {
-                b.priority
-                    .cmp(&a.priority)
-                    .then(a.lease.id.cmp(&b.lease.id))
-            });
-            claimed.extend(batch);
-        }
+            .filter(|q| due || ready.contains(*q))
+            .collect();
+        let rows = sqlx::query(Q_CLAIM)
+            .bind(now.0)
+            .bind(&request.worker)
+            .bind(expires)
+            .bind(serde_json::to_string(&visit).unwrap_or_default())
+            .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        let mut claimed = rows
+            .iter()
+            .map(row::claimed)
+            .collect::<BrokerResult<Vec<_>>>()?;
+        // RETURNING has no defined order; hand them out as they were ranked.
+        let rank = |queue: &str| visit.iter().position(|q| *q == queue).unwrap_or(usize::MAX);
+        claimed.sort_by(|a, b| {
+            rank(&a.queue)
+                .cmp(&rank(&b.queue))
+                .then(b.priority.cmp(&a.priority))
+                .then(a.lease.id.cmp(&b.lease.id))
+        });
         tx.commit().await.map_err(from_sqlx)?;
         Ok(claimed)
     }

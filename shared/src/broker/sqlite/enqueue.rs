@@ -1,0 +1,130 @@
+//! Group commit for enqueues. Every `enqueue` call in this process hands its
+//! jobs to one task, which takes whatever calls have gathered while the
+//! previous transaction ran and commits them together. Alone, a call waits
+//! for nothing extra; under load many HTTP requests share one transaction.
+//! Each caller is answered only after the commit that holds its jobs, so a
+//! reply still means the jobs are on disk.
+
+use super::{JOB_COLUMNS, Q_ENQUEUE, begin, from_sqlx, ids, row};
+use crate::broker::{BrokerError, BrokerResult, EnqueueRequest, Enqueued};
+use crate::job::{Job, now_ms};
+use serde_json::Value;
+use sqlx::sqlite::SqlitePool;
+use std::sync::Arc;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// Jobs committed in one transaction at most; a bigger backlog waits for the next.
+const GROUP_JOBS: usize = 5000;
+
+struct Call {
+    jobs: Vec<EnqueueRequest>,
+    reply: oneshot::Sender<BrokerResult<Vec<Enqueued>>>,
+}
+
+/// The handle `SqliteBroker` keeps; cloning it shares the same task.
+#[derive(Debug, Clone)]
+pub(super) struct Enqueuer {
+    calls: mpsc::UnboundedSender<Call>,
+}
+
+impl Enqueuer {
+    /// Starts the committing task; it ends when the last handle is dropped.
+    pub(super) fn spawn(writer: SqlitePool, work: Arc<Notify>) -> Self {
+        let (calls, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(writer, work, rx));
+        Enqueuer { calls }
+    }
+
+    /// Enqueues `jobs` in the next group and waits for its commit.
+    pub(super) async fn submit(&self, jobs: Vec<EnqueueRequest>) -> BrokerResult<Vec<Enqueued>> {
+        let (reply, answer) = oneshot::channel();
+        self.calls
+            .send(Call { jobs, reply })
+            .map_err(|_| BrokerError::Unavailable("the SQLite writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| BrokerError::Unavailable("the SQLite writer has stopped".into()))?
+    }
+}
+
+async fn run(writer: SqlitePool, work: Arc<Notify>, mut rx: mpsc::UnboundedReceiver<Call>) {
+    while let Some(first) = rx.recv().await {
+        let mut size = first.jobs.len();
+        let mut group = vec![first];
+        while size < GROUP_JOBS {
+            match rx.try_recv() {
+                Ok(call) => {
+                    size += call.jobs.len();
+                    group.push(call);
+                }
+                Err(_) => break,
+            }
+        }
+        let counts: Vec<usize> = group.iter().map(|c| c.jobs.len()).collect();
+        let (jobs, replies): (Vec<_>, Vec<_>) =
+            group.into_iter().map(|c| (c.jobs, c.reply)).unzip();
+        match insert(&writer, jobs.into_iter().flatten().collect()).await {
+            Ok(mut done) => {
+                work.notify_waiters();
+                for (reply, n) in replies.into_iter().zip(counts) {
+                    let rest = done.split_off(n);
+                    let _ = reply.send(Ok(done));
+                    done = rest;
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Inserts `jobs` in one transaction; for a job whose unique key an
+/// unfinished job holds, returns that job instead.
+async fn insert(writer: &SqlitePool, jobs: Vec<EnqueueRequest>) -> BrokerResult<Vec<Enqueued>> {
+    let now = now_ms();
+    let planned: Vec<Job> = jobs.into_iter().map(|r| row::new_job(r, now)).collect();
+    let batch = Value::Array(planned.iter().map(row::insert_json).collect()).to_string();
+    let mut tx = begin(writer).await?;
+    let rows = sqlx::query(Q_ENQUEUE)
+        .bind(now.0)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+    let inserted = ids(&rows)?;
+    let mut out = Vec::with_capacity(planned.len());
+    for job in planned {
+        if inserted.contains(&job.id.to_string()) {
+            out.push(Enqueued { job, created: true });
+            continue;
+        }
+        // Skipped by ON CONFLICT: the unique key is held by an unfinished
+        // job (possibly one earlier in this same group).
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = ?1 AND task = ?2 AND unique_key = ?3 \
+             AND state IN ('scheduled', 'queued', 'running', 'retrying')"
+        );
+        let holder = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&job.tenant)
+            .bind(&job.task)
+            .bind(&job.unique_key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(from_sqlx)?
+            .ok_or_else(|| {
+                BrokerError::Internal(format!(
+                    "job {} was neither inserted nor a duplicate",
+                    job.id
+                ))
+            })?;
+        out.push(Enqueued {
+            job: row::job(&holder)?,
+            created: false,
+        });
+    }
+    tx.commit().await.map_err(from_sqlx)?;
+    Ok(out)
+}
