@@ -241,6 +241,21 @@ impl Dev {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Reads a job's whole event stream; `None` if it does not end within `timeout`.
+    pub async fn events(&self, id: &str, timeout: Duration) -> Option<String> {
+        let read = async {
+            self.http
+                .get(format!("{}/v1/jobs/{id}/events", self.base))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+        };
+        tokio::time::timeout(timeout, read).await.ok().flatten()
+    }
+
     /// Waits until job `id` is in `state`; returns it.
     pub async fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;

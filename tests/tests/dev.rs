@@ -29,14 +29,9 @@ async fn a_job_goes_from_http_to_a_worker_and_back() {
 
     // The event stream of a finished job replays its end and closes.
     let body = dev
-        .http
-        .get(format!("{}/v1/jobs/{id}/events", dev.base))
-        .send()
+        .events(id, Duration::from_secs(10))
         .await
-        .expect("events")
-        .text()
-        .await
-        .expect("stream closes after the terminal state");
+        .expect("the stream closes after the terminal state");
     assert!(body.contains("event: state"), "{body}");
     assert!(body.contains("\"state\":\"succeeded\""), "{body}");
     assert!(
@@ -56,18 +51,10 @@ async fn the_event_stream_follows_a_job_to_its_end() {
         )
         .await;
     let id = job["id"].as_str().expect("id");
-    let body = tokio::time::timeout(Duration::from_secs(10), async {
-        dev.http
-            .get(format!("{}/v1/jobs/{id}/events", dev.base))
-            .send()
-            .await
-            .expect("events")
-            .text()
-            .await
-            .expect("body")
-    })
-    .await
-    .expect("the stream ends after the terminal state");
+    let body = dev
+        .events(id, Duration::from_secs(10))
+        .await
+        .expect("the stream ends after the terminal state");
     let running = body.find("\"state\":\"running\"").expect("a running event");
     let succeeded = body
         .find("\"state\":\"succeeded\"")

@@ -61,13 +61,21 @@ pub async fn dev(mut settings: Settings, args: ServeArgs) -> Outcome {
         settings.clone(),
         shutdown.clone(),
     ));
-    let api_shutdown = shutdown.clone();
-    let served = weir_api::serve(listener, api_state(&settings, broker), async move {
-        api_shutdown.cancelled().await
-    })
-    .await;
+    serve_api(listener, api_state(&settings, broker), shutdown, worker).await
+}
+
+/// Serves the API until `shutdown`, then waits for `companion` (the
+/// in-process worker or the maintenance loop) to finish.
+async fn serve_api(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: tokio_util::sync::CancellationToken,
+    companion: tokio::task::JoinHandle<()>,
+) -> Outcome {
+    let stop = shutdown.clone();
+    let served = weir_api::serve(listener, state, async move { stop.cancelled().await }).await;
     shutdown.cancel();
-    let _ = worker.await;
+    let _ = companion.await;
     served.context("the API stopped").map_err(Failure::Runtime)
 }
 
@@ -104,14 +112,7 @@ pub async fn api(mut settings: Settings, args: ServeArgs) -> Outcome {
             }
         })
     };
-    let stop = shutdown.clone();
-    let served = weir_api::serve(listener, api_state(&settings, broker), async move {
-        stop.cancelled().await
-    })
-    .await;
-    shutdown.cancel();
-    let _ = maintainer.await;
-    served.context("the API stopped").map_err(Failure::Runtime)
+    serve_api(listener, api_state(&settings, broker), shutdown, maintainer).await
 }
 
 /// `weir worker`: a supervisor and its children (or, in a child, its share).
