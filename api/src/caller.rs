@@ -1,13 +1,23 @@
-//! Who is calling: the tenant jobs are enqueued for and the scope of what
-//! the caller may see. With authentication off (the only mode of this
-//! version, for `weir dev` on loopback), every caller is the operator:
-//! jobs belong to the `default` tenant and every job is visible.
+//! Who is calling, decided once per request by [`authenticate`]: the tenant
+//! comes only from the API key, never from the body, path or headers.
+//!
+//! - With keys configured (and `WEIR_AUTH` not `disabled`), `/v1` requests
+//!   need `Authorization: Bearer KEY`: 401 without a known key; then the
+//!   per-key and per-tenant rate limits apply (429 with `Retry-After`).
+//!   A tenant key sees only its tenant's jobs; an admin key sees all and
+//!   may use the admin routes.
+//! - Without keys (`weir dev` on loopback, or `WEIR_AUTH=disabled`), every
+//!   caller is the operator: tenant `default`, every job visible.
 
+use crate::error::ApiError;
 use crate::{AppState, DEFAULT_TENANT};
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use std::convert::Infallible;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use weir_shared::broker::Scope;
+use weir_shared::limit::{Decision, Rate};
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -16,18 +26,138 @@ pub struct Caller {
     pub tenant: String,
     /// What the caller may see and change.
     pub scope: Scope,
+    /// May use admin routes.
+    pub admin: bool,
 }
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(
-        _parts: &mut Parts,
-        _state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(Caller {
+impl Caller {
+    fn operator() -> Self {
+        Caller {
             tenant: DEFAULT_TENANT.to_owned(),
             scope: Scope::All,
+            admin: true,
+        }
+    }
+
+    /// 403 unless the caller holds an admin key.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this route needs an admin key",
+            ))
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
         })
     }
+}
+
+fn unauthorized() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or unknown API key: send Authorization: Bearer KEY",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+fn limited(rate: Rate, decision: Decision, scope: &str) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("the {scope} rate limit of {rate} is used up; retry after the Retry-After seconds"),
+    )
+    .into_response();
+    let retry = decision.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
+    headers.insert("ratelimit-limit", HeaderValue::from(rate.count));
+    headers.insert("ratelimit-remaining", HeaderValue::from(0));
+    response
+}
+
+/// Middleware of the `/v1` routes: authenticates, applies rate limits and
+/// leaves the [`Caller`] in the request for the handlers.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let auth = &state.settings.auth;
+    if !auth.required() {
+        request.extensions_mut().insert(Caller::operator());
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(key) = presented.and_then(|p| auth.verify(p)) else {
+        return unauthorized();
+    };
+    // Limiter keys use a digest prefix, never the key itself.
+    let key_id = weir_shared::config::auth::digest_id(&key.digest);
+    let mut tightest: Option<(Rate, Decision)> = None;
+    for (scope, limiter_key, rate) in [
+        ("API key", format!("key:{key_id}"), auth.rate_limit_key),
+        (
+            "tenant",
+            format!("tenant:{}", key.tenant),
+            auth.rate_limit_tenant,
+        ),
+    ] {
+        match state.limiter.check(&limiter_key, rate).await {
+            Ok(d) if !d.allowed => return limited(rate, d, scope),
+            Ok(d) => {
+                if tightest.is_none_or(|(_, t)| d.remaining < t.remaining) {
+                    tightest = Some((rate, d));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Rate limiter unavailable");
+                return ApiError::from(weir_shared::broker::BrokerError::Unavailable(
+                    e.to_string(),
+                ))
+                .into_response();
+            }
+        }
+    }
+    let caller = Caller {
+        tenant: key.tenant.clone(),
+        scope: if key.admin {
+            Scope::All
+        } else {
+            Scope::Tenant(key.tenant.clone())
+        },
+        admin: key.admin,
+    };
+    request.extensions_mut().insert(caller);
+    let mut response = next.run(request).await;
+    if let Some((rate, d)) = tightest {
+        let headers = response.headers_mut();
+        headers.insert("ratelimit-limit", HeaderValue::from(rate.count));
+        headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+    }
+    response
 }

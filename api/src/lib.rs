@@ -25,6 +25,7 @@ pub use queues::{QueueView, queue_views};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use weir_shared::broker::SharedBroker;
 use weir_shared::config::Settings;
+use weir_shared::limit::{LocalRateLimiter, RateLimiter};
 
 /// The tenant that owns jobs while authentication is off.
 pub const DEFAULT_TENANT: &str = "default";
@@ -48,6 +50,8 @@ pub struct AppState {
     /// Task names this API accepts besides built-in and configured ones
     /// (handlers registered in a custom worker binary).
     pub extra_tasks: Arc<Vec<String>>,
+    /// API rate limits: shared through Redis, or in-process.
+    pub limiter: Arc<dyn RateLimiter>,
 }
 
 impl AppState {
@@ -58,6 +62,7 @@ impl AppState {
             settings,
             metrics: None,
             extra_tasks: Arc::new(Vec::new()),
+            limiter: Arc::new(LocalRateLimiter::default()),
         }
     }
 
@@ -72,7 +77,7 @@ impl AppState {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let limit = state.settings.http.max_payload_bytes;
-    Router::new()
+    let v1 = Router::new()
         .route("/v1/jobs", post(jobs::enqueue).get(jobs::list))
         .route("/v1/jobs/batch", post(jobs::enqueue_batch))
         .route("/v1/jobs/{id}", get(jobs::show).delete(jobs::cancel))
@@ -83,6 +88,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/queues/{name}/pause", post(queues::pause))
         .route("/v1/queues/{name}/resume", post(queues::resume))
         .route("/v1/workers", get(queues::workers))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            caller::authenticate,
+        ));
+    Router::new()
+        .merge(v1)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -1,8 +1,8 @@
 //! `/v1/queues` (counts per state, paused flag; pause and resume) and
 //! `/v1/workers` (live nodes from their heartbeats).
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::{AppState, Caller};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -105,24 +105,32 @@ async fn set_paused(
     one(state, name).await.map(Json)
 }
 
-/// `POST /v1/queues/{name}/pause`.
+/// `POST /v1/queues/{name}/pause` (admin keys only).
 pub(crate) async fn pause(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<QueueView>, ApiError> {
+    caller.require_admin()?;
     set_paused(&state, &name, true).await
 }
 
-/// `POST /v1/queues/{name}/resume`.
+/// `POST /v1/queues/{name}/resume` (admin keys only).
 pub(crate) async fn resume(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<QueueView>, ApiError> {
+    caller.require_admin()?;
     set_paused(&state, &name, false).await
 }
 
-/// `GET /v1/workers`.
-pub(crate) async fn workers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `GET /v1/workers` (admin keys only).
+pub(crate) async fn workers(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
     let workers = state.broker.workers().await?;
     Ok(Json(json!({"data": workers})))
 }

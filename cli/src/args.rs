@@ -29,6 +29,30 @@ pub enum Command {
     Jobs(JobsArgs),
     /// Live worker nodes, from their heartbeats.
     Workers(JsonFlag),
+    /// API keys.
+    Keys(KeysArgs),
+}
+
+/// `weir keys create`.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: KeyAction,
+}
+
+/// Key actions.
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Print a new API key once, and the line that grants it in WEIR_API_KEYS_FILE.
+    Create {
+        /// Tenant the key acts for.
+        #[arg(long)]
+        tenant: String,
+        /// An admin key: admin routes, every tenant's jobs.
+        #[arg(long)]
+        admin: bool,
+    },
 }
 
 /// `--json`.

@@ -7,11 +7,13 @@
 //! - [`broker`]: the [`broker::Broker`] trait, its request structs and
 //!   [`broker::BrokerError`]; one folder per backend (`broker/sqlite/`).
 //! - [`config`]: typed, validated settings from the environment and `WEIR_CONFIG`.
+//! - [`limit`]: rates and rate limiters (in-process; the Redis one is a backend).
 //! - [`node`]: what a worker node reports in its heartbeat.
 //! - [`queue_order`]: strict and weighted order across a worker's queues.
 
 pub mod broker;
 pub mod config;
 pub mod job;
+pub mod limit;
 pub mod node;
 pub mod queue_order;

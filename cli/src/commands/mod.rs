@@ -3,13 +3,12 @@
 
 mod enqueue;
 mod inspect;
+mod keys;
 mod serve;
 
 use crate::args::{Cli, Command};
 use crate::failure::{Failure, Outcome};
-use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
-use weir_shared::broker::sqlite::{Durability, SqliteBroker};
 use weir_shared::broker::{self, SharedBroker};
 use weir_shared::config::{LogFormat, Settings};
 
@@ -25,6 +24,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Queues(args) => inspect::queues(settings, args).await,
         Command::Jobs(args) => inspect::jobs(settings, args).await,
         Command::Workers(flag) => inspect::workers(settings, flag).await,
+        Command::Keys(args) => keys::run(args),
     }
 }
 
@@ -43,22 +43,19 @@ fn init_logging(settings: &Settings) {
 
 /// Opens the broker named by `WEIR_BROKER_URL`.
 pub(crate) async fn connect(settings: &Settings) -> Result<SharedBroker, Failure> {
-    let url = &settings.broker_url;
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        let durability = if settings.sqlite_full_sync {
-            Durability::Full
-        } else {
-            Durability::Normal
-        };
-        let broker = SqliteBroker::open(path, durability).await.map_err(|e| {
-            Failure::Runtime(anyhow::anyhow!("cannot open the broker at {url}: {e}"))
-        })?;
-        return Ok(Arc::new(broker));
-    }
-    broker::connect(url).await.map_err(|e| match e {
-        weir_shared::broker::BrokerError::Invalid(m) => {
-            Failure::usage(format!("WEIR_BROKER_URL: {m}"))
-        }
-        other => Failure::Runtime(anyhow::anyhow!("cannot reach the broker: {other}")),
-    })
+    Ok(connect_with_limiter(settings).await?.broker)
+}
+
+/// Opens the broker and its rate limiter.
+pub(crate) async fn connect_with_limiter(
+    settings: &Settings,
+) -> Result<broker::Connected, Failure> {
+    broker::connect_with_limiter(&settings.broker_url, &settings.broker_options())
+        .await
+        .map_err(|e| match e {
+            weir_shared::broker::BrokerError::Invalid(m) => {
+                Failure::usage(format!("WEIR_BROKER_URL: {m}"))
+            }
+            other => Failure::Runtime(anyhow::anyhow!("cannot open the broker: {other}")),
+        })
 }

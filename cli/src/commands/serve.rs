@@ -11,8 +11,9 @@ use weir_shared::config::Settings;
 use weir_shared::queue_order::QueueOrder;
 use weir_worker::Registry;
 
-fn api_state(settings: &Arc<Settings>, broker: weir_shared::broker::SharedBroker) -> AppState {
-    let mut state = AppState::new(broker, settings.clone());
+fn api_state(settings: &Arc<Settings>, connected: weir_shared::broker::Connected) -> AppState {
+    let mut state = AppState::new(connected.broker, settings.clone());
+    state.limiter = connected.limiter;
     match PrometheusBuilder::new().install_recorder() {
         Ok(handle) => state.metrics = Some(handle),
         Err(e) => {
@@ -36,14 +37,15 @@ pub async fn dev(mut settings: Settings, args: ServeArgs) -> Outcome {
     if let Some(addr) = args.addr {
         settings.http.addr = addr;
     }
-    if !settings.http.addr.ip().is_loopback() {
+    if !settings.auth.required() && !settings.http.addr.ip().is_loopback() {
         return Err(Failure::usage(format!(
-            "weir dev serves without authentication, so it listens on loopback only; {} is not a loopback address",
+            "without API keys weir dev listens on loopback only; {} is not a loopback address (configure WEIR_API_KEYS to listen elsewhere)",
             settings.http.addr
         )));
     }
     let settings = Arc::new(settings);
-    let broker = super::connect(&settings).await?;
+    let connected = super::connect_with_limiter(&settings).await?;
+    let broker = connected.broker.clone();
     let listener = listen(settings.http.addr).await?;
     let addr = listener
         .local_addr()
@@ -61,7 +63,7 @@ pub async fn dev(mut settings: Settings, args: ServeArgs) -> Outcome {
         settings.clone(),
         shutdown.clone(),
     ));
-    serve_api(listener, api_state(&settings, broker), shutdown, worker).await
+    serve_api(listener, api_state(&settings, connected), shutdown, worker).await
 }
 
 /// Serves the API until `shutdown`, then waits for `companion` (the
@@ -84,14 +86,15 @@ pub async fn api(mut settings: Settings, args: ServeArgs) -> Outcome {
     if let Some(addr) = args.addr {
         settings.http.addr = addr;
     }
-    if std::env::var("WEIR_AUTH").ok().as_deref() != Some("disabled") {
+    if !settings.auth.required() && !settings.auth.disabled {
         return Err(Failure::usage(
-            "weir api needs API keys, and this version of weir has no API key support yet; \
-             set WEIR_AUTH=disabled to serve without authentication (on a trusted network only)",
+            "weir api needs API keys: set WEIR_API_KEYS or WEIR_API_KEYS_FILE (`weir keys create --tenant T` makes one), \
+             or WEIR_AUTH=disabled to serve without authentication on a trusted network",
         ));
     }
     let settings = Arc::new(settings);
-    let broker = super::connect(&settings).await?;
+    let connected = super::connect_with_limiter(&settings).await?;
+    let broker = connected.broker.clone();
     let listener = listen(settings.http.addr).await?;
     let shutdown = shutdown_token();
     tracing::info!(addr = %settings.http.addr, broker = %settings.broker_url, "API listening");
@@ -112,7 +115,13 @@ pub async fn api(mut settings: Settings, args: ServeArgs) -> Outcome {
             }
         })
     };
-    serve_api(listener, api_state(&settings, broker), shutdown, maintainer).await
+    serve_api(
+        listener,
+        api_state(&settings, connected),
+        shutdown,
+        maintainer,
+    )
+    .await
 }
 
 /// `weir worker`: a supervisor and its children (or, in a child, its share).

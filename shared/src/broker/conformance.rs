@@ -7,7 +7,7 @@
 //! weir_shared::broker_conformance!(async { my_test_broker().await });
 //! ```
 //!
-//! where the expression yields a [`TestBroker`] isolated from every other
+//! where the expression yields `Option<TestBroker>`, isolated from every other
 //! test (its own file, key prefix or schema), so the tests run in parallel.
 
 use super::{
@@ -28,6 +28,35 @@ pub struct TestBroker {
 }
 
 const LEASE: Duration = Duration::from_secs(30);
+
+/// The URL of a service a test needs, from `var` or `default`, if it
+/// answers on TCP. Outside CI an unreachable service skips the test with a
+/// note; with `CI=true` it is a failure, never a silent skip.
+pub fn service_url(var: &str, default: &str) -> Option<String> {
+    let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    let host_port = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.rsplit('@').next())
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:0")
+        .to_owned();
+    let reachable = std::net::TcpStream::connect_timeout(
+        &host_port
+            .parse()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        Duration::from_secs(2),
+    )
+    .is_ok();
+    if reachable {
+        return Some(url);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{var}: {url} is unreachable, and CI=true does not skip tests");
+    }
+    eprintln!("skipped: {url} ({var}) is unreachable");
+    None
+}
 
 /// A request for `task` on `queue` with the defaults a test needs.
 pub fn request(task: &str, queue: &str) -> EnqueueRequest {
@@ -637,7 +666,8 @@ pub async fn heartbeats(t: TestBroker) {
 }
 
 /// Generates one `#[tokio::test]` per conformance check for a backend.
-/// `$make` is an expression (usually an `async` block) yielding a [`TestBroker`].
+/// `$make` is a future yielding `Option<TestBroker>`: `None` skips the test
+/// (a service that is not reachable outside CI; see [`service_url`]).
 #[macro_export]
 macro_rules! broker_conformance {
     ($make:expr) => {
@@ -653,7 +683,9 @@ macro_rules! broker_conformance {
         $(
             #[tokio::test]
             async fn $name() {
-                $crate::broker::conformance::$name($make.await).await;
+                if let Some(broker) = $make.await {
+                    $crate::broker::conformance::$name(broker).await;
+                }
             }
         )*
     };

@@ -16,6 +16,7 @@
 //! - **Durable before reply.** When `enqueue` returns, the job survives a
 //!   crash of this process.
 
+pub mod redis;
 pub mod sqlite;
 
 #[cfg(feature = "testkit")]
@@ -302,14 +303,69 @@ pub trait Broker: Send + Sync + 'static {
 /// A broker shared by every part of a process.
 pub type SharedBroker = Arc<dyn Broker>;
 
-/// Opens the broker a URL names: `sqlite://PATH` today.
-pub async fn connect(url: &str) -> BrokerResult<SharedBroker> {
+/// Options a backend may need besides its URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerOptions {
+    /// Prefix of every Redis key (`WEIR_REDIS_PREFIX`).
+    pub redis_prefix: String,
+    /// How long finished jobs are kept where the backend expires them (`WEIR_RETENTION`).
+    pub retention: Duration,
+    /// `synchronous=FULL` for SQLite (`WEIR_SQLITE_SYNC=full`).
+    pub sqlite_full_sync: bool,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions {
+            redis_prefix: "weir".into(),
+            retention: Duration::from_secs(24 * 3600),
+            sqlite_full_sync: false,
+        }
+    }
+}
+
+/// A broker and the rate limiter that goes with it: shared through Redis
+/// when the broker is Redis, in-process otherwise.
+pub struct Connected {
+    /// The broker.
+    pub broker: SharedBroker,
+    /// The rate limiter.
+    pub limiter: Arc<dyn crate::limit::RateLimiter>,
+}
+
+/// Opens the broker a URL names, with its rate limiter.
+pub async fn connect_with_limiter(url: &str, options: &BrokerOptions) -> BrokerResult<Connected> {
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        let broker = redis::RedisBroker::open(url, &options.redis_prefix, options.retention)?;
+        let limiter = Arc::new(broker.rate_limiter());
+        return Ok(Connected {
+            broker: Arc::new(broker),
+            limiter,
+        });
+    }
+    Ok(Connected {
+        broker: connect(url, options).await?,
+        limiter: Arc::new(crate::limit::LocalRateLimiter::default()),
+    })
+}
+
+/// Opens the broker a URL names: `sqlite://PATH` or `redis://HOST:PORT/DB`.
+pub async fn connect(url: &str, options: &BrokerOptions) -> BrokerResult<SharedBroker> {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        let broker = sqlite::SqliteBroker::open(path, sqlite::Durability::Normal).await?;
+        let durability = if options.sqlite_full_sync {
+            sqlite::Durability::Full
+        } else {
+            sqlite::Durability::Normal
+        };
+        let broker = sqlite::SqliteBroker::open(path, durability).await?;
+        return Ok(Arc::new(broker));
+    }
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        let broker = redis::RedisBroker::open(url, &options.redis_prefix, options.retention)?;
         return Ok(Arc::new(broker));
     }
     let scheme = url.split("://").next().unwrap_or(url);
     Err(BrokerError::Invalid(format!(
-        "unsupported broker URL scheme `{scheme}`: this build supports sqlite://PATH"
+        "unsupported broker URL scheme `{scheme}`: this build supports sqlite://PATH and redis://HOST:PORT/DB"
     )))
 }

@@ -285,7 +285,70 @@ pub(super) fn apply(
         }
     };
 
+    let redis_prefix = lookup(env, &["WEIR_REDIS_PREFIX"])
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| "weir".into());
+    if !redis_prefix
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        || redis_prefix.len() > 64
+    {
+        problems.push(Problem {
+            key: "WEIR_REDIS_PREFIX".into(),
+            message: format!("`{redis_prefix}` must be 1-64 letters, digits, `_`, `.` or `-`"),
+        });
+    }
+    let retention = duration(
+        env,
+        "WEIR_RETENTION",
+        Duration::from_secs(24 * 3600),
+        problems,
+    );
+    let auth_disabled = match lookup(env, &["WEIR_AUTH"]) {
+        None => false,
+        Some((_, v)) if v == "disabled" => true,
+        Some((_, v)) if v == "enabled" => false,
+        Some((key, v)) => {
+            problems.push(Problem {
+                key: key.into(),
+                message: format!("`{v}` is neither `enabled` nor `disabled`"),
+            });
+            false
+        }
+    };
+    let mut keys = lookup(env, &["WEIR_API_KEYS"])
+        .map(|(_, v)| super::auth::parse_env_keys(&v, problems))
+        .unwrap_or_default();
+    if let Some((_, path)) = lookup(env, &["WEIR_API_KEYS_FILE"]) {
+        keys.extend(super::auth::parse_key_file(&path, problems));
+    }
+    let rate = |key: &'static str, default: &str, problems: &mut Vec<Problem>| {
+        let fallback = default.parse().unwrap_or(crate::limit::Rate {
+            count: 1,
+            period: Duration::from_secs(1),
+        });
+        match lookup(env, &[key]) {
+            None => fallback,
+            Some((key, v)) => v.parse().unwrap_or_else(|message| {
+                problems.push(Problem {
+                    key: key.into(),
+                    message,
+                });
+                fallback
+            }),
+        }
+    };
+    let auth = super::auth::AuthSettings {
+        disabled: auth_disabled,
+        keys,
+        rate_limit_tenant: rate("WEIR_RATE_LIMIT_TENANT", "1000/m", problems),
+        rate_limit_key: rate("WEIR_RATE_LIMIT_KEY", "100/s", problems),
+    };
+
     Settings {
+        redis_prefix,
+        retention,
+        auth,
         broker_url: lookup(env, &["WEIR_BROKER_URL"])
             .map(|(_, v)| v)
             .unwrap_or_else(|| DEFAULT_BROKER_URL.into()),

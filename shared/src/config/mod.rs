@@ -17,7 +17,13 @@
 //! | `WEIR_MAX_PAYLOAD_BYTES` | `1048576` | larger request bodies, up to 16 MiB |
 //! | `WEIR_SQLITE_SYNC` | `normal` | `full` survives an OS crash too, at an fsync per commit |
 //! | `WEIR_LOG`, `WEIR_LOG_FORMAT` | `info`, `pretty` | `json` for log shippers |
+//! | `WEIR_REDIS_PREFIX` | `weir` | several deployments on one Redis |
+//! | `WEIR_RETENTION` | `24h` | how long finished jobs stay readable on Redis |
+//! | `WEIR_AUTH` | keys required when configured | `disabled` to serve without keys |
+//! | `WEIR_API_KEYS`, `WEIR_API_KEYS_FILE` | none | `TENANT:KEY[:admin]`; a file of `TENANT:SHA256[:admin]` |
+//! | `WEIR_RATE_LIMIT_TENANT`, `WEIR_RATE_LIMIT_KEY` | `1000/m`, `100/s` | per-tenant and per-key API budgets |
 
+pub mod auth;
 mod env;
 mod file;
 
@@ -84,6 +90,12 @@ pub struct Settings {
     pub log: LogSettings,
     /// The file settings were read from, if any.
     pub file: Option<PathBuf>,
+    /// Prefix of every Redis key.
+    pub redis_prefix: String,
+    /// How long finished jobs are kept where the broker expires them (Redis).
+    pub retention: Duration,
+    /// API keys and rate limits.
+    pub auth: auth::AuthSettings,
 }
 
 /// How one task runs.
@@ -238,6 +250,15 @@ impl Settings {
     /// True when `name` is a task that workers can run: built in or configured.
     pub fn knows_task(&self, name: &str) -> bool {
         BUILTIN_TASKS.contains(&name) || self.tasks.contains_key(name)
+    }
+
+    /// The broker options these settings give.
+    pub fn broker_options(&self) -> crate::broker::BrokerOptions {
+        crate::broker::BrokerOptions {
+            redis_prefix: self.redis_prefix.clone(),
+            retention: self.retention,
+            sqlite_full_sync: self.sqlite_full_sync,
+        }
     }
 
     /// The queues a worker serves.

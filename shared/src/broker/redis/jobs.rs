@@ -1,0 +1,143 @@
+//! Conversions between Redis replies and the job model.
+
+use crate::broker::{BrokerError, BrokerResult, ClaimedJob, EnqueueRequest, Lease, ListRequest};
+use crate::job::{Job, JobId, JobState, Millis};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::str::FromStr;
+
+fn bad(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Internal(format!("corrupt job in Redis: {e}"))
+}
+
+/// An integer reply.
+pub(super) fn int(v: &redis::Value) -> BrokerResult<i64> {
+    redis::FromRedisValue::from_redis_value(v.clone()).map_err(bad)
+}
+
+/// A string reply.
+pub(super) fn string(v: &redis::Value) -> BrokerResult<String> {
+    redis::FromRedisValue::from_redis_value(v.clone()).map_err(bad)
+}
+
+/// The job a just-enqueued request became.
+pub(super) fn new_job(id: JobId, r: EnqueueRequest, now: i64, delay: i64) -> Job {
+    Job {
+        id,
+        task: r.task,
+        queue: r.queue,
+        tenant: r.tenant,
+        state: if delay > 0 {
+            JobState::Scheduled
+        } else {
+            JobState::Queued
+        },
+        priority: r.priority,
+        payload: r.payload,
+        attempts: 0,
+        max_retries: r.max_retries,
+        result: Value::Null,
+        error: None,
+        progress: Value::Null,
+        timeout_ms: r.timeout_ms,
+        unique_key: r.unique_key,
+        created_at: Millis(now),
+        run_at: Millis(now + delay),
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+fn field<'a>(h: &'a HashMap<String, String>, name: &str) -> BrokerResult<&'a str> {
+    h.get(name)
+        .map(String::as_str)
+        .ok_or_else(|| bad(format!("missing {name}")))
+}
+
+fn number<T: FromStr>(h: &HashMap<String, String>, name: &str) -> BrokerResult<T>
+where
+    T::Err: std::fmt::Display,
+{
+    field(h, name)?.parse().map_err(bad)
+}
+
+fn optional<T: FromStr>(h: &HashMap<String, String>, name: &str) -> BrokerResult<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    match h.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(bad),
+    }
+}
+
+fn json(h: &HashMap<String, String>, name: &str) -> BrokerResult<Value> {
+    match h.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(Value::Null),
+        Some(v) => serde_json::from_str(v).map_err(bad),
+    }
+}
+
+/// A job from its hash; `None` for an empty hash (expired or never there).
+pub(super) fn from_hash(h: &HashMap<String, String>) -> BrokerResult<Option<Job>> {
+    if h.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Job {
+        id: number(h, "id")?,
+        task: field(h, "task")?.to_owned(),
+        queue: field(h, "queue")?.to_owned(),
+        tenant: field(h, "tenant")?.to_owned(),
+        state: JobState::from_str(field(h, "state")?).map_err(bad)?,
+        priority: number(h, "priority")?,
+        payload: json(h, "payload")?,
+        attempts: number(h, "attempts")?,
+        max_retries: number(h, "max_retries")?,
+        result: json(h, "result")?,
+        error: h.get("error").filter(|e| !e.is_empty()).cloned(),
+        progress: json(h, "progress")?,
+        timeout_ms: optional(h, "timeout_ms")?,
+        unique_key: h.get("unique_key").filter(|k| !k.is_empty()).cloned(),
+        created_at: Millis(number(h, "created_at")?),
+        run_at: Millis(number(h, "run_at")?),
+        started_at: optional::<i64>(h, "started_at")?.map(Millis),
+        finished_at: optional::<i64>(h, "finished_at")?.map(Millis),
+    }))
+}
+
+/// One row of `claim.lua`: id, queue, tenant, task, priority, payload,
+/// attempt, base, max_retries, timeout_ms.
+pub(super) fn claimed(row: &[redis::Value]) -> BrokerResult<ClaimedJob> {
+    if row.len() != 10 {
+        return Err(bad("short claim row"));
+    }
+    let attempt = u32::try_from(int(&row[6])?).map_err(bad)?;
+    let base: u32 = string(&row[7])?.parse().map_err(bad)?;
+    let max_retries: u32 = string(&row[8])?.parse().map_err(bad)?;
+    let timeout = string(&row[9])?;
+    Ok(ClaimedJob {
+        lease: Lease {
+            id: string(&row[0])?.parse().map_err(bad)?,
+            attempt,
+        },
+        queue: string(&row[1])?,
+        tenant: string(&row[2])?,
+        task: string(&row[3])?,
+        priority: string(&row[4])?.parse().map_err(bad)?,
+        payload: serde_json::from_str(&string(&row[5])?).map_err(bad)?,
+        max_retries,
+        retries_left: (max_retries + 1).saturating_sub(attempt.saturating_sub(base)),
+        timeout_ms: if timeout.is_empty() {
+            None
+        } else {
+            Some(timeout.parse().map_err(bad)?)
+        },
+    })
+}
+
+/// Whether a job passes a listing's filters.
+pub(super) fn matches(job: &Job, r: &ListRequest) -> bool {
+    r.queue.as_ref().is_none_or(|q| &job.queue == q)
+        && r.state.is_none_or(|s| job.state == s)
+        && r.task.as_ref().is_none_or(|t| &job.task == t)
+}

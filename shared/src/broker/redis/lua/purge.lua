@@ -1,0 +1,13 @@
+-- ARGV: P, queue. Deletes the queue's waiting jobs (scheduled, queued,
+-- retrying) and frees their unique keys. Returns how many.
+local q = ARGV[2]
+local n = 0
+for _, set in ipairs({'ready', 'scheduled', 'retrying'}) do
+  for _, id in ipairs(redis.call('ZRANGE', qkey(q, set), 0, -1)) do
+    release_unique(q, id)
+    redis.call('DEL', jkey(q, id), P .. ':ids:' .. id)
+    n = n + 1
+  end
+  redis.call('DEL', qkey(q, set))
+end
+return n

@@ -1,0 +1,14 @@
+-- ARGV: P, lease_ms, leases (JSON array of [queue, id, attempt]).
+-- Extends each lease still held; returns the ids of those that are not.
+local lease = tonumber(ARGV[2])
+local now = now_ms()
+local lost = {}
+for _, l in ipairs(cjson.decode(ARGV[3])) do
+  local q, id, a = l[1], l[2], l[3]
+  if holds(q, id, a) then
+    redis.call('ZADD', qkey(q, 'running'), 'XX', now + lease, id)
+  else
+    table.insert(lost, id)
+  end
+end
+return lost

@@ -1,0 +1,714 @@
+//! The Redis broker: the shared broker of a distributed deployment.
+//!
+//! A job stays in Redis until it is acknowledged. Every state change is one
+//! Lua script (in `lua/`, sent once and then run by SHA), so a crash of any
+//! client at any moment leaves each job in exactly one state. Scripts take
+//! the time from Redis (`TIME`), so the clocks of API and worker hosts do
+//! not matter. Leases live in a per-queue `running` set scored by their
+//! deadline; the (job id, attempt) pair fences renewals and completions.
+//!
+//! Keys live under `WEIR_REDIS_PREFIX` (default `weir`). One queue's sets and
+//! job hashes share the hash tag `{q:NAME}`, so on Redis Cluster they would
+//! sit in one slot; the id lookup, unique keys, listing indexes and the
+//! queue registry are outside that tag, and the scripts touch them too, so
+//! weir needs a single Redis (with replicas or Sentinel), not a Cluster.
+//!
+//! Retention: finished jobs (succeeded, failed, cancelled) expire after
+//! `WEIR_RETENTION`, so memory stays bounded by the work of that window.
+
+mod jobs;
+mod limiter;
+
+pub use limiter::RedisRateLimiter;
+
+use super::{
+    Broker, BrokerError, BrokerResult, ClaimRequest, ClaimedJob, Completion, EnqueueRequest,
+    Enqueued, JobPage, Lease, ListRequest, Maintenance, Outcome, QueueCounts, Scope,
+};
+use crate::job::{Job, JobId, JobState, now_ms};
+use crate::node::WorkerInfo;
+use async_trait::async_trait;
+use futures::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+const COMMON: &str = include_str!("lua/common.lua");
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{COMMON}\n{body}"))
+}
+
+struct Scripts {
+    enqueue: Script,
+    claim: Script,
+    renew: Script,
+    complete: Script,
+    progress: Script,
+    cancel: Script,
+    retry: Script,
+    maintain: Script,
+    purge: Script,
+}
+
+impl Scripts {
+    fn load() -> Self {
+        Scripts {
+            enqueue: script(include_str!("lua/enqueue.lua")),
+            claim: script(include_str!("lua/claim.lua")),
+            renew: script(include_str!("lua/renew.lua")),
+            complete: script(include_str!("lua/complete.lua")),
+            progress: script(include_str!("lua/progress.lua")),
+            cancel: script(include_str!("lua/cancel.lua")),
+            retry: script(include_str!("lua/retry.lua")),
+            maintain: script(include_str!("lua/maintain.lua")),
+            purge: script(include_str!("lua/purge.lua")),
+        }
+    }
+}
+
+/// Expired leases returned and due jobs promoted per queue and maintenance pass.
+const MAINTAIN_BATCH: i64 = 1000;
+/// Ids read per round trip while listing.
+const LIST_BATCH: isize = 200;
+
+/// The Redis broker.
+#[derive(Clone)]
+pub struct RedisBroker {
+    conn: ConnectionManager,
+    client: redis::Client,
+    prefix: Arc<str>,
+    retention: Duration,
+    scripts: Arc<Scripts>,
+    /// Woken by the `PREFIX:wake` channel when a queue gets work.
+    wake: Arc<Notify>,
+    listening: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Redis failures that a retry may cure are "unavailable"; the rest are bugs.
+fn from_redis(e: redis::RedisError) -> BrokerError {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        BrokerError::Unavailable(e.to_string())
+    } else {
+        BrokerError::Internal(e.to_string())
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl RedisBroker {
+    /// Connects lazily: the broker is usable at once, and calls fail with
+    /// `Unavailable` while Redis cannot be reached.
+    pub fn open(url: &str, prefix: &str, retention: Duration) -> BrokerResult<Self> {
+        let client = redis::Client::open(url)
+            .map_err(|e| BrokerError::Invalid(format!("bad Redis URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| BrokerError::Invalid(format!("Redis connection settings: {e}")))?;
+        Ok(RedisBroker {
+            conn,
+            client,
+            prefix: prefix.into(),
+            retention,
+            scripts: Arc::new(Scripts::load()),
+            wake: Arc::new(Notify::new()),
+            listening: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// A rate limiter on the same Redis, shared by every process that uses it.
+    pub fn rate_limiter(&self) -> RedisRateLimiter {
+        RedisRateLimiter::new(self.conn.clone(), self.prefix.clone())
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.prefix)
+    }
+
+    fn job_key(&self, queue: &str, id: &str) -> String {
+        format!("{}:{{q:{queue}}}:j:{id}", self.prefix)
+    }
+
+    fn queue_key(&self, queue: &str, suffix: &str) -> String {
+        format!("{}:{{q:{queue}}}:{suffix}", self.prefix)
+    }
+
+    /// Reads one job by id (any tenant).
+    async fn load(&self, id: &str) -> BrokerResult<Option<Job>> {
+        let mut conn = self.conn.clone();
+        let queue: Option<String> = conn
+            .get(self.key(&format!("ids:{id}")))
+            .await
+            .map_err(from_redis)?;
+        let Some(queue) = queue else {
+            return Ok(None);
+        };
+        let fields: HashMap<String, String> = conn
+            .hgetall(self.job_key(&queue, id))
+            .await
+            .map_err(from_redis)?;
+        jobs::from_hash(&fields)
+    }
+
+    /// Starts listening for wake-ups (once per broker), reconnecting as needed.
+    fn listen(&self) {
+        if self.listening.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let client = self.client.clone();
+        let channel = self.key("wake");
+        let wake: Weak<Notify> = Arc::downgrade(&self.wake);
+        tokio::spawn(async move {
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        if pubsub.subscribe(&channel).await.is_ok() {
+                            let mut messages = pubsub.on_message();
+                            while messages.next().await.is_some() {
+                                match wake.upgrade() {
+                                    Some(w) => w.notify_waiters(),
+                                    None => return,
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "Wake-up channel unavailable"),
+                }
+                if wake.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn enqueue(&self, requests: Vec<EnqueueRequest>) -> BrokerResult<Vec<Enqueued>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let local_now = now_ms();
+        let planned: Vec<(JobId, i64, EnqueueRequest)> = requests
+            .into_iter()
+            .map(|r| {
+                let delay = r.run_at.map(|t| (t.0 - local_now.0).max(0)).unwrap_or(0);
+                (JobId::new(), delay, r)
+            })
+            .collect();
+        let batch: Vec<Value> = planned
+            .iter()
+            .map(|(id, delay, r)| {
+                json!({
+                    "id": id.to_string(), "tenant": r.tenant, "task": r.task, "queue": r.queue,
+                    "priority": r.priority, "payload": r.payload.to_string(),
+                    "max_retries": r.max_retries, "timeout_ms": r.timeout_ms,
+                    "unique_key": r.unique_key, "delay_ms": delay,
+                })
+            })
+            .collect();
+        let mut conn = self.conn.clone();
+        let reply: Vec<redis::Value> = self
+            .scripts
+            .enqueue
+            .arg(&*self.prefix)
+            .arg(Value::Array(batch).to_string())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        let now: i64 = reply
+            .first()
+            .map(jobs::int)
+            .transpose()?
+            .unwrap_or(local_now.0);
+        let mut out = Vec::with_capacity(planned.len());
+        for ((id, delay, r), pair) in planned.into_iter().zip(reply[1..].chunks(2)) {
+            let holder = jobs::string(&pair[0])?;
+            if jobs::int(&pair[1])? == 1 {
+                out.push(Enqueued {
+                    job: jobs::new_job(id, r, now, delay),
+                    created: true,
+                });
+            } else {
+                let job = self.load(&holder).await?.ok_or_else(|| {
+                    BrokerError::Internal(format!("unique key holder {holder} vanished"))
+                })?;
+                out.push(Enqueued {
+                    job,
+                    created: false,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> BrokerResult<Vec<ClaimedJob>> {
+        if request.limit == 0 || request.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.claim.prepare_invoke();
+        invocation
+            .arg(&*self.prefix)
+            .arg(&request.worker)
+            .arg(ms(request.lease))
+            .arg(request.limit);
+        for q in &request.queues {
+            invocation.arg(q);
+        }
+        let rows: Vec<redis::Value> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        rows.chunks(10).map(jobs::claimed).collect()
+    }
+
+    async fn renew(&self, leases: &[Lease], lease: Duration) -> BrokerResult<Vec<Lease>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let queues = self.queues_of(leases.iter().map(|l| l.id)).await?;
+        let entries: Vec<Value> = leases
+            .iter()
+            .filter_map(|l| {
+                queues
+                    .get(&l.id)
+                    .map(|q| json!([q, l.id.to_string(), l.attempt]))
+            })
+            .collect();
+        let mut conn = self.conn.clone();
+        let lost: Vec<String> = self
+            .scripts
+            .renew
+            .arg(&*self.prefix)
+            .arg(ms(lease))
+            .arg(Value::Array(entries).to_string())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        let lost: HashSet<String> = lost.into_iter().collect();
+        Ok(leases
+            .iter()
+            .filter(|l| !queues.contains_key(&l.id) || lost.contains(&l.id.to_string()))
+            .copied()
+            .collect())
+    }
+
+    async fn complete(&self, completions: Vec<Completion>) -> BrokerResult<Vec<Lease>> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let queues = self
+            .queues_of(completions.iter().map(|c| c.lease.id))
+            .await?;
+        let entries: Vec<Value> = completions
+            .iter()
+            .filter_map(|c| {
+                let q = queues.get(&c.lease.id)?;
+                let (kind, value, delay) = match &c.outcome {
+                    Outcome::Succeeded(result) => ("s", result.to_string(), None),
+                    Outcome::Failed { error, retry_in } => {
+                        ("f", crate::job::truncate_error(error), retry_in.map(ms))
+                    }
+                    Outcome::Released => ("r", String::new(), None),
+                };
+                Some(json!({"q": q, "id": c.lease.id.to_string(), "a": c.lease.attempt, "k": kind, "v": value, "d": delay}))
+            })
+            .collect();
+        let mut conn = self.conn.clone();
+        let stale: Vec<String> = self
+            .scripts
+            .complete
+            .arg(&*self.prefix)
+            .arg(ms(self.retention))
+            .arg(Value::Array(entries).to_string())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        let stale: HashSet<String> = stale.into_iter().collect();
+        Ok(completions
+            .iter()
+            .map(|c| c.lease)
+            .filter(|l| !queues.contains_key(&l.id) || stale.contains(&l.id.to_string()))
+            .collect())
+    }
+
+    async fn set_progress(&self, lease: Lease, progress: Value) -> BrokerResult<bool> {
+        let Some(queue) = self.queues_of([lease.id]).await?.remove(&lease.id) else {
+            return Ok(false);
+        };
+        let mut conn = self.conn.clone();
+        let stored: i64 = self
+            .scripts
+            .progress
+            .arg(&*self.prefix)
+            .arg(queue)
+            .arg(lease.id.to_string())
+            .arg(lease.attempt)
+            .arg(progress.to_string())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        Ok(stored == 1)
+    }
+
+    async fn get(&self, scope: &Scope, id: JobId) -> BrokerResult<Option<Job>> {
+        let job = self.load(&id.to_string()).await?;
+        Ok(job.filter(|j| scope.tenant().is_none_or(|t| j.tenant == t)))
+    }
+
+    async fn list(&self, request: ListRequest) -> BrokerResult<JobPage> {
+        let index = match request.scope.tenant() {
+            Some(t) => self.key(&format!("list:t:{t}")),
+            None => self.key("list:all"),
+        };
+        let limit = request.limit.max(1);
+        let mut conn = self.conn.clone();
+        let mut upper = match request.cursor {
+            Some(c) => format!("({c}"),
+            None => "+".to_owned(),
+        };
+        let mut data = Vec::new();
+        // Bounded work per page: filters that match little stop early
+        // rather than scanning everything.
+        for _ in 0..50 {
+            let ids: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
+                .arg(&index)
+                .arg(&upper)
+                .arg("-")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(LIST_BATCH)
+                .query_async(&mut conn)
+                .await
+                .map_err(from_redis)?;
+            let Some(last) = ids.last() else { break };
+            upper = format!("({last}");
+            let found = self.load_many(&ids).await?;
+            let mut gone = Vec::new();
+            for (id, job) in ids.iter().zip(found) {
+                match job {
+                    None => gone.push(id.clone()),
+                    Some(job) if jobs::matches(&job, &request) => data.push(job),
+                    Some(_) => {}
+                }
+            }
+            if !gone.is_empty() {
+                // Expired after their retention: drop them from the index.
+                let _: redis::RedisResult<i64> = conn.zrem(&index, gone).await;
+            }
+            if data.len() > limit || (ids.len() as isize) < LIST_BATCH {
+                break;
+            }
+        }
+        let has_more = data.len() > limit;
+        data.truncate(limit);
+        Ok(JobPage {
+            next_cursor: if has_more {
+                data.last().map(|j| j.id)
+            } else {
+                None
+            },
+            data,
+            has_more,
+        })
+    }
+
+    async fn cancel(&self, scope: &Scope, id: JobId) -> BrokerResult<Job> {
+        let answer = self
+            .run_on_job(&self.scripts.cancel, scope, id, Some(ms(self.retention)))
+            .await?;
+        self.answer(answer, scope, id).await
+    }
+
+    async fn retry(&self, scope: &Scope, id: JobId) -> BrokerResult<Job> {
+        let answer = self
+            .run_on_job(&self.scripts.retry, scope, id, None)
+            .await?;
+        if answer == "unique" {
+            return Err(BrokerError::Invalid(
+                "an unfinished job of this task already holds its unique_key".into(),
+            ));
+        }
+        self.answer(answer, scope, id).await
+    }
+
+    async fn set_paused(&self, queue: &str, paused: bool) -> BrokerResult<()> {
+        let mut conn = self.conn.clone();
+        let flag = self.queue_key(queue, "paused");
+        let mut pipe = redis::pipe();
+        pipe.atomic().sadd(self.key("queues"), queue).ignore();
+        if paused {
+            pipe.set(&flag, 1).ignore();
+        } else {
+            pipe.del(&flag).ignore();
+            pipe.publish(self.key("wake"), queue).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.map_err(from_redis)
+    }
+
+    async fn queue_counts(&self) -> BrokerResult<Vec<QueueCounts>> {
+        let mut conn = self.conn.clone();
+        let mut queues: Vec<String> = conn
+            .smembers(self.key("queues"))
+            .await
+            .map_err(from_redis)?;
+        queues.sort();
+        let sets: [(JobState, &str); 7] = [
+            (JobState::Scheduled, "scheduled"),
+            (JobState::Queued, "ready"),
+            (JobState::Running, "running"),
+            (JobState::Retrying, "retrying"),
+            (JobState::Succeeded, "succeeded"),
+            (JobState::Failed, "failed"),
+            (JobState::Cancelled, "cancelled"),
+        ];
+        let mut pipe = redis::pipe();
+        for q in &queues {
+            for (_, set) in sets {
+                pipe.zcard(self.queue_key(q, set));
+            }
+            pipe.exists(self.queue_key(q, "paused"));
+        }
+        let numbers: Vec<i64> = pipe.query_async(&mut conn).await.map_err(from_redis)?;
+        Ok(queues
+            .into_iter()
+            .zip(numbers.chunks(sets.len() + 1))
+            .map(|(name, n)| {
+                let counts: BTreeMap<JobState, u64> = sets
+                    .iter()
+                    .zip(n)
+                    .filter(|(_, c)| **c > 0)
+                    .map(|((state, _), c)| (*state, u64::try_from(*c).unwrap_or(0)))
+                    .collect();
+                QueueCounts {
+                    name,
+                    paused: n.get(sets.len()).is_some_and(|p| *p == 1),
+                    counts,
+                }
+            })
+            .collect())
+    }
+
+    async fn purge(&self, queue: &str) -> BrokerResult<u64> {
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .scripts
+            .purge
+            .arg(&*self.prefix)
+            .arg(queue)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn maintain(&self) -> BrokerResult<Maintenance> {
+        let mut conn = self.conn.clone();
+        let (requeued, dead, promoted): (u64, u64, u64) = self
+            .scripts
+            .maintain
+            .arg(&*self.prefix)
+            .arg(ms(self.retention))
+            .arg(MAINTAIN_BATCH)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        Ok(Maintenance {
+            requeued,
+            dead,
+            promoted,
+        })
+    }
+
+    async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> BrokerResult<()> {
+        let body = serde_json::to_string(info).map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .pset_ex(
+                self.key(&format!("worker:{}", info.id)),
+                body,
+                u64::try_from(ms(ttl)).unwrap_or(u64::MAX),
+            )
+            .ignore()
+            .zadd(self.key("workers"), &info.id, 0)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(from_redis)
+    }
+
+    async fn remove_worker(&self, id: &str) -> BrokerResult<()> {
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .del(self.key(&format!("worker:{id}")))
+            .ignore()
+            .zrem(self.key("workers"), id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(from_redis)
+    }
+
+    async fn workers(&self) -> BrokerResult<Vec<WorkerInfo>> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrange(self.key("workers"), 0, -1)
+            .await
+            .map_err(from_redis)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| self.key(&format!("worker:{id}")))
+            .collect();
+        let bodies: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        let mut out = Vec::new();
+        let mut expired = Vec::new();
+        for (id, body) in ids.into_iter().zip(bodies) {
+            match body {
+                Some(body) => out.push(
+                    serde_json::from_str(&body)
+                        .map_err(|e| BrokerError::Internal(e.to_string()))?,
+                ),
+                None => expired.push(id),
+            }
+        }
+        if !expired.is_empty() {
+            let _: redis::RedisResult<i64> = conn.zrem(self.key("workers"), expired).await;
+        }
+        Ok(out)
+    }
+
+    async fn ping(&self) -> BrokerResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(from_redis)
+    }
+
+    async fn wait_for_work(&self, max: Duration) {
+        self.listen();
+        let _ = tokio::time::timeout(max, self.wake.notified()).await;
+    }
+}
+
+impl RedisBroker {
+    /// The queues of the given jobs (jobs that no longer exist are absent).
+    async fn queues_of(
+        &self,
+        ids: impl IntoIterator<Item = JobId>,
+    ) -> BrokerResult<HashMap<JobId, String>> {
+        let ids: Vec<JobId> = ids.into_iter().collect();
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| self.key(&format!("ids:{id}")))
+            .collect();
+        let mut conn = self.conn.clone();
+        let queues: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        Ok(ids
+            .into_iter()
+            .zip(queues)
+            .filter_map(|(id, q)| q.map(|q| (id, q)))
+            .collect())
+    }
+
+    /// Reads several jobs in two round trips.
+    async fn load_many(&self, ids: &[String]) -> BrokerResult<Vec<Option<Job>>> {
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| self.key(&format!("ids:{id}")))
+            .collect();
+        let mut conn = self.conn.clone();
+        let queues: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        let mut pipe = redis::pipe();
+        for (id, q) in ids.iter().zip(&queues) {
+            // A missing queue still takes a slot so replies line up.
+            pipe.hgetall(self.job_key(q.as_deref().unwrap_or("-"), id));
+        }
+        let hashes: Vec<HashMap<String, String>> =
+            pipe.query_async(&mut conn).await.map_err(from_redis)?;
+        hashes
+            .iter()
+            .zip(queues)
+            .map(|(h, q)| {
+                if q.is_none() {
+                    Ok(None)
+                } else {
+                    jobs::from_hash(h)
+                }
+            })
+            .collect()
+    }
+
+    /// Runs a cancel or retry script on a job the scope may see.
+    async fn run_on_job(
+        &self,
+        script: &Script,
+        scope: &Scope,
+        id: JobId,
+        retention: Option<i64>,
+    ) -> BrokerResult<String> {
+        let Some(queue) = self.queues_of([id]).await?.remove(&id) else {
+            return Ok("missing".into());
+        };
+        let mut conn = self.conn.clone();
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .arg(&*self.prefix)
+            .arg(queue)
+            .arg(id.to_string())
+            .arg(scope.tenant().unwrap_or(""));
+        if let Some(r) = retention {
+            invocation.arg(r);
+        }
+        invocation.invoke_async(&mut conn).await.map_err(from_redis)
+    }
+
+    async fn answer(&self, answer: String, scope: &Scope, id: JobId) -> BrokerResult<Job> {
+        match answer.as_str() {
+            "ok" => self.get(scope, id).await?.ok_or(BrokerError::NotFound),
+            "missing" => Err(BrokerError::NotFound),
+            state => Err(BrokerError::Conflict(
+                state.parse().map_err(BrokerError::Internal)?,
+            )),
+        }
+    }
+}
