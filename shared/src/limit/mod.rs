@@ -80,23 +80,22 @@ pub trait RateLimiter: Send + Sync + 'static {
     async fn check(&self, key: &str, rate: Rate) -> Result<Decision, LimitError>;
 }
 
-/// GCRA on one stored "theoretical arrival time" (`tat`, microseconds).
-/// Returns the decision and the new tat when allowed.
-pub fn gcra(tat: u64, now: u64, rate: Rate) -> (Decision, Option<u64>) {
-    let t = u64::try_from(rate.interval().as_micros())
-        .unwrap_or(u64::MAX)
+/// GCRA on one stored "theoretical arrival time" (`tat`, microseconds; 0
+/// for a key never seen). Returns the decision and the new tat when allowed.
+pub fn gcra(tat: i64, now: i64, rate: Rate) -> (Decision, Option<i64>) {
+    let t = i64::try_from(rate.interval().as_micros())
+        .unwrap_or(i64::MAX)
         .max(1);
-    let burst = u64::from(rate.count);
+    let burst = i64::from(rate.count);
     let tat = tat.max(now);
-    let new_tat = tat + t;
-    let allow_at = new_tat.saturating_sub(burst * t);
+    let new_tat = tat.saturating_add(t);
+    let allow_at = new_tat.saturating_sub(burst.saturating_mul(t));
     if allow_at > now {
-        let wait = Duration::from_micros(allow_at - now);
         return (
             Decision {
                 allowed: false,
                 remaining: 0,
-                retry_after: wait,
+                retry_after: Duration::from_micros(u64::try_from(allow_at - now).unwrap_or(0)),
             },
             None,
         );
@@ -116,7 +115,7 @@ pub fn gcra(tat: u64, now: u64, rate: Rate) -> (Decision, Option<u64>) {
 #[derive(Debug)]
 pub struct LocalRateLimiter {
     start: Instant,
-    tats: Mutex<HashMap<String, u64>>,
+    tats: Mutex<HashMap<String, i64>>,
 }
 
 impl Default for LocalRateLimiter {
@@ -131,7 +130,7 @@ impl Default for LocalRateLimiter {
 #[async_trait]
 impl RateLimiter for LocalRateLimiter {
     async fn check(&self, key: &str, rate: Rate) -> Result<Decision, LimitError> {
-        let now = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let now = i64::try_from(self.start.elapsed().as_micros()).unwrap_or(i64::MAX);
         let mut tats = self
             .tats
             .lock()

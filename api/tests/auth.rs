@@ -1,0 +1,300 @@
+//! Authentication, tenant isolation and API rate limits, through the real
+//! router: the auth matrix and the 429 sequence, on the in-process limiter
+//! and on the Redis one shared by two API replicas.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+use weir_api::{AppState, router};
+use weir_shared::broker::conformance::service_url;
+use weir_shared::broker::redis::RedisBroker;
+use weir_shared::broker::sqlite::{Durability, SqliteBroker};
+use weir_shared::config::Settings;
+
+const ACME: &str = "weir_acmeAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const GLOBEX: &str = "weir_globexBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+const OPS: &str = "weir_opsCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC";
+
+struct Api {
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+fn settings(extra: &[(&str, &str)]) -> Settings {
+    let keys = format!("acme:{ACME},globex:{GLOBEX},ops:{OPS}:admin");
+    let mut vars: Vec<(String, String)> = vec![("WEIR_API_KEYS".into(), keys)];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Settings::load(&|k| {
+        vars.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    })
+    .expect("settings")
+}
+
+async fn api(extra: &[(&str, &str)]) -> Api {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = SqliteBroker::open(
+        dir.path().join("weir.db").to_str().expect("utf-8"),
+        Durability::Normal,
+    )
+    .await
+    .expect("broker");
+    Api {
+        state: AppState::new(Arc::new(broker), Arc::new(settings(extra))),
+        _dir: dir,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    body: Value,
+    headers: axum::http::HeaderMap,
+}
+
+async fn call(
+    state: &AppState,
+    method: Method,
+    uri: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let request = request
+        .body(
+            body.map(|b| Body::from(b.to_string()))
+                .unwrap_or_else(Body::empty),
+        )
+        .expect("request");
+    let response = router(state.clone())
+        .oneshot(request)
+        .await
+        .expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Answer {
+        status,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        headers,
+    }
+}
+
+#[tokio::test]
+async fn the_auth_matrix() {
+    let api = api(&[]).await;
+    let s = &api.state;
+    let enqueue = json!({"task": "weir.noop", "delay_ms": 60000});
+
+    // No key, wrong key: the same 401, with a challenge.
+    for key in [None, Some("weir_notAKeyAtAllXXXXXXXXXXXXXXXXXXXXXXXXXXX")] {
+        let a = call(s, Method::POST, "/v1/jobs", key, Some(enqueue.clone())).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(a.body["error"]["code"], "unauthorized");
+        assert_eq!(
+            a.headers.get("www-authenticate").map(|v| v.as_bytes()),
+            Some(&b"Bearer"[..])
+        );
+        assert_eq!(
+            call(s, Method::GET, "/v1/jobs", key, None).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Health needs no key.
+    assert_eq!(
+        call(s, Method::GET, "/healthz", None, None).await.status,
+        StatusCode::OK
+    );
+
+    // The tenant comes from the key.
+    let a = call(
+        s,
+        Method::POST,
+        "/v1/jobs",
+        Some(ACME),
+        Some(enqueue.clone()),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(a.body["tenant"], "acme");
+    let id = a.body["id"].as_str().expect("id").to_owned();
+    let spoof = call(
+        s,
+        Method::POST,
+        "/v1/jobs",
+        Some(GLOBEX),
+        Some(json!({"task": "weir.noop", "tenant": "acme"})),
+    )
+    .await;
+    assert_eq!(
+        spoof.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a body cannot choose the tenant"
+    );
+
+    // Another tenant: 404 on every verb, and absent from its listing.
+    for (method, uri) in [
+        (Method::GET, format!("/v1/jobs/{id}")),
+        (Method::DELETE, format!("/v1/jobs/{id}")),
+        (Method::POST, format!("/v1/jobs/{id}/retry")),
+        (Method::GET, format!("/v1/jobs/{id}/events")),
+    ] {
+        let a = call(s, method.clone(), &uri, Some(GLOBEX), None).await;
+        assert_eq!(
+            a.status,
+            StatusCode::NOT_FOUND,
+            "{method} {uri}: {}",
+            a.body
+        );
+    }
+    let listed = call(s, Method::GET, "/v1/jobs", Some(GLOBEX), None).await;
+    assert_eq!(listed.body["data"], json!([]));
+    let mine = call(s, Method::GET, "/v1/jobs", Some(ACME), None).await;
+    assert_eq!(mine.body["data"][0]["id"], id.as_str());
+    assert_eq!(
+        call(s, Method::GET, &format!("/v1/jobs/{id}"), Some(ACME), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // Admin routes: 403 for tenant keys, 200 for admin keys.
+    for (method, uri) in [
+        (Method::POST, "/v1/queues/mail/pause"),
+        (Method::POST, "/v1/queues/mail/resume"),
+        (Method::GET, "/v1/workers"),
+    ] {
+        let a = call(s, method.clone(), uri, Some(ACME), None).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{uri}");
+        assert_eq!(a.body["error"]["code"], "forbidden");
+        assert_eq!(
+            call(s, method, uri, Some(OPS), None).await.status,
+            StatusCode::OK,
+            "{uri}"
+        );
+    }
+    // An admin sees every tenant's jobs.
+    assert_eq!(
+        call(s, Method::GET, &format!("/v1/jobs/{id}"), Some(OPS), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // The owner can cancel.
+    let cancelled = call(
+        s,
+        Method::DELETE,
+        &format!("/v1/jobs/{id}"),
+        Some(ACME),
+        None,
+    )
+    .await;
+    assert_eq!(cancelled.body["state"], "cancelled");
+}
+
+/// Sends `n` enqueues with `key` through `states` in turn; returns the answers.
+async fn burst(states: &[&AppState], key: &str, n: usize) -> Vec<Answer> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let state = states[i % states.len()];
+        out.push(
+            call(
+                state,
+                Method::POST,
+                "/v1/jobs",
+                Some(key),
+                Some(json!({"task": "weir.noop"})),
+            )
+            .await,
+        );
+    }
+    out
+}
+
+fn assert_limited_after(answers: &[Answer], limit: usize) {
+    for (i, a) in answers.iter().enumerate() {
+        if i < limit {
+            assert_eq!(a.status, StatusCode::CREATED, "request {i}: {}", a.body);
+            assert_eq!(
+                a.headers
+                    .get("ratelimit-limit")
+                    .and_then(|v| v.to_str().ok()),
+                Some(limit.to_string().as_str())
+            );
+            let remaining = (limit - 1 - i).to_string();
+            assert_eq!(
+                a.headers
+                    .get("ratelimit-remaining")
+                    .and_then(|v| v.to_str().ok()),
+                Some(remaining.as_str()),
+                "request {i}"
+            );
+        } else {
+            assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "request {i}");
+            assert_eq!(a.body["error"]["code"], "rate_limited");
+            let retry: u64 = a
+                .headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .expect("Retry-After");
+            assert!((1..=60).contains(&retry), "Retry-After {retry}");
+            assert_eq!(
+                a.headers
+                    .get("ratelimit-remaining")
+                    .and_then(|v| v.to_str().ok()),
+                Some("0")
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_key_limit_answers_429_with_retry_after() {
+    let api = api(&[("WEIR_RATE_LIMIT_KEY", "3/m")]).await;
+    let answers = burst(&[&api.state], ACME, 5).await;
+    assert_limited_after(&answers, 3);
+    // Another key of another tenant has its own budget.
+    assert_eq!(
+        burst(&[&api.state], GLOBEX, 1).await[0].status,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn the_tenant_limit_spans_its_keys() {
+    let api = api(&[("WEIR_RATE_LIMIT_TENANT", "2/m")]).await;
+    let answers = burst(&[&api.state], ACME, 3).await;
+    assert_limited_after(&answers, 2);
+}
+
+#[tokio::test]
+async fn api_replicas_share_the_limit_through_redis() {
+    let Some(url) = service_url("WEIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15") else {
+        return;
+    };
+    let prefix = format!("weirtest-{}", uuid::Uuid::now_v7().simple());
+    let settings = Arc::new(settings(&[("WEIR_RATE_LIMIT_KEY", "4/m")]));
+    let replica = || {
+        let broker = RedisBroker::open(&url, &prefix, Duration::from_secs(60)).expect("broker");
+        let mut state = AppState::new(Arc::new(broker.clone()), settings.clone());
+        state.limiter = Arc::new(broker.rate_limiter());
+        state
+    };
+    let (a, b) = (replica(), replica());
+    let answers = burst(&[&a, &b], ACME, 6).await;
+    assert_limited_after(&answers, 4);
+    let _ = a.broker.purge("default").await;
+}
