@@ -124,9 +124,18 @@ impl Sandbox {
 
     /// Starts `weir dev` on a free port and waits until it answers.
     pub async fn dev(&self) -> Dev {
+        self.serve("dev").await
+    }
+
+    /// Starts `weir api` on a free port and waits until it answers.
+    pub async fn api(&self) -> Dev {
+        self.serve("api").await
+    }
+
+    async fn serve(&self, role: &str) -> Dev {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let proc = self.spawn("dev", &["dev", "--addr", &addr]);
+        let proc = self.spawn(role, &[role, "--addr", &addr]);
         let dev = Dev {
             proc,
             base: format!("http://{addr}"),
@@ -140,7 +149,11 @@ impl Sandbox {
                 .is_ok_and(|r| r.status().is_success())
         })
         .await;
-        assert!(ready, "weir dev did not become ready: {}", dev.proc.log());
+        assert!(
+            ready,
+            "weir {role} did not become ready: {}",
+            dev.proc.log()
+        );
         dev
     }
 }
@@ -289,5 +302,98 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A private `redis-server` on a free port, with its data in `dir`, for
+/// tests that kill and restart Redis (never the shared one on 6379).
+pub struct PrivateRedis {
+    /// The server process.
+    pub child: Option<Child>,
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl PrivateRedis {
+    /// Starts a server that appends every write to its AOF before answering
+    /// (`appendfsync always`: nothing acknowledged is lost on kill -9).
+    pub fn start(dir: &Path) -> Self {
+        let mut redis = PrivateRedis {
+            child: None,
+            port: free_port(),
+            dir: dir.to_path_buf(),
+        };
+        redis.restart();
+        redis
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and data.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed for this test");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "private redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Kills a worker node with SIGKILL: its supervisor and every child.
+pub fn kill_node(node: &Proc) {
+    let children = Command::new("pgrep")
+        .args(["-P", &node.pid().to_string()])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    signal(node.pid(), "KILL");
+    for pid in children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+    {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
     }
 }

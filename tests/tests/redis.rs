@@ -1,0 +1,186 @@
+//! weir distributed on Redis, end to end with the real binary: an API and
+//! worker nodes as separate processes; a node killed with kill -9; Redis
+//! itself killed and restarted under load.
+
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use weir_shared::broker::conformance::service_url;
+use weir_tests::{PrivateRedis, Sandbox, kill_node, wait_until};
+
+/// Deletes the test's keys from the shared Redis afterwards.
+struct Cleanup {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        use redis::Commands;
+        let Ok(mut conn) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection())
+        else {
+            return;
+        };
+        let keys: Vec<String> = match conn.scan_match::<_, String>(format!("{}:*", self.prefix)) {
+            Ok(iter) => iter.filter_map(Result::ok).collect(),
+            Err(_) => return,
+        };
+        for chunk in keys.chunks(500) {
+            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+        }
+    }
+}
+
+fn on_redis(url: &str) -> (Sandbox, Cleanup) {
+    let prefix = format!("weirtest-{}", uuid::Uuid::now_v7().simple());
+    let mut sandbox = Sandbox::new();
+    sandbox
+        .set("WEIR_BROKER_URL", url)
+        .set("WEIR_REDIS_PREFIX", &prefix)
+        .set("WEIR_AUTH", "disabled")
+        .set("WEIR_LEASE", "2s");
+    (
+        sandbox,
+        Cleanup {
+            url: url.to_owned(),
+            prefix,
+        },
+    )
+}
+
+async fn counts(api: &weir_tests::Dev) -> Value {
+    let (_, q) = api.get("/v1/queues/default").await;
+    q["counts"].clone()
+}
+
+#[tokio::test]
+async fn two_worker_nodes_finish_every_job_when_one_is_killed() {
+    let Some(url) = service_url("WEIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15") else {
+        return;
+    };
+    let (sandbox, _cleanup) = on_redis(&url);
+    let api = sandbox.api().await;
+    let a = sandbox.spawn("worker-a", &["worker", "--processes", "2", "-c", "40"]);
+    let _b = sandbox.spawn("worker-b", &["worker", "--processes", "2", "-c", "40"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            api.get("/v1/workers").await.1["data"]
+                .as_array()
+                .is_some_and(|w| w.len() == 2)
+        })
+        .await,
+        "both nodes register"
+    );
+    let total = 5000;
+    for _ in 0..total / 1000 {
+        let jobs: Vec<Value> = (0..1000)
+            .map(|_| json!({"task": "weir.sleep", "payload": {"ms": 20}}))
+            .collect();
+        let (status, _) = api.post("/v1/jobs/batch", &json!({"jobs": jobs})).await;
+        assert_eq!(status, 201);
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            counts(&api).await["succeeded"].as_u64() >= Some(1000)
+        })
+        .await,
+        "work starts"
+    );
+    kill_node(&a);
+    let done = wait_until(Duration::from_secs(120), || async {
+        counts(&api).await["succeeded"].as_u64() == Some(total)
+    })
+    .await;
+    let last = counts(&api).await;
+    assert!(done, "not every job succeeded: {last}\n{}", a.log());
+    assert_eq!(last["failed"], 0);
+    assert_eq!(last["running"], 0);
+    // The killed node stops being listed once its heartbeat expires.
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            api.get("/v1/workers").await.1["data"]
+                .as_array()
+                .is_some_and(|w| w.len() == 1)
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_redis_restart_loses_no_acknowledged_job() {
+    if service_url("WEIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15").is_none() {
+        return; // no Redis on this machine at all
+    }
+    let sandbox_dir = tempfile::tempdir().expect("dir");
+    let mut redis = PrivateRedis::start(sandbox_dir.path());
+    let (sandbox, _cleanup) = on_redis(&redis.url());
+    let api = sandbox.api().await;
+    let worker = sandbox.spawn("worker", &["worker", "--processes", "1", "-c", "20"]);
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let url = format!("{}/v1/jobs", api.base);
+    let mut acked = Vec::new();
+    let mut unavailable = 0;
+    let started = Instant::now();
+    let mut restarted = false;
+    let mut killed_at = None;
+    while started.elapsed() < Duration::from_secs(6) {
+        if killed_at.is_none() && started.elapsed() > Duration::from_millis(1500) {
+            redis.kill();
+            killed_at = Some(Instant::now());
+        }
+        if !restarted && killed_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+            redis.restart();
+            restarted = true;
+        }
+        let response = http
+            .post(&url)
+            .json(&json!({"task": "weir.sleep", "payload": {"ms": 5}}))
+            .send()
+            .await
+            .expect("the API answers while Redis is down");
+        match response.status().as_u16() {
+            201 => {
+                let job: Value = response.json().await.expect("job");
+                acked.push(job["id"].as_str().expect("id").to_owned());
+            }
+            503 => {
+                assert!(response.headers().contains_key("retry-after"));
+                unavailable += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!(
+                "unexpected status {other}: {}",
+                response.text().await.unwrap_or_default()
+            ),
+        }
+    }
+    assert!(unavailable > 0, "the API answered 503 while Redis was down");
+    let (ready, _) = api.get("/readyz").await;
+    assert_eq!(ready, 200);
+
+    // Every job acknowledged with 201 runs, on the same worker processes.
+    let all_done = wait_until(Duration::from_secs(60), || async {
+        let mut done = 0;
+        for id in &acked {
+            if api.get(&format!("/v1/jobs/{id}")).await.1["state"] == "succeeded" {
+                done += 1;
+            }
+        }
+        done == acked.len()
+    })
+    .await;
+    assert!(
+        all_done,
+        "some acknowledged jobs never ran ({} acked)\n{}",
+        acked.len(),
+        worker.log()
+    );
+    let mut worker = worker;
+    assert!(
+        worker.child.try_wait().ok().flatten().is_none(),
+        "the worker kept running through the outage"
+    );
+}
