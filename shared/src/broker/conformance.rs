@@ -629,8 +629,26 @@ pub async fn counts_and_purge(t: TestBroker) {
     assert_eq!(q.counts.get(&JobState::Running), Some(&1));
 }
 
-/// Worker nodes are listed while their heartbeat lasts.
+/// Worker nodes are listed while their heartbeat lasts; an empty broker
+/// answers every inspection with nothing rather than an error.
 pub async fn heartbeats(t: TestBroker) {
+    assert!(t.broker.queue_counts().await.expect("counts").is_empty());
+    assert!(t.broker.workers().await.expect("workers").is_empty());
+    assert!(t.broker.renew(&[], LEASE).await.expect("renew").is_empty());
+    assert_eq!(t.broker.purge("default").await.expect("purge"), 0);
+    let page = t
+        .broker
+        .list(ListRequest {
+            scope: Scope::All,
+            queue: None,
+            state: None,
+            task: None,
+            limit: 10,
+            cursor: None,
+        })
+        .await
+        .expect("list");
+    assert!(page.data.is_empty() && !page.has_more);
     let info = WorkerInfo {
         id: "node-1".into(),
         host: "h".into(),

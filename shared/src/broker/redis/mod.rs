@@ -34,7 +34,7 @@ use redis::{AsyncCommands, Script};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -88,6 +88,10 @@ pub struct RedisBroker {
     /// Woken by the `PREFIX:wake` channel when a queue gets work.
     wake: Arc<Notify>,
     listening: Arc<AtomicBool>,
+    /// Queues of the jobs this process has claimed and not yet completed:
+    /// renewals and completions need a job's queue, and this saves the
+    /// lookup round trip on the hot path.
+    claimed_queues: Arc<Mutex<HashMap<JobId, String>>>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -132,6 +136,7 @@ impl RedisBroker {
             scripts: Arc::new(Scripts::load()),
             wake: Arc::new(Notify::new()),
             listening: Arc::new(AtomicBool::new(false)),
+            claimed_queues: Arc::default(),
         })
     }
 
@@ -280,7 +285,18 @@ impl Broker for RedisBroker {
             .invoke_async(&mut conn)
             .await
             .map_err(from_redis)?;
-        rows.chunks(10).map(jobs::claimed).collect()
+        let claimed: Vec<ClaimedJob> = rows
+            .chunks(10)
+            .map(jobs::claimed)
+            .collect::<BrokerResult<_>>()?;
+        let mut cache = self
+            .claimed_queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for job in &claimed {
+            cache.insert(job.lease.id, job.queue.clone());
+        }
+        Ok(claimed)
     }
 
     async fn renew(&self, leases: &[Lease], lease: Duration) -> BrokerResult<Vec<Lease>> {
@@ -307,6 +323,16 @@ impl Broker for RedisBroker {
             .await
             .map_err(from_redis)?;
         let lost: HashSet<String> = lost.into_iter().collect();
+        {
+            // A lost lease gets no completion; forget its queue now.
+            let mut cache = self
+                .claimed_queues
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for l in leases.iter().filter(|l| lost.contains(&l.id.to_string())) {
+                cache.remove(&l.id);
+            }
+        }
         Ok(leases
             .iter()
             .filter(|l| !queues.contains_key(&l.id) || lost.contains(&l.id.to_string()))
@@ -346,6 +372,15 @@ impl Broker for RedisBroker {
             .await
             .map_err(from_redis)?;
         let stale: HashSet<String> = stale.into_iter().collect();
+        {
+            let mut cache = self
+                .claimed_queues
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for c in &completions {
+                cache.remove(&c.lease.id);
+            }
+        }
         Ok(completions
             .iter()
             .map(|c| c.lease)
@@ -473,6 +508,9 @@ impl Broker for RedisBroker {
             .smembers(self.key("queues"))
             .await
             .map_err(from_redis)?;
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
         queues.sort();
         let sets: [(JobState, &str); 7] = [
             (JobState::Scheduled, "scheduled"),
@@ -628,8 +666,26 @@ impl RedisBroker {
         &self,
         ids: impl IntoIterator<Item = JobId>,
     ) -> BrokerResult<HashMap<JobId, String>> {
-        let ids: Vec<JobId> = ids.into_iter().collect();
-        let keys: Vec<String> = ids
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let claimed = self
+                .claimed_queues
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for id in ids {
+                match claimed.get(&id) {
+                    Some(q) => {
+                        found.insert(id, q.clone());
+                    }
+                    None => missing.push(id),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let keys: Vec<String> = missing
             .iter()
             .map(|id| self.key(&format!("ids:{id}")))
             .collect();
@@ -639,15 +695,20 @@ impl RedisBroker {
             .query_async(&mut conn)
             .await
             .map_err(from_redis)?;
-        Ok(ids
-            .into_iter()
-            .zip(queues)
-            .filter_map(|(id, q)| q.map(|q| (id, q)))
-            .collect())
+        found.extend(
+            missing
+                .into_iter()
+                .zip(queues)
+                .filter_map(|(id, q)| q.map(|q| (id, q))),
+        );
+        Ok(found)
     }
 
     /// Reads several jobs in two round trips.
     async fn load_many(&self, ids: &[String]) -> BrokerResult<Vec<Option<Job>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let keys: Vec<String> = ids
             .iter()
             .map(|id| self.key(&format!("ids:{id}")))

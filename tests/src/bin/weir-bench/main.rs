@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_tests::{Sandbox, wait_until};
 
+mod redis_bench;
+
 const DRAIN_JOBS: u64 = 100_000;
 
 fn machine() -> String {
@@ -185,7 +187,7 @@ async fn latency(sandbox: &Sandbox, base: &str, rate: u64, seconds: u64) -> Resu
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    if !weir_tests::weir_bin().exists() || !Path::new(&weir_tests::weir_bin()).is_file() {
+    if !Path::new(&weir_tests::weir_bin()).is_file() {
         bail!("build weir first: cargo build --release");
     }
     let git = Command::new("git")
@@ -194,8 +196,16 @@ async fn main() -> Result<()> {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
-    println!("## weir on the embedded SQLite broker\n");
     println!("Machine: {}; weir {git}; {}\n", machine(), chrono_now());
+    match std::env::args().nth(1).as_deref().unwrap_or("sqlite") {
+        "sqlite" => sqlite_report().await,
+        "redis" => redis_bench::report().await,
+        other => bail!("unknown benchmark `{other}`: sqlite or redis"),
+    }
+}
+
+async fn sqlite_report() -> Result<()> {
+    println!("## weir on the embedded SQLite broker\n");
 
     println!("### Drain of {DRAIN_JOBS} `weir.noop` jobs by one worker node\n");
     println!("| worker | bulk enqueue (`weir enqueue --count`) | drain |");

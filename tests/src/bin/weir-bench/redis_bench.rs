@@ -1,0 +1,240 @@
+//! The Redis half of the benchmark: drain, HTTP enqueue, latency and
+//! I/O-bound throughput with `weir api` and `weir worker` as separate
+//! processes on the Redis at `WEIR_BENCH_REDIS_URL` (default db 14 of the
+//! local server), each run under its own key prefix, deleted afterwards.
+
+use super::{load, percentile};
+use anyhow::{Result, bail};
+use redis::Commands;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use weir_tests::{Sandbox, wait_until};
+
+fn url() -> String {
+    std::env::var("WEIR_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/14".into())
+}
+
+struct Run {
+    sandbox: Sandbox,
+    prefix: String,
+    conn: redis::Connection,
+}
+
+impl Run {
+    fn new() -> Result<Self> {
+        let prefix = format!("weirbench-{}", uuid::Uuid::now_v7().simple());
+        let mut sandbox = Sandbox::new();
+        sandbox
+            .set("WEIR_BROKER_URL", &url())
+            .set("WEIR_REDIS_PREFIX", &prefix)
+            .set("WEIR_AUTH", "disabled")
+            .set("WEIR_LOG", "warn");
+        let conn = redis::Client::open(url())?.get_connection()?;
+        Ok(Run {
+            sandbox,
+            prefix,
+            conn,
+        })
+    }
+
+    fn finished(&mut self, queue: &str) -> Result<(u64, f64, f64)> {
+        let key = format!("{}:{{q:{queue}}}:succeeded", self.prefix);
+        let n: u64 = self.conn.zcard(&key)?;
+        let first: Vec<(String, f64)> = self.conn.zrange_withscores(&key, 0, 0)?;
+        let last: Vec<(String, f64)> = self.conn.zrange_withscores(&key, -1, -1)?;
+        Ok((
+            n,
+            first.first().map(|x| x.1).unwrap_or(0.0),
+            last.first().map(|x| x.1).unwrap_or(0.0),
+        ))
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let keys: Vec<String> = match self
+            .conn
+            .scan_match::<_, String>(format!("{}:*", self.prefix))
+        {
+            Ok(iter) => iter.filter_map(Result::ok).collect(),
+            Err(_) => return,
+        };
+        for chunk in keys.chunks(1000) {
+            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(chunk).query(&mut self.conn);
+        }
+    }
+}
+
+/// Enqueues `n` jobs of `task` in bulk, drains them with one node; returns
+/// (bulk enqueue jobs/s, drain jobs/s from the finish times).
+async fn drain(
+    task: &str,
+    payload: &str,
+    n: u64,
+    worker: &[&str],
+    extra_ms: f64,
+) -> Result<(f64, f64)> {
+    let mut run = Run::new()?;
+    let started = Instant::now();
+    let out = run.sandbox.cli(&[
+        "enqueue",
+        task,
+        "--payload",
+        payload,
+        "--count",
+        &n.to_string(),
+    ]);
+    if !out.status.success() {
+        bail!("enqueue failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let enqueue = n as f64 / started.elapsed().as_secs_f64();
+    let mut args = vec!["worker"];
+    args.extend_from_slice(worker);
+    let _node = run.sandbox.spawn("worker", &args);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (done, first, last) = run.finished("default")?;
+        if done >= n {
+            // Finish times span the drain but for the first job's own run.
+            return Ok((enqueue, n as f64 / ((last - first + extra_ms) / 1000.0)));
+        }
+        if Instant::now() > deadline {
+            bail!("drain did not finish: {done} of {n}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn report() -> Result<()> {
+    println!(
+        "## weir on Redis (`weir api` and `weir worker` as separate processes, Redis on the same host)\n"
+    );
+    println!("### Drain by one worker node\n");
+    println!("| jobs | worker | bulk enqueue | drain |");
+    println!("|---|---|---|---|");
+    for (procs, slots) in [("1", "512"), ("2", "256"), ("2", "2")] {
+        let (e, d) = drain(
+            "weir.noop",
+            "{}",
+            100_000,
+            &["--processes", procs, "-c", slots],
+            1.0,
+        )
+        .await?;
+        println!(
+            "| 100,000 `weir.noop` | `--processes {procs} -c {slots}` | {e:.0} jobs/s | {d:.0} jobs/s |"
+        );
+    }
+    let (_, d) = drain(
+        "weir.sleep",
+        "{\"ms\":50}",
+        10_000,
+        &["--processes", "1", "-c", "1000"],
+        50.0,
+    )
+    .await?;
+    println!(
+        "| 10,000 `weir.sleep` 50 ms | `--processes 1 -c 1000` (bound: 20,000/s) | - | {d:.0} jobs/s |"
+    );
+
+    let run = Run::new()?;
+    let api = run.sandbox.api().await;
+    let (status, _) = api.post("/v1/queues/default/pause", &json!({})).await;
+    if status != 200 {
+        bail!("pause failed");
+    }
+    println!("\n### HTTP enqueue into `weir api` (queue paused: enqueue alone)\n");
+    println!("| route | clients | requests | jobs/s | p50 | p99 |");
+    println!("|---|---|---|---|---|---|");
+    for clients in [1, 16, 64] {
+        let l = load(
+            &api.base,
+            "/v1/jobs",
+            json!({"task": "weir.noop"}),
+            1,
+            clients,
+            8,
+        )
+        .await?;
+        println!(
+            "| `POST /v1/jobs` | {clients} | {} | {:.0} | {:.2} ms | {:.2} ms |",
+            l.requests, l.jobs_per_s, l.p50_ms, l.p99_ms
+        );
+    }
+    let batch: Vec<Value> = (0..1000).map(|_| json!({"task": "weir.noop"})).collect();
+    let l = load(
+        &api.base,
+        "/v1/jobs/batch",
+        json!({"jobs": batch}),
+        1000,
+        2,
+        8,
+    )
+    .await?;
+    println!(
+        "| `POST /v1/jobs/batch` (1,000 jobs) | 2 | {} | {:.0} | {:.2} ms | {:.2} ms |",
+        l.requests, l.jobs_per_s, l.p50_ms, l.p99_ms
+    );
+    drop(api);
+
+    // Latency: a warm worker, jobs at a fixed rate, start - enqueue from Redis time.
+    let mut run = Run::new()?;
+    let api = run.sandbox.api().await;
+    let _node = run
+        .sandbox
+        .spawn("worker", &["worker", "--processes", "1", "-c", "16"]);
+    wait_until(Duration::from_secs(10), || async {
+        api.get("/v1/workers").await.1["data"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty())
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let (rate, seconds) = (500u64, 10u64);
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    let mut next = start;
+    let mut ids = Vec::new();
+    while start.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep_until(next.into()).await;
+        next += interval;
+        let r: Value = http
+            .post(format!("{}/v1/jobs", api.base))
+            .json(&json!({"task": "weir.noop", "queue": "pipeline"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(id) = r["id"].as_str() {
+            ids.push(id.to_owned());
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut lat = Vec::new();
+    for id in &ids {
+        let key = format!("{}:{{q:pipeline}}:j:{id}", run.prefix);
+        let (created, started): (Option<f64>, Option<f64>) = redis::cmd("HMGET")
+            .arg(&key)
+            .arg("created_at")
+            .arg("started_at")
+            .query(&mut run.conn)?;
+        if let (Some(c), Some(s)) = (created, started) {
+            lat.push(s - c);
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "\n### Enqueue->start latency at {rate} jobs/s for {seconds} s (Redis time, ms resolution)\n"
+    );
+    println!("| jobs | p50 | p90 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.9),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
