@@ -16,11 +16,12 @@ for i = 5, #ARGV do
     for n = 1, #popped, 2 do
       local id = popped[n]
       local key = jkey(q, id)
-      if redis.call('EXISTS', key) == 1 then
-        local attempt = redis.call('HINCRBY', key, 'attempts', 1)
-        redis.call('HSET', key, 'state', 'running', 'started_at', now, 'owner', worker)
+      local f = redis.call('HMGET', key, 'tenant', 'task', 'priority', 'payload', 'base', 'max_retries', 'timeout_ms', 'attempts')
+      -- A job whose hash is gone (purged meanwhile) is skipped.
+      if f[1] then
+        local attempt = tonumber(f[8]) + 1
+        redis.call('HSET', key, 'attempts', attempt, 'state', 'running', 'started_at', now, 'owner', worker)
         redis.call('ZADD', qkey(q, 'running'), now + lease, id)
-        local f = redis.call('HMGET', key, 'tenant', 'task', 'priority', 'payload', 'base', 'max_retries', 'timeout_ms')
         table.insert(out, id)
         table.insert(out, q)
         table.insert(out, f[1])

@@ -30,27 +30,41 @@ local function ukey(tenant, task, key)
   return P .. ':uniq:' .. string.len(tenant) .. ':' .. tenant .. ':' .. string.len(task) .. ':' .. task .. ':' .. key
 end
 
--- Frees the job's unique key if it still holds it.
-local function release_unique(q, id)
-  local f = redis.call('HMGET', jkey(q, id), 'tenant', 'task', 'unique_key')
-  if f[3] and f[3] ~= '' then
-    local k = ukey(f[1], f[2], f[3])
+-- Frees a unique key if job id still holds it (f: tenant, task, unique_key).
+local function release_unique_of(id, tenant, task, key)
+  if key and key ~= '' then
+    local k = ukey(tenant, task, key)
     if redis.call('GET', k) == id then
       redis.call('DEL', k)
     end
   end
 end
 
--- Moves a job to a terminal state; its hash and lookup key expire after the
--- retention, and the terminal set forgets entries older than that.
-local function finish(q, id, state, now, retention)
-  release_unique(q, id)
-  redis.call('HSET', jkey(q, id), 'state', state, 'finished_at', now, 'owner', '')
-  local set = qkey(q, state)
-  redis.call('ZADD', set, now, id)
-  redis.call('ZREMRANGEBYSCORE', set, '-inf', now - retention)
-  redis.call('PEXPIRE', jkey(q, id), retention)
+-- Frees the job's unique key if it still holds it.
+local function release_unique(q, id)
+  local f = redis.call('HMGET', jkey(q, id), 'tenant', 'task', 'unique_key')
+  release_unique_of(id, f[1], f[2], f[3])
+end
+
+-- Moves a job to a terminal state. `extra` holds more fields to set (the
+-- result, for one). The hash and lookup key expire after the retention;
+-- the maintenance pass trims the terminal sets.
+local function finish_with(q, id, state, now, retention, tenant, task, key, extra)
+  release_unique_of(id, tenant, task, key)
+  local key_j = jkey(q, id)
+  if extra then
+    redis.call('HSET', key_j, 'state', state, 'finished_at', now, 'owner', '', extra[1], extra[2])
+  else
+    redis.call('HSET', key_j, 'state', state, 'finished_at', now, 'owner', '')
+  end
+  redis.call('ZADD', qkey(q, state), now, id)
+  redis.call('PEXPIRE', key_j, retention)
   redis.call('PEXPIRE', P .. ':ids:' .. id, retention)
+end
+
+local function finish(q, id, state, now, retention)
+  local f = redis.call('HMGET', jkey(q, id), 'tenant', 'task', 'unique_key')
+  finish_with(q, id, state, now, retention, f[1], f[2], f[3], nil)
 end
 
 -- Makes a job claimable.

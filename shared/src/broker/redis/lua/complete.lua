@@ -8,26 +8,25 @@ local stale = {}
 for _, c in ipairs(cjson.decode(ARGV[3])) do
   local q, id = c.q, c.id
   local key = jkey(q, id)
-  if not holds(q, id, c.a) then
+  -- One read serves the fencing check and what finishing needs.
+  local f = redis.call('HMGET', key, 'state', 'attempts', 'base', 'max_retries', 'tenant', 'task', 'unique_key')
+  if f[1] ~= 'running' or f[2] ~= tostring(c.a) then
     table.insert(stale, id)
   else
     redis.call('ZREM', qkey(q, 'running'), id)
     if c.k == 's' then
-      redis.call('HSET', key, 'result', c.v)
-      finish(q, id, 'succeeded', now, retention)
+      finish_with(q, id, 'succeeded', now, retention, f[5], f[6], f[7], {'result', c.v})
     elseif c.k == 'r' then
       redis.call('HINCRBY', key, 'base', 1)
       make_ready(q, id)
     else
-      redis.call('HSET', key, 'error', c.v)
-      local f = redis.call('HMGET', key, 'attempts', 'base', 'max_retries')
-      local used = tonumber(f[1]) - tonumber(f[2])
-      if c.d ~= cjson.null and c.d ~= nil and used <= tonumber(f[3]) then
+      local used = tonumber(f[2]) - tonumber(f[3])
+      if c.d ~= cjson.null and c.d ~= nil and used <= tonumber(f[4]) then
         local run_at = now + tonumber(c.d)
-        redis.call('HSET', key, 'state', 'retrying', 'run_at', run_at, 'owner', '')
+        redis.call('HSET', key, 'state', 'retrying', 'run_at', run_at, 'owner', '', 'error', c.v)
         redis.call('ZADD', qkey(q, 'retrying'), run_at, id)
       else
-        finish(q, id, 'failed', now, retention)
+        finish_with(q, id, 'failed', now, retention, f[5], f[6], f[7], {'error', c.v})
       end
     end
   end

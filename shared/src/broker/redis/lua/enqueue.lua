@@ -6,6 +6,7 @@ local jobs = cjson.decode(ARGV[2])
 local now = now_ms()
 local out = {now}
 local woken = {}
+local queues = {}
 for _, j in ipairs(jobs) do
   local holder = nil
   local uk = nil
@@ -22,17 +23,19 @@ for _, j in ipairs(jobs) do
     local state = 'queued'
     if delay > 0 then state = 'scheduled' end
     local key = jkey(j.queue, j.id)
-    redis.call('HSET', key,
-      'id', j.id, 'tenant', j.tenant, 'task', j.task, 'queue', j.queue, 'state', state,
+    local fields = {'id', j.id, 'tenant', j.tenant, 'task', j.task, 'queue', j.queue, 'state', state,
       'priority', j.priority, 'payload', j.payload, 'attempts', 0, 'base', 0,
-      'max_retries', j.max_retries, 'created_at', now, 'run_at', run_at)
+      'max_retries', j.max_retries, 'created_at', now, 'run_at', run_at}
     if j.timeout_ms ~= cjson.null and j.timeout_ms ~= nil then
-      redis.call('HSET', key, 'timeout_ms', j.timeout_ms)
+      table.insert(fields, 'timeout_ms')
+      table.insert(fields, j.timeout_ms)
     end
     if uk then
-      redis.call('HSET', key, 'unique_key', j.unique_key)
+      table.insert(fields, 'unique_key')
+      table.insert(fields, j.unique_key)
       redis.call('SET', uk, j.id)
     end
+    redis.call('HSET', key, unpack(fields))
     if state == 'scheduled' then
       redis.call('ZADD', qkey(j.queue, 'scheduled'), run_at, j.id)
     else
@@ -42,10 +45,13 @@ for _, j in ipairs(jobs) do
     redis.call('SET', P .. ':ids:' .. j.id, j.queue)
     redis.call('ZADD', P .. ':list:all', 0, j.id)
     redis.call('ZADD', P .. ':list:t:' .. j.tenant, 0, j.id)
-    redis.call('SADD', P .. ':queues', j.queue)
+    queues[j.queue] = true
     table.insert(out, j.id)
     table.insert(out, 1)
   end
+end
+for q, _ in pairs(queues) do
+  redis.call('SADD', P .. ':queues', q)
 end
 -- Wake idle workers once per queue that got work.
 for q, _ in pairs(woken) do

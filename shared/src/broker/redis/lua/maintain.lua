@@ -24,5 +24,9 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
     end
   end
   promoted = promoted + promote(q, now, limit)
+  -- Terminal sets forget what the retention has expired.
+  for _, set in ipairs({'succeeded', 'failed', 'cancelled'}) do
+    redis.call('ZREMRANGEBYSCORE', qkey(q, set), '-inf', now - retention)
+  end
 end
 return {requeued, dead, promoted}
