@@ -13,6 +13,7 @@ for i = 5, #ARGV do
   promote(q, now, 100)
   if redis.call('EXISTS', qkey(q, 'paused')) == 0 then
     local popped = redis.call('ZPOPMIN', qkey(q, 'ready'), want)
+    local leased = {}
     for n = 1, #popped, 2 do
       local id = popped[n]
       local key = jkey(q, id)
@@ -21,7 +22,8 @@ for i = 5, #ARGV do
       if f[1] then
         local attempt = tonumber(f[8]) + 1
         redis.call('HSET', key, 'attempts', attempt, 'state', 'running', 'started_at', now, 'owner', worker)
-        redis.call('ZADD', qkey(q, 'running'), now + lease, id)
+        table.insert(leased, now + lease)
+        table.insert(leased, id)
         table.insert(out, id)
         table.insert(out, q)
         table.insert(out, f[1])
@@ -34,6 +36,9 @@ for i = 5, #ARGV do
         table.insert(out, f[7] or '')
         want = want - 1
       end
+    end
+    if #leased > 0 then
+      flush('ZADD', qkey(q, 'running'), leased, 2)
     end
   end
 end

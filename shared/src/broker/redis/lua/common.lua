@@ -13,6 +13,27 @@
 --   P:queues              SET   every queue that ever had a job or a flag
 local P = ARGV[1]
 
+-- Runs `cmd key args...` with the accumulated args in chunks: one call
+-- per chunk instead of one per job, and never past Lua's unpack limit.
+local function flush(cmd, key, args, width)
+  local chunk = 500 * width
+  for i = 1, #args, chunk do
+    local last = math.min(i + chunk - 1, #args)
+    redis.call(cmd, key, unpack(args, i, last))
+  end
+end
+
+-- Appends values to the list kept under `name` in table `t`.
+local function push(t, name, a, b)
+  local list = t[name]
+  if not list then
+    list = {}
+    t[name] = list
+  end
+  table.insert(list, a)
+  if b ~= nil then table.insert(list, b) end
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -5,6 +5,16 @@
 local retention = tonumber(ARGV[2])
 local now = now_ms()
 local stale = {}
+-- Set updates are gathered per queue and sent once at the end.
+local unleased, succeeded, failed = {}, {}, {}
+local function finished(q, id, state, f, field, value, into)
+  release_unique_of(id, f[5], f[6], f[7])
+  local key = jkey(q, id)
+  redis.call('HSET', key, 'state', state, 'finished_at', now, 'owner', '', field, value)
+  redis.call('PEXPIRE', key, retention)
+  redis.call('PEXPIRE', P .. ':ids:' .. id, retention)
+  push(into, q, now, id)
+end
 for _, c in ipairs(cjson.decode(ARGV[3])) do
   local q, id = c.q, c.id
   local key = jkey(q, id)
@@ -13,9 +23,9 @@ for _, c in ipairs(cjson.decode(ARGV[3])) do
   if f[1] ~= 'running' or f[2] ~= tostring(c.a) then
     table.insert(stale, id)
   else
-    redis.call('ZREM', qkey(q, 'running'), id)
+    push(unleased, q, id)
     if c.k == 's' then
-      finish_with(q, id, 'succeeded', now, retention, f[5], f[6], f[7], {'result', c.v})
+      finished(q, id, 'succeeded', f, 'result', c.v, succeeded)
     elseif c.k == 'r' then
       redis.call('HINCRBY', key, 'base', 1)
       make_ready(q, id)
@@ -26,9 +36,12 @@ for _, c in ipairs(cjson.decode(ARGV[3])) do
         redis.call('HSET', key, 'state', 'retrying', 'run_at', run_at, 'owner', '', 'error', c.v)
         redis.call('ZADD', qkey(q, 'retrying'), run_at, id)
       else
-        finish_with(q, id, 'failed', now, retention, f[5], f[6], f[7], {'error', c.v})
+        finished(q, id, 'failed', f, 'error', c.v, failed)
       end
     end
   end
 end
+for q, ids in pairs(unleased) do flush('ZREM', qkey(q, 'running'), ids, 1) end
+for q, members in pairs(succeeded) do flush('ZADD', qkey(q, 'succeeded'), members, 2) end
+for q, members in pairs(failed) do flush('ZADD', qkey(q, 'failed'), members, 2) end
 return stale
