@@ -168,3 +168,49 @@ fn unique_keys_from_the_cli() {
     assert_eq!(a["id"], b["id"]);
     assert_eq!(a["state"], "scheduled");
 }
+
+#[tokio::test]
+async fn a_created_key_opens_the_api_and_nothing_else_does() {
+    let mut sandbox = Sandbox::new();
+    let out = sandbox.cli(&["keys", "create", "--tenant", "acme"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    let key = lines.next().expect("the key").to_owned();
+    let line = lines.next().expect("the keys-file line").to_owned();
+    assert!(key.starts_with("weir_"));
+    assert!(
+        line.starts_with("acme:") && !line.contains(&key),
+        "the file holds a digest, not the key"
+    );
+    let file = sandbox.dir.path().join("keys");
+    std::fs::write(&file, format!("{line}\n")).expect("write keys file");
+    let file = file.display().to_string();
+    sandbox.set("WEIR_API_KEYS_FILE", &file);
+    let api = sandbox.api().await;
+    let url = format!("{}/v1/jobs", api.base);
+    let body = serde_json::json!({"task": "weir.noop"});
+    let denied = api
+        .http
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(denied.status().as_u16(), 401);
+    let allowed = api
+        .http
+        .post(&url)
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(allowed.status().as_u16(), 201);
+    let job: serde_json::Value = allowed.json().await.expect("job");
+    assert_eq!(job["tenant"], "acme");
+    assert!(
+        !api.proc.log().contains(&key[5..]),
+        "the key never appears in the log"
+    );
+}

@@ -97,6 +97,7 @@ pub async fn run_node(
     let slots = Arc::new(Semaphore::new(options.slots as usize));
     let mut jobs = JoinSet::new();
     let mut idle_wait = Duration::from_millis(1);
+    let mut failures = 0u32;
     tracing::info!(
         worker = %options.worker_id,
         slots = options.slots,
@@ -123,12 +124,23 @@ pub async fn run_node(
             lease,
         };
         let claimed = match broker.claim(request).await {
-            Ok(claimed) => claimed,
+            Ok(claimed) => {
+                if failures > 0 {
+                    tracing::info!(failures, "Broker reachable again; claiming");
+                    failures = 0;
+                }
+                claimed
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "Claim failed; retrying");
+                // Keep trying, more slowly each time (up to 5 s), and resume
+                // by ourselves when the broker is back.
+                failures += 1;
+                let wait = Duration::from_millis(250 * (1u64 << failures.min(5)))
+                    .min(Duration::from_secs(5));
+                tracing::warn!(error = %e, failures, retry_in = ?wait, "Claim failed; retrying");
                 drop(permits);
                 tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {},
+                    () = tokio::time::sleep(wait) => {},
                     () = shutdown.cancelled() => break,
                 }
                 continue;
