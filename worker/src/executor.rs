@@ -2,10 +2,15 @@
 //! attempt's timeout, turns panics into failures, and says how it ended.
 
 use crate::task::{Context, Registry, TaskError};
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use weir_shared::broker::{ClaimedJob, Outcome, SharedBroker};
 use weir_shared::config::Settings;
+
+static DEFAULT_TASK: std::sync::LazyLock<weir_shared::config::TaskSettings> =
+    std::sync::LazyLock::new(Default::default);
 
 /// How an execution ended, before it becomes a broker [`Outcome`].
 pub(crate) enum Ended {
@@ -24,7 +29,7 @@ pub(crate) async fn execute(
     broker: SharedBroker,
     cancel: CancellationToken,
 ) -> Ended {
-    let task = settings.task(&job.task);
+    let task = settings.tasks.get(&job.task).unwrap_or(&DEFAULT_TASK);
     let Some(handler) = registry.get(&job.task) else {
         return Ended::Finished(Outcome::Failed {
             error: format!(
@@ -52,9 +57,10 @@ pub(crate) async fn execute(
         }
     };
     let timeout = job.timeout_ms.map(Duration::from_millis).or(task.timeout);
-    // The handler runs in its own task so that a panic is caught as a
-    // JoinError instead of unwinding through the worker.
-    let mut handle = tokio::spawn(future);
+    // A panic inside the handler is caught here and becomes a failed
+    // attempt; it never unwinds through the worker. Dropping the future
+    // (timeout, cancellation) stops the handler.
+    let handler = AssertUnwindSafe(future).catch_unwind();
     let deadline = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -72,24 +78,19 @@ pub(crate) async fn execute(
         }
     };
     tokio::select! {
-        joined = &mut handle => Ended::Finished(match joined {
+        ended = handler => Ended::Finished(match ended {
             Ok(Ok(result)) => Outcome::Succeeded(result),
             Ok(Err(TaskError::Retry(error))) => failure(error),
             Ok(Err(TaskError::RetryAfter(error, delay))) => Outcome::Failed { error, retry_in: Some(delay) },
             Ok(Err(TaskError::Fatal(error))) => Outcome::Failed { error, retry_in: None },
-            Err(e) if e.is_panic() => failure(format!("handler panicked: {}", panic_message(e.into_panic()))),
-            Err(e) => failure(format!("handler stopped: {e}")),
+            Err(panic) => failure(format!("handler panicked: {}", panic_message(panic))),
         }),
         () = deadline => {
             cancel.cancel();
-            handle.abort();
             let secs = timeout.map(|t| t.as_secs_f64()).unwrap_or_default();
             Ended::Finished(failure(format!("timed out after {secs}s")))
         }
-        () = cancel.cancelled() => {
-            handle.abort();
-            Ended::Withdrawn
-        }
+        () = cancel.cancelled() => Ended::Withdrawn,
     }
 }
 

@@ -112,7 +112,7 @@ pub async fn report() -> Result<()> {
     println!("### Drain by one worker node\n");
     println!("| jobs | worker | bulk enqueue | drain |");
     println!("|---|---|---|---|");
-    for (procs, slots) in [("1", "512"), ("2", "256"), ("2", "2")] {
+    for (procs, slots) in [("1", "512"), ("2", "1024"), ("2", "2")] {
         let (e, d) = drain(
             "weir.noop",
             "{}",
