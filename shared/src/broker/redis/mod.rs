@@ -7,11 +7,12 @@
 //! not matter. Leases live in a per-queue `running` set scored by their
 //! deadline; the (job id, attempt) pair fences renewals and completions.
 //!
-//! Keys live under `WEIR_REDIS_PREFIX` (default `weir`). One queue's sets and
-//! job hashes share the hash tag `{q:NAME}`, so on Redis Cluster they would
-//! sit in one slot; the id lookup, unique keys, listing indexes and the
-//! queue registry are outside that tag, and the scripts touch them too, so
-//! weir needs a single Redis (with replicas or Sentinel), not a Cluster.
+//! Keys live under `WEIR_REDIS_PREFIX` (default `weir`). One queue's sets
+//! share the hash tag `{q:NAME}`, so on Redis Cluster they would sit in one
+//! slot; job hashes (`PREFIX:j:ID`, found by id alone), unique keys, listing
+//! indexes and the queue registry are outside that tag, and the scripts
+//! touch them together, so weir needs a single Redis primary (with replicas
+//! or Sentinel), not a Cluster.
 //!
 //! Retention: finished jobs (succeeded, failed, cancelled) expire after
 //! `WEIR_RETENTION`, so memory stays bounded by the work of that window.
@@ -34,7 +35,7 @@ use redis::{AsyncCommands, Script};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -88,10 +89,6 @@ pub struct RedisBroker {
     /// Woken by the `PREFIX:wake` channel when a queue gets work.
     wake: Arc<Notify>,
     listening: Arc<AtomicBool>,
-    /// Queues of the jobs this process has claimed and not yet completed:
-    /// renewals and completions need a job's queue, and this saves the
-    /// lookup round trip on the hot path.
-    claimed_queues: Arc<Mutex<HashMap<JobId, String>>>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -136,7 +133,6 @@ impl RedisBroker {
             scripts: Arc::new(Scripts::load()),
             wake: Arc::new(Notify::new()),
             listening: Arc::new(AtomicBool::new(false)),
-            claimed_queues: Arc::default(),
         })
     }
 
@@ -149,8 +145,8 @@ impl RedisBroker {
         format!("{}:{rest}", self.prefix)
     }
 
-    fn job_key(&self, queue: &str, id: &str) -> String {
-        format!("{}:{{q:{queue}}}:j:{id}", self.prefix)
+    fn job_key(&self, id: &str) -> String {
+        format!("{}:j:{id}", self.prefix)
     }
 
     fn queue_key(&self, queue: &str, suffix: &str) -> String {
@@ -160,17 +156,8 @@ impl RedisBroker {
     /// Reads one job by id (any tenant).
     async fn load(&self, id: &str) -> BrokerResult<Option<Job>> {
         let mut conn = self.conn.clone();
-        let queue: Option<String> = conn
-            .get(self.key(&format!("ids:{id}")))
-            .await
-            .map_err(from_redis)?;
-        let Some(queue) = queue else {
-            return Ok(None);
-        };
-        let fields: HashMap<String, String> = conn
-            .hgetall(self.job_key(&queue, id))
-            .await
-            .map_err(from_redis)?;
+        let fields: HashMap<String, String> =
+            conn.hgetall(self.job_key(id)).await.map_err(from_redis)?;
         jobs::from_hash(&fields)
     }
 
@@ -221,23 +208,23 @@ impl Broker for RedisBroker {
                 (JobId::new(), delay, r)
             })
             .collect();
-        let batch: Vec<Value> = planned
-            .iter()
-            .map(|(id, delay, r)| {
-                json!({
-                    "id": id.to_string(), "tenant": r.tenant, "task": r.task, "queue": r.queue,
-                    "priority": r.priority, "payload": r.payload.to_string(),
-                    "max_retries": r.max_retries, "timeout_ms": r.timeout_ms,
-                    "unique_key": r.unique_key, "delay_ms": delay,
-                })
-            })
-            .collect();
+        let mut invocation = self.scripts.enqueue.prepare_invoke();
+        invocation.arg(&*self.prefix);
+        for (id, delay, r) in &planned {
+            invocation
+                .arg(id.to_string())
+                .arg(&r.tenant)
+                .arg(&r.task)
+                .arg(&r.queue)
+                .arg(r.priority)
+                .arg(r.payload.to_string())
+                .arg(r.max_retries)
+                .arg(r.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
+                .arg(r.unique_key.as_deref().unwrap_or(""))
+                .arg(*delay);
+        }
         let mut conn = self.conn.clone();
-        let reply: Vec<redis::Value> = self
-            .scripts
-            .enqueue
-            .arg(&*self.prefix)
-            .arg(Value::Array(batch).to_string())
+        let reply: Vec<redis::Value> = invocation
             .invoke_async(&mut conn)
             .await
             .map_err(from_redis)?;
@@ -285,32 +272,16 @@ impl Broker for RedisBroker {
             .invoke_async(&mut conn)
             .await
             .map_err(from_redis)?;
-        let claimed: Vec<ClaimedJob> = rows
-            .chunks(10)
-            .map(jobs::claimed)
-            .collect::<BrokerResult<_>>()?;
-        let mut cache = self
-            .claimed_queues
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for job in &claimed {
-            cache.insert(job.lease.id, job.queue.clone());
-        }
-        Ok(claimed)
+        rows.chunks(10).map(jobs::claimed).collect()
     }
 
     async fn renew(&self, leases: &[Lease], lease: Duration) -> BrokerResult<Vec<Lease>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let queues = self.queues_of(leases.iter().map(|l| l.id)).await?;
         let entries: Vec<Value> = leases
             .iter()
-            .filter_map(|l| {
-                queues
-                    .get(&l.id)
-                    .map(|q| json!([q, l.id.to_string(), l.attempt]))
-            })
+            .map(|l| json!([l.id.to_string(), l.attempt]))
             .collect();
         let mut conn = self.conn.clone();
         let lost: Vec<String> = self
@@ -323,19 +294,9 @@ impl Broker for RedisBroker {
             .await
             .map_err(from_redis)?;
         let lost: HashSet<String> = lost.into_iter().collect();
-        {
-            // A lost lease gets no completion; forget its queue now.
-            let mut cache = self
-                .claimed_queues
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            for l in leases.iter().filter(|l| lost.contains(&l.id.to_string())) {
-                cache.remove(&l.id);
-            }
-        }
         Ok(leases
             .iter()
-            .filter(|l| !queues.contains_key(&l.id) || lost.contains(&l.id.to_string()))
+            .filter(|l| lost.contains(&l.id.to_string()))
             .copied()
             .collect())
     }
@@ -344,13 +305,9 @@ impl Broker for RedisBroker {
         if completions.is_empty() {
             return Ok(Vec::new());
         }
-        let queues = self
-            .queues_of(completions.iter().map(|c| c.lease.id))
-            .await?;
         let entries: Vec<Value> = completions
             .iter()
-            .filter_map(|c| {
-                let q = queues.get(&c.lease.id)?;
+            .map(|c| {
                 let (kind, value, delay) = match &c.outcome {
                     Outcome::Succeeded(result) => ("s", result.to_string(), None),
                     Outcome::Failed { error, retry_in } => {
@@ -358,7 +315,7 @@ impl Broker for RedisBroker {
                     }
                     Outcome::Released => ("r", String::new(), None),
                 };
-                Some(json!({"q": q, "id": c.lease.id.to_string(), "a": c.lease.attempt, "k": kind, "v": value, "d": delay}))
+                json!({"id": c.lease.id.to_string(), "a": c.lease.attempt, "k": kind, "v": value, "d": delay})
             })
             .collect();
         let mut conn = self.conn.clone();
@@ -372,32 +329,19 @@ impl Broker for RedisBroker {
             .await
             .map_err(from_redis)?;
         let stale: HashSet<String> = stale.into_iter().collect();
-        {
-            let mut cache = self
-                .claimed_queues
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            for c in &completions {
-                cache.remove(&c.lease.id);
-            }
-        }
         Ok(completions
             .iter()
             .map(|c| c.lease)
-            .filter(|l| !queues.contains_key(&l.id) || stale.contains(&l.id.to_string()))
+            .filter(|l| stale.contains(&l.id.to_string()))
             .collect())
     }
 
     async fn set_progress(&self, lease: Lease, progress: Value) -> BrokerResult<bool> {
-        let Some(queue) = self.queues_of([lease.id]).await?.remove(&lease.id) else {
-            return Ok(false);
-        };
         let mut conn = self.conn.clone();
         let stored: i64 = self
             .scripts
             .progress
             .arg(&*self.prefix)
-            .arg(queue)
             .arg(lease.id.to_string())
             .arg(lease.attempt)
             .arg(progress.to_string())
@@ -413,12 +357,22 @@ impl Broker for RedisBroker {
     }
 
     async fn list(&self, request: ListRequest) -> BrokerResult<JobPage> {
-        let index = match request.scope.tenant() {
-            Some(t) => self.key(&format!("list:t:{t}")),
-            None => self.key("list:all"),
+        let mut conn = self.conn.clone();
+        // One index per tenant; an admin's listing merges them all.
+        let indexes: Vec<String> = match request.scope.tenant() {
+            Some(t) => vec![self.key(&format!("list:t:{t}"))],
+            None => {
+                let tenants: Vec<String> = conn
+                    .smembers(self.key("tenants"))
+                    .await
+                    .map_err(from_redis)?;
+                tenants
+                    .iter()
+                    .map(|t| self.key(&format!("list:t:{t}")))
+                    .collect()
+            }
         };
         let limit = request.limit.max(1);
-        let mut conn = self.conn.clone();
         let mut upper = match request.cursor {
             Some(c) => format!("({c}"),
             None => "+".to_owned(),
@@ -427,32 +381,48 @@ impl Broker for RedisBroker {
         // Bounded work per page: filters that match little stop early
         // rather than scanning everything.
         for _ in 0..50 {
-            let ids: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
-                .arg(&index)
-                .arg(&upper)
-                .arg("-")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(LIST_BATCH)
-                .query_async(&mut conn)
-                .await
-                .map_err(from_redis)?;
-            let Some(last) = ids.last() else { break };
+            if indexes.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for index in &indexes {
+                pipe.cmd("ZREVRANGEBYLEX")
+                    .arg(index)
+                    .arg(&upper)
+                    .arg("-")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(LIST_BATCH);
+            }
+            let pages: Vec<Vec<String>> = pipe.query_async(&mut conn).await.map_err(from_redis)?;
+            // Nothing is left below `upper` once every index returned a short page.
+            let exhausted = pages.iter().all(|p| (p.len() as isize) < LIST_BATCH);
+            // The newest LIST_BATCH ids of the union are among each index's newest LIST_BATCH.
+            let mut ids: Vec<(usize, String)> = pages
+                .into_iter()
+                .enumerate()
+                .flat_map(|(i, page)| page.into_iter().map(move |id| (i, id)))
+                .collect();
+            ids.sort_by(|a, b| b.1.cmp(&a.1));
+            let exhausted = exhausted && ids.len() <= LIST_BATCH as usize;
+            ids.truncate(LIST_BATCH as usize);
+            let Some((_, last)) = ids.last() else { break };
             upper = format!("({last}");
-            let found = self.load_many(&ids).await?;
-            let mut gone = Vec::new();
-            for (id, job) in ids.iter().zip(found) {
+            let names: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
+            let found = self.load_many(&names).await?;
+            let mut gone: HashMap<usize, Vec<String>> = HashMap::new();
+            for ((index, id), job) in ids.into_iter().zip(found) {
                 match job {
-                    None => gone.push(id.clone()),
+                    None => gone.entry(index).or_default().push(id),
                     Some(job) if jobs::matches(&job, &request) => data.push(job),
                     Some(_) => {}
                 }
             }
-            if !gone.is_empty() {
+            for (index, ids) in gone {
                 // Expired after their retention: drop them from the index.
-                let _: redis::RedisResult<i64> = conn.zrem(&index, gone).await;
+                let _: redis::RedisResult<i64> = conn.zrem(&indexes[index], ids).await;
             }
-            if data.len() > limit || (ids.len() as isize) < LIST_BATCH {
+            if data.len() > limit || exhausted {
                 break;
             }
         }
@@ -661,82 +631,19 @@ impl Broker for RedisBroker {
 }
 
 impl RedisBroker {
-    /// The queues of the given jobs (jobs that no longer exist are absent).
-    async fn queues_of(
-        &self,
-        ids: impl IntoIterator<Item = JobId>,
-    ) -> BrokerResult<HashMap<JobId, String>> {
-        let mut found = HashMap::new();
-        let mut missing = Vec::new();
-        {
-            let claimed = self
-                .claimed_queues
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            for id in ids {
-                match claimed.get(&id) {
-                    Some(q) => {
-                        found.insert(id, q.clone());
-                    }
-                    None => missing.push(id),
-                }
-            }
-        }
-        if missing.is_empty() {
-            return Ok(found);
-        }
-        let keys: Vec<String> = missing
-            .iter()
-            .map(|id| self.key(&format!("ids:{id}")))
-            .collect();
-        let mut conn = self.conn.clone();
-        let queues: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .map_err(from_redis)?;
-        found.extend(
-            missing
-                .into_iter()
-                .zip(queues)
-                .filter_map(|(id, q)| q.map(|q| (id, q))),
-        );
-        Ok(found)
-    }
-
-    /// Reads several jobs in two round trips.
+    /// Reads several jobs in one round trip.
     async fn load_many(&self, ids: &[String]) -> BrokerResult<Vec<Option<Job>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = ids
-            .iter()
-            .map(|id| self.key(&format!("ids:{id}")))
-            .collect();
         let mut conn = self.conn.clone();
-        let queues: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .map_err(from_redis)?;
         let mut pipe = redis::pipe();
-        for (id, q) in ids.iter().zip(&queues) {
-            // A missing queue still takes a slot so replies line up.
-            pipe.hgetall(self.job_key(q.as_deref().unwrap_or("-"), id));
+        for id in ids {
+            pipe.hgetall(self.job_key(id));
         }
         let hashes: Vec<HashMap<String, String>> =
             pipe.query_async(&mut conn).await.map_err(from_redis)?;
-        hashes
-            .iter()
-            .zip(queues)
-            .map(|(h, q)| {
-                if q.is_none() {
-                    Ok(None)
-                } else {
-                    jobs::from_hash(h)
-                }
-            })
-            .collect()
+        hashes.iter().map(jobs::from_hash).collect()
     }
 
     /// Runs a cancel or retry script on a job the scope may see.
@@ -747,14 +654,10 @@ impl RedisBroker {
         id: JobId,
         retention: Option<i64>,
     ) -> BrokerResult<String> {
-        let Some(queue) = self.queues_of([id]).await?.remove(&id) else {
-            return Ok("missing".into());
-        };
         let mut conn = self.conn.clone();
         let mut invocation = script.prepare_invoke();
         invocation
             .arg(&*self.prefix)
-            .arg(queue)
             .arg(id.to_string())
             .arg(scope.tenant().unwrap_or(""));
         if let Some(r) = retention {

@@ -1,9 +1,10 @@
--- ARGV: P, queue, id, tenant ('' = any), retention_ms.
+-- ARGV: P, id, tenant ('' = any), retention_ms.
 -- Returns 'ok', 'missing', or the terminal state that forbids cancelling.
-local q, id = ARGV[2], ARGV[3]
-local key = jkey(q, id)
-local f = redis.call('HMGET', key, 'state', 'tenant')
-if not f[1] or (ARGV[4] ~= '' and f[2] ~= ARGV[4]) then
+local id = ARGV[2]
+local key = jkey(id)
+local f = redis.call('HMGET', key, 'state', 'tenant', 'queue')
+local q = f[3]
+if not f[1] or (ARGV[3] ~= '' and f[2] ~= ARGV[3]) then
   return 'missing'
 end
 local state = f[1]
@@ -12,5 +13,5 @@ if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
 end
 -- A running job loses its lease here; its worker learns at the next renewal.
 redis.call('ZREM', qkey(q, state == 'queued' and 'ready' or state), id)
-finish(q, id, 'cancelled', now_ms(), tonumber(ARGV[5]))
+finish(q, id, 'cancelled', now_ms(), tonumber(ARGV[4]))
 return 'ok'

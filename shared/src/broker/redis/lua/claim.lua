@@ -16,7 +16,7 @@ for i = 5, #ARGV do
     local leased = {}
     for n = 1, #popped, 2 do
       local id = popped[n]
-      local key = jkey(q, id)
+      local key = jkey(id)
       local f = redis.call('HMGET', key, 'tenant', 'task', 'priority', 'payload', 'base', 'max_retries', 'timeout_ms', 'attempts')
       -- A job whose hash is gone (purged meanwhile) is skipped.
       if f[1] then

@@ -6,10 +6,10 @@
 --   P:{q:NAME}:running    ZSET  score lease deadline (ms, Redis time)
 --   P:{q:NAME}:succeeded|failed|cancelled  ZSET  score finished_at
 --   P:{q:NAME}:paused     STRING present while paused
---   P:{q:NAME}:j:ID       HASH  the job
---   P:ids:ID              STRING the job's queue (lookup by id)
+--   P:j:ID                HASH  the job (its `queue` field names its sets)
 --   P:uniq:TENANT:TASK:KEY STRING id of the unfinished job holding the key
---   P:list:all, P:list:t:TENANT  ZSET score 0, members ids (lexical = time order)
+--   P:list:t:TENANT       ZSET  score 0, members ids (lexical = time order)
+--   P:tenants             SET   tenants with listed jobs
 --   P:queues              SET   every queue that ever had a job or a flag
 local P = ARGV[1]
 
@@ -30,8 +30,9 @@ local function push(t, name, a, b)
     list = {}
     t[name] = list
   end
-  table.insert(list, a)
-  if b ~= nil then table.insert(list, b) end
+  local n = #list
+  list[n + 1] = a
+  if b ~= nil then list[n + 2] = b end
 end
 
 local function now_ms()
@@ -43,8 +44,8 @@ local function qkey(q, suffix)
   return P .. ':{q:' .. q .. '}:' .. suffix
 end
 
-local function jkey(q, id)
-  return P .. ':{q:' .. q .. '}:j:' .. id
+local function jkey(id)
+  return P .. ':j:' .. id
 end
 
 local function ukey(tenant, task, key)
@@ -63,7 +64,7 @@ end
 
 -- Frees the job's unique key if it still holds it.
 local function release_unique(q, id)
-  local f = redis.call('HMGET', jkey(q, id), 'tenant', 'task', 'unique_key')
+  local f = redis.call('HMGET', jkey(id), 'tenant', 'task', 'unique_key')
   release_unique_of(id, f[1], f[2], f[3])
 end
 
@@ -72,7 +73,7 @@ end
 -- the maintenance pass trims the terminal sets.
 local function finish_with(q, id, state, now, retention, tenant, task, key, extra)
   release_unique_of(id, tenant, task, key)
-  local key_j = jkey(q, id)
+  local key_j = jkey(id)
   if extra then
     redis.call('HSET', key_j, 'state', state, 'finished_at', now, 'owner', '', extra[1], extra[2])
   else
@@ -80,18 +81,17 @@ local function finish_with(q, id, state, now, retention, tenant, task, key, extr
   end
   redis.call('ZADD', qkey(q, state), now, id)
   redis.call('PEXPIRE', key_j, retention)
-  redis.call('PEXPIRE', P .. ':ids:' .. id, retention)
 end
 
 local function finish(q, id, state, now, retention)
-  local f = redis.call('HMGET', jkey(q, id), 'tenant', 'task', 'unique_key')
+  local f = redis.call('HMGET', jkey(id), 'tenant', 'task', 'unique_key')
   finish_with(q, id, state, now, retention, f[1], f[2], f[3], nil)
 end
 
 -- Makes a job claimable.
 local function make_ready(q, id)
-  local prio = tonumber(redis.call('HGET', jkey(q, id), 'priority') or '5')
-  redis.call('HSET', jkey(q, id), 'state', 'queued', 'owner', '')
+  local prio = tonumber(redis.call('HGET', jkey(id), 'priority') or '5')
+  redis.call('HSET', jkey(id), 'state', 'queued', 'owner', '')
   redis.call('ZADD', qkey(q, 'ready'), 9 - prio, id)
 end
 
@@ -109,8 +109,11 @@ local function promote(q, now, limit)
   return moved
 end
 
--- True when job id of queue q is running at attempt a (the fencing check).
-local function holds(q, id, a)
-  local f = redis.call('HMGET', jkey(q, id), 'state', 'attempts')
-  return f[1] == 'running' and f[2] == tostring(a)
+-- The job's queue when it is running at attempt a (the fencing check), else nil.
+local function holds(id, a)
+  local f = redis.call('HMGET', jkey(id), 'state', 'attempts', 'queue')
+  if f[1] == 'running' and f[2] == tostring(a) then
+    return f[3]
+  end
+  return nil
 end

@@ -1,4 +1,4 @@
--- ARGV: P, retention_ms, completions (JSON array of {q, id, a, k, v, d}):
+-- ARGV: P, retention_ms, completions (JSON array of {id, a, k, v, d}):
 -- k = "s" succeeded (v = result JSON), "f" failed (v = error, d = retry
 -- delay ms or null for no retry), "r" released (handed back unfinished).
 -- Each is fenced on (id, attempt). Returns the ids that were stale.
@@ -9,17 +9,17 @@ local stale = {}
 local unleased, succeeded, failed = {}, {}, {}
 local function finished(q, id, state, f, field, value, into)
   release_unique_of(id, f[5], f[6], f[7])
-  local key = jkey(q, id)
+  local key = jkey(id)
   redis.call('HSET', key, 'state', state, 'finished_at', now, 'owner', '', field, value)
   redis.call('PEXPIRE', key, retention)
-  redis.call('PEXPIRE', P .. ':ids:' .. id, retention)
   push(into, q, now, id)
 end
 for _, c in ipairs(cjson.decode(ARGV[3])) do
-  local q, id = c.q, c.id
-  local key = jkey(q, id)
+  local id = c.id
+  local key = jkey(id)
   -- One read serves the fencing check and what finishing needs.
-  local f = redis.call('HMGET', key, 'state', 'attempts', 'base', 'max_retries', 'tenant', 'task', 'unique_key')
+  local f = redis.call('HMGET', key, 'state', 'attempts', 'base', 'max_retries', 'tenant', 'task', 'unique_key', 'queue')
+  local q = f[8]
   if f[1] ~= 'running' or f[2] ~= tostring(c.a) then
     table.insert(stale, id)
   else

@@ -9,7 +9,7 @@ local requeued, dead, promoted = 0, 0, 0
 for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
   local expired = redis.call('ZRANGEBYSCORE', qkey(q, 'running'), '-inf', now - 1, 'LIMIT', 0, limit)
   for _, id in ipairs(expired) do
-    local key = jkey(q, id)
+    local key = jkey(id)
     redis.call('ZREM', qkey(q, 'running'), id)
     local f = redis.call('HMGET', key, 'attempts', 'base', 'max_retries')
     if f[1] then

@@ -5,7 +5,7 @@ local n = 0
 for _, set in ipairs({'ready', 'scheduled', 'retrying'}) do
   for _, id in ipairs(redis.call('ZRANGE', qkey(q, set), 0, -1)) do
     release_unique(q, id)
-    redis.call('DEL', jkey(q, id), P .. ':ids:' .. id)
+    redis.call('DEL', jkey(id))
     n = n + 1
   end
   redis.call('DEL', qkey(q, set))

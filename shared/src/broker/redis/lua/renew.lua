@@ -1,11 +1,12 @@
--- ARGV: P, lease_ms, leases (JSON array of [queue, id, attempt]).
+-- ARGV: P, lease_ms, leases (JSON array of [id, attempt]).
 -- Extends each lease still held; returns the ids of those that are not.
 local lease = tonumber(ARGV[2])
 local now = now_ms()
 local lost = {}
 for _, l in ipairs(cjson.decode(ARGV[3])) do
-  local q, id, a = l[1], l[2], l[3]
-  if holds(q, id, a) then
+  local id, a = l[1], l[2]
+  local q = holds(id, a)
+  if q then
     redis.call('ZADD', qkey(q, 'running'), 'XX', now + lease, id)
   else
     table.insert(lost, id)

@@ -1,10 +1,11 @@
--- ARGV: P, queue, id, tenant ('' = any). Queues a failed or cancelled job
+-- ARGV: P, id, tenant ('' = any). Queues a failed or cancelled job
 -- again with a fresh retry budget (base = attempts; attempts keeps counting,
 -- it is the fencing token). Returns 'ok', 'missing', 'unique' or the state.
-local q, id = ARGV[2], ARGV[3]
-local key = jkey(q, id)
-local f = redis.call('HMGET', key, 'state', 'tenant', 'task', 'unique_key', 'attempts')
-if not f[1] or (ARGV[4] ~= '' and f[2] ~= ARGV[4]) then
+local id = ARGV[2]
+local key = jkey(id)
+local f = redis.call('HMGET', key, 'state', 'tenant', 'task', 'unique_key', 'attempts', 'queue')
+local q = f[6]
+if not f[1] or (ARGV[3] ~= '' and f[2] ~= ARGV[3]) then
   return 'missing'
 end
 if f[1] ~= 'failed' and f[1] ~= 'cancelled' then
@@ -19,7 +20,6 @@ if f[4] and f[4] ~= '' then
 end
 redis.call('ZREM', qkey(q, f[1]), id)
 redis.call('PERSIST', key)
-redis.call('PERSIST', P .. ':ids:' .. id)
 redis.call('HSET', key, 'base', f[5], 'run_at', now_ms())
 redis.call('HDEL', key, 'result', 'progress', 'started_at', 'finished_at')
 make_ready(q, id)
