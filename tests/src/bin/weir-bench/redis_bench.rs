@@ -212,7 +212,7 @@ pub async fn report() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut lat = Vec::new();
     for id in &ids {
-        let key = format!("{}:{{q:pipeline}}:j:{id}", run.prefix);
+        let key = format!("{}:j:{id}", run.prefix);
         let (created, started): (Option<f64>, Option<f64>) = redis::cmd("HMGET")
             .arg(&key)
             .arg("created_at")
