@@ -222,6 +222,9 @@ pub async fn report() -> Result<()> {
             lat.push(s - c);
         }
     }
+    if lat.len() != ids.len() {
+        bail!("{} of {} latency jobs were found started", lat.len(), ids.len());
+    }
     lat.sort_by(f64::total_cmp);
     println!(
         "\n### Enqueue->start latency at {rate} jobs/s for {seconds} s (Redis time, ms resolution)\n"
