@@ -223,7 +223,11 @@ pub async fn report() -> Result<()> {
         }
     }
     if lat.len() != ids.len() {
-        bail!("{} of {} latency jobs were found started", lat.len(), ids.len());
+        bail!(
+            "{} of {} latency jobs were found started",
+            lat.len(),
+            ids.len()
+        );
     }
     lat.sort_by(f64::total_cmp);
     println!(
