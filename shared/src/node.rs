@@ -26,6 +26,16 @@ pub struct WorkerInfo {
     /// The child processes that run the jobs.
     #[serde(default)]
     pub children: Vec<ChildInfo>,
+    /// Children replaced after `WEIR_MAX_TASKS_PER_CHILD` tasks or
+    /// `WEIR_MAX_MEMORY_PER_CHILD` of memory.
+    #[serde(default)]
+    pub recycles: u64,
+    /// Children restarted after dying.
+    #[serde(default)]
+    pub restarts: u64,
+    /// Worker settings in force and where each came from.
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, String>,
 }
 
 /// A node's job slots.
@@ -52,4 +62,11 @@ pub struct ChildInfo {
     pub busy: u32,
     /// Jobs it has finished.
     pub processed: u64,
+    /// `serving`, `starting` (a replacement not yet ready) or `retiring`
+    /// (finishing its jobs before it exits).
+    #[serde(default)]
+    pub state: String,
+    /// Consecutive quick deaths of this slot's child (crash loop when > 1).
+    #[serde(default)]
+    pub failures: u32,
 }

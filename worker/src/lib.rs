@@ -106,6 +106,7 @@ pub async fn run_in_process(
         let stop = stop_heartbeat.clone();
         let node = node.clone();
         let queues: Vec<String> = queues.names().map(str::to_owned).collect();
+        let config = settings.worker.sources.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(supervisor::HEARTBEAT_EVERY);
             loop {
@@ -134,7 +135,12 @@ pub async fn run_in_process(
                         slots,
                         busy,
                         processed,
+                        state: "serving".into(),
+                        failures: 0,
                     }],
+                    recycles: 0,
+                    restarts: 0,
+                    config: config.clone(),
                 };
                 if let Err(e) = broker.heartbeat(&info, supervisor::HEARTBEAT_TTL).await {
                     tracing::warn!(error = %e, "Heartbeat failed");
@@ -147,6 +153,7 @@ pub async fn run_in_process(
         worker_id: format!("{node}/{}", std::process::id()),
         queues,
         slots,
+        max_claims: None,
     };
     run_node(
         broker,

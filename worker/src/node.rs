@@ -18,10 +18,10 @@
 use crate::executor::{Ended, execute};
 use crate::task::Registry;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weir_shared::broker::{ClaimRequest, ClaimedJob, Completion, Lease, Outcome, SharedBroker};
@@ -45,6 +45,9 @@ pub struct NodeOptions {
     pub queues: QueueOrder,
     /// Jobs run at once.
     pub slots: u32,
+    /// Stop claiming after this many jobs (the process is then recycled);
+    /// `None` for no limit.
+    pub max_claims: Option<u64>,
 }
 
 /// Counters a node keeps for its heartbeat.
@@ -54,6 +57,10 @@ pub struct NodeStats {
     pub busy: AtomicU32,
     /// Jobs finished (any outcome).
     pub processed: AtomicU64,
+    /// True once `max_claims` is reached: no more claims from this process.
+    pub exhausted: AtomicBool,
+    /// Woken when `exhausted` turns true, so the news travels at once.
+    pub changed: Notify,
 }
 
 struct Running {
@@ -98,6 +105,7 @@ pub async fn run_node(
     let mut jobs = JoinSet::new();
     let mut idle_wait = Duration::from_millis(1);
     let mut failures = 0u32;
+    let mut claimed_total: u64 = 0;
     tracing::info!(
         worker = %options.worker_id,
         slots = options.slots,
@@ -105,6 +113,17 @@ pub async fn run_node(
         "Worker ready"
     );
     loop {
+        if options.max_claims.is_some_and(|max| claimed_total >= max) {
+            // Done: finish what runs, claim nothing more, wait to be stopped.
+            tracing::info!(
+                claimed = claimed_total,
+                "Task limit reached; waiting to be replaced"
+            );
+            stats.exhausted.store(true, Ordering::Relaxed);
+            stats.changed.notify_waiters();
+            shutdown.cancelled().await;
+            break;
+        }
         // Wait for at least one free slot, then take every other free one.
         let first = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
@@ -114,8 +133,14 @@ pub async fn run_node(
             () = shutdown.cancelled() => break,
         };
         let mut permits = vec![first];
-        while let Ok(p) = slots.clone().try_acquire_owned() {
-            permits.push(p);
+        let room = options.max_claims.map_or(usize::MAX, |max| {
+            usize::try_from(max - claimed_total).unwrap_or(usize::MAX)
+        });
+        while permits.len() < room {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
         }
         let request = ClaimRequest {
             worker: options.worker_id.clone(),
@@ -156,6 +181,7 @@ pub async fn run_node(
             continue;
         }
         idle_wait = Duration::from_millis(1);
+        claimed_total += claimed.len() as u64;
         for (job, permit) in claimed.into_iter().zip(permits) {
             let cancel = CancellationToken::new();
             lock(&running).insert(

@@ -1,20 +1,33 @@
 //! The supervisor of a worker node: it never runs jobs. It starts the child
-//! processes that do, spreads the node's slots over them, restarts a child
-//! that dies (with backoff when one keeps dying), sends the node's
-//! heartbeat, and on shutdown asks every child to drain and waits for them.
+//! processes that do, spreads the node's slots over them, replaces a child
+//! after `WEIR_MAX_TASKS_PER_CHILD` tasks or once its resident memory passes
+//! `WEIR_MAX_MEMORY_PER_CHILD`, restarts a child that dies (with backoff
+//! when it keeps dying), sends the node's heartbeat, and on shutdown asks
+//! every child to drain and waits for them.
+//!
+//! Recycling keeps capacity: with recycling on, each slot keeps a standby
+//! child, started ahead of time, connected and idle. A serving child stops
+//! claiming by itself at its task limit and says so at once; the supervisor
+//! then starts the standby (a `start` line on its stdin) and closes the old
+//! child's stdin, so it finishes its running jobs and exits; a new standby
+//! is started for next time. Memory is checked by the supervisor, which
+//! swaps the same way. Every job is acknowledged by the child that ran it,
+//! so a recycle never loses a job or runs one twice.
 
 use crate::WorkerError;
-use crate::child::{CHILD_ENV, Report, SLOTS_ENV};
+use crate::child::{CHILD_ENV, Report, SLOTS_ENV, STANDBY_ENV};
+use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use weir_shared::broker::SharedBroker;
 use weir_shared::config::Settings;
-use weir_shared::job::now_ms;
+use weir_shared::job::{Millis, now_ms};
 use weir_shared::node::{ChildInfo, Slots, WorkerInfo};
 
 /// How often the node's heartbeat is sent.
@@ -25,6 +38,8 @@ pub(crate) const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
 /// Longest wait before restarting a crash-looping child.
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+/// How often children's memory is checked for recycling.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Splits `slots` over `processes` children as evenly as possible; never
 /// more children than slots.
@@ -35,136 +50,329 @@ pub fn spread(slots: u32, processes: u32) -> Vec<u32> {
         .collect()
 }
 
-struct ChildState {
-    slots: u32,
-    pid: u32,
-    report: Report,
-    /// Processed by earlier incarnations of this child.
-    processed_before: u64,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Holds its slot's share of slots.
+    Serving,
+    /// A standby, started to replace the serving child when it is due.
+    Starting,
+    /// Replaced: finishing its jobs, then exiting.
+    Retiring,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Serving => "serving",
+            Role::Starting => "standby",
+            Role::Retiring => "retiring",
+        }
+    }
+}
+
+struct Proc {
+    slot: usize,
+    role: Role,
     stdin: Option<ChildStdin>,
-    /// Dropping or sending on it kills the child (the last resort at shutdown).
+    /// Sending on it kills the child (the last resort at shutdown).
     kill: Option<oneshot::Sender<()>>,
     started: Instant,
+}
+
+struct SlotState {
+    slots: u32,
     failures: u32,
-    running: bool,
 }
 
 enum Event {
-    Exited(usize, u32, std::io::Result<std::process::ExitStatus>),
+    Exited(u32, std::io::Result<std::process::ExitStatus>),
     Restart(usize),
+    Reported,
 }
 
-type Shared = Arc<Mutex<Vec<ChildState>>>;
+/// Reports read from the children's stdout, by pid.
+type Reports = Arc<Mutex<HashMap<u32, Report>>>;
 
-fn lock(children: &Shared) -> std::sync::MutexGuard<'_, Vec<ChildState>> {
-    children.lock().unwrap_or_else(PoisonError::into_inner)
+fn report_of(reports: &Reports, pid: u32) -> Option<Report> {
+    reports
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&pid)
+        .copied()
 }
 
-fn spawn_child(
-    index: usize,
-    node_id: &str,
-    children: &Shared,
-    events: &mpsc::UnboundedSender<Event>,
-) -> Result<(), WorkerError> {
-    let exe = std::env::current_exe().map_err(WorkerError::Spawn)?;
-    let slots = lock(children)[index].slots;
-    let mut child: Child = Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env(CHILD_ENV, node_id)
-        .env(SLOTS_ENV, slots.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(false)
-        .spawn()
-        .map_err(WorkerError::Spawn)?;
-    let pid = child.id().unwrap_or_default();
-    let stdout = child.stdout.take();
-    let (kill_tx, kill_rx) = oneshot::channel::<()>();
-    {
-        let mut all = lock(children);
-        let state = &mut all[index];
-        state.processed_before += state.report.processed;
-        state.report = Report::default();
-        state.pid = pid;
-        state.stdin = child.stdin.take();
-        state.kill = Some(kill_tx);
-        state.started = Instant::now();
-        state.running = true;
-    }
-    tracing::info!(child = index, pid, slots, "Started worker child");
-    if let Some(stdout) = stdout {
-        let children = children.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(report) = serde_json::from_str::<Report>(&line) {
-                    let mut all = lock(&children);
-                    if all[index].pid == pid {
-                        all[index].report = report;
+struct Supervisor {
+    node_id: String,
+    settings: Arc<Settings>,
+    slots: Vec<SlotState>,
+    procs: HashMap<u32, Proc>,
+    reports: Reports,
+    events: mpsc::UnboundedSender<Event>,
+    /// Tasks finished by children that have exited.
+    processed_before: u64,
+    recycles: u64,
+    restarts: u64,
+    /// Reads children's resident memory; `None` where the platform cannot.
+    system: Option<System>,
+}
+
+impl Supervisor {
+    fn spawn(&mut self, slot: usize, role: Role) -> Result<(), WorkerError> {
+        let exe = std::env::current_exe().map_err(WorkerError::Spawn)?;
+        let slots = self.slots[slot].slots;
+        let mut command = Command::new(exe);
+        command
+            .args(std::env::args_os().skip(1))
+            .env(CHILD_ENV, &self.node_id)
+            .env(SLOTS_ENV, slots.to_string());
+        if role == Role::Starting {
+            command.env(STANDBY_ENV, "1");
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(WorkerError::Spawn)?;
+        let pid = child.id().unwrap_or_default();
+        let (kill_tx, kill_rx) = oneshot::channel::<()>();
+        if let Some(stdout) = child.stdout.take() {
+            let reports = self.reports.clone();
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Ok(report) = serde_json::from_str::<Report>(&line) {
+                        reports
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(pid, report);
+                        // The supervisor acts on reports as they come.
+                        let _ = events.send(Event::Reported);
                     }
                 }
-            }
+            });
+        }
+        self.procs.insert(
+            pid,
+            Proc {
+                slot,
+                role,
+                stdin: child.stdin.take(),
+                kill: Some(kill_tx),
+                started: Instant::now(),
+            },
+        );
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let status = tokio::select! {
+                status = child.wait() => status,
+                Ok(()) = kill_rx => {
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
+            };
+            let _ = events.send(Event::Exited(pid, status));
         });
+        tracing::info!(slot, pid, slots, role = role.name(), "Started worker child");
+        Ok(())
     }
-    let events = events.clone();
-    tokio::spawn(async move {
-        let status = tokio::select! {
-            status = child.wait() => status,
-            Ok(()) = kill_rx => {
-                let _ = child.start_kill();
-                child.wait().await
-            }
-        };
-        let _ = events.send(Event::Exited(index, pid, status));
-    });
-    Ok(())
-}
 
-fn info(
-    node_id: &str,
-    settings: &Settings,
-    started_at: weir_shared::job::Millis,
-    children: &Shared,
-) -> WorkerInfo {
-    let all = lock(children);
-    let busy = all
-        .iter()
-        .filter(|c| c.running)
-        .map(|c| c.report.busy)
-        .sum();
-    let slots: u32 = all.iter().map(|c| c.slots).sum();
-    WorkerInfo {
-        id: node_id.to_owned(),
-        host: crate::hostname(),
-        pid: std::process::id(),
-        queues: settings
-            .worker_queues()
-            .names()
-            .map(str::to_owned)
-            .collect(),
-        slots: Slots {
-            busy,
-            current: slots,
-            min: slots,
-            max: slots,
-        },
-        processed: all
+    fn serving(&self, slot: usize, role: Role) -> Option<u32> {
+        self.procs
             .iter()
-            .map(|c| c.processed_before + c.report.processed)
-            .sum(),
-        started_at,
-        last_heartbeat: now_ms(),
-        children: all
-            .iter()
-            .filter(|c| c.running)
-            .map(|c| ChildInfo {
-                pid: c.pid,
-                slots: c.slots,
-                busy: c.report.busy,
-                processed: c.report.processed,
-            })
-            .collect(),
+            .find(|(_, p)| p.slot == slot && p.role == role)
+            .map(|(pid, _)| *pid)
+    }
+
+    fn recycling(&self) -> bool {
+        self.settings.worker.max_tasks_per_child > 0
+            || self.settings.worker.max_memory_per_child.is_some()
+    }
+
+    /// Why the serving child should be replaced, if it should.
+    fn recycle_reason(&mut self, pid: u32, check_memory: bool) -> Option<String> {
+        let report = report_of(&self.reports, pid)?;
+        if report.exhausted {
+            return Some(format!(
+                "{} tasks claimed (WEIR_MAX_TASKS_PER_CHILD)",
+                self.settings.worker.max_tasks_per_child
+            ));
+        }
+        let limit = self
+            .settings
+            .worker
+            .max_memory_per_child
+            .filter(|_| check_memory)?;
+        let target = Pid::from_u32(pid);
+        let system = self.system.as_mut()?;
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[target]),
+            true,
+            ProcessRefreshKind::nothing().with_memory(),
+        );
+        let rss = system.process(target)?.memory();
+        (rss > limit).then(|| {
+            format!(
+                "resident memory {} MiB over WEIR_MAX_MEMORY_PER_CHILD ({} MiB)",
+                rss >> 20,
+                limit >> 20
+            )
+        })
+    }
+
+    /// Tells a standby to start claiming; it then serves its slot.
+    async fn activate(&mut self, pid: u32) -> bool {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return false;
+        };
+        let Some(stdin) = p.stdin.as_mut() else {
+            return false;
+        };
+        if stdin.write_all(b"start\n").await.is_err() || stdin.flush().await.is_err() {
+            return false;
+        }
+        p.role = Role::Serving;
+        true
+    }
+
+    /// Keeps a standby per slot, and swaps it in for a serving child that is due.
+    async fn recycle(&mut self, check_memory: bool) {
+        if !self.recycling() {
+            return;
+        }
+        for slot in 0..self.slots.len() {
+            let standby = self.serving(slot, Role::Starting);
+            let Some(current) = self.serving(slot, Role::Serving) else {
+                continue;
+            };
+            let Some(reason) = self.recycle_reason(current, check_memory) else {
+                if standby.is_none()
+                    && let Err(e) = self.spawn(slot, Role::Starting)
+                {
+                    tracing::error!(slot, error = %e, "Cannot start a standby child");
+                }
+                continue;
+            };
+            // Due: swap as soon as the standby is ready (it has reported).
+            let Some(new) = standby.filter(|pid| report_of(&self.reports, *pid).is_some()) else {
+                continue;
+            };
+            if !self.activate(new).await {
+                continue;
+            }
+            if let Some(p) = self.procs.get_mut(&current) {
+                p.role = Role::Retiring;
+                p.stdin = None; // closing stdin: stop claiming, finish, exit
+            }
+            self.recycles += 1;
+            metrics::counter!("weir_child_recycles_total").increment(1);
+            tracing::info!(slot, old = current, new, %reason, "Recycled worker child");
+            if let Err(e) = self.spawn(slot, Role::Starting) {
+                tracing::error!(slot, error = %e, "Cannot start a standby child");
+            }
+        }
+    }
+
+    fn info(&self, started_at: Millis) -> WorkerInfo {
+        let mut children = Vec::new();
+        let (mut busy, mut current, mut processed) = (0, 0, self.processed_before);
+        for (pid, p) in &self.procs {
+            let report = report_of(&self.reports, *pid).unwrap_or_default();
+            let slots = self.slots[p.slot].slots;
+            busy += report.busy;
+            processed += report.processed;
+            // Capacity counts children that are serving, claiming and not at their limit.
+            if p.role == Role::Serving
+                && report_of(&self.reports, *pid).is_some_and(|r| !r.exhausted)
+            {
+                current += slots;
+            }
+            children.push(ChildInfo {
+                pid: *pid,
+                slots,
+                busy: report.busy,
+                processed: report.processed,
+                state: p.role.name().into(),
+                failures: self.slots[p.slot].failures,
+            });
+        }
+        children.sort_by_key(|c| c.pid);
+        let configured: u32 = self.slots.iter().map(|s| s.slots).sum();
+        let mut config = self.settings.worker.sources.clone();
+        config.insert("slots".into(), configured.to_string());
+        WorkerInfo {
+            id: self.node_id.clone(),
+            host: crate::hostname(),
+            pid: std::process::id(),
+            queues: self
+                .settings
+                .worker_queues()
+                .names()
+                .map(str::to_owned)
+                .collect(),
+            slots: Slots {
+                busy,
+                current,
+                min: configured,
+                max: configured,
+            },
+            processed,
+            started_at,
+            last_heartbeat: now_ms(),
+            children,
+            recycles: self.recycles,
+            restarts: self.restarts,
+            config,
+        }
+    }
+
+    /// Handles a child's exit; returns a delay to restart its slot after, if needed.
+    fn exited(&mut self, pid: u32, status: String, stopping: bool) -> Option<(usize, Duration)> {
+        let proc = self.procs.remove(&pid)?;
+        let report = self
+            .reports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&pid);
+        self.processed_before += report.map(|r| r.processed).unwrap_or(0);
+        match proc.role {
+            Role::Retiring => {
+                tracing::info!(slot = proc.slot, pid, %status, "Recycled worker child exited");
+                None
+            }
+            Role::Starting if stopping => None,
+            Role::Starting => {
+                tracing::warn!(slot = proc.slot, pid, %status, "Standby child died; another is started");
+                None
+            }
+            Role::Serving if stopping => {
+                tracing::info!(slot = proc.slot, pid, %status, "Worker child stopped");
+                None
+            }
+            Role::Serving => {
+                let slot = &mut self.slots[proc.slot];
+                slot.failures = if proc.started.elapsed() >= HEALTHY_RUN {
+                    1
+                } else {
+                    slot.failures + 1
+                };
+                let delay = if slot.failures <= 1 {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(1u64 << (slot.failures - 1).min(5)).min(MAX_RESTART_DELAY)
+                };
+                self.restarts += 1;
+                metrics::counter!("weir_child_restarts_total").increment(1);
+                if slot.failures > 2 {
+                    tracing::error!(slot = proc.slot, pid, %status, failures = slot.failures, restart_in = ?delay, "Worker child is crash-looping");
+                } else {
+                    tracing::warn!(slot = proc.slot, pid, %status, restart_in = ?delay, "Worker child died; its jobs run again after their lease");
+                }
+                Some((proc.slot, delay))
+            }
+        }
     }
 }
 
@@ -177,40 +385,53 @@ pub(crate) async fn supervise(
     let node_id = crate::node_id();
     let started_at = now_ms();
     let shares = spread(settings.worker.concurrency, settings.worker.processes);
+    let sources: Vec<String> = settings
+        .worker
+        .sources
+        .iter()
+        .map(|(k, v)| format!("{k} from {v}"))
+        .collect();
     tracing::info!(
         node = %node_id,
         processes = shares.len(),
         slots = settings.worker.concurrency,
+        max_tasks_per_child = settings.worker.max_tasks_per_child,
+        max_memory_per_child = ?settings.worker.max_memory_per_child,
         queues = %settings.worker_queues().to_spec(),
+        sources = %sources.join(", "),
         "Starting worker node"
     );
-    let children: Shared = Arc::new(Mutex::new(
-        shares
-            .iter()
-            .map(|&slots| ChildState {
-                slots,
-                pid: 0,
-                report: Report::default(),
-                processed_before: 0,
-                stdin: None,
-                kill: None,
-                started: Instant::now(),
-                failures: 0,
-                running: false,
-            })
-            .collect(),
-    ));
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    for index in 0..shares.len() {
-        spawn_child(index, &node_id, &children, &events_tx)?;
+    let mut sup = Supervisor {
+        node_id: node_id.clone(),
+        settings: settings.clone(),
+        slots: shares
+            .iter()
+            .map(|&slots| SlotState { slots, failures: 0 })
+            .collect(),
+        procs: HashMap::new(),
+        reports: Arc::default(),
+        events: events_tx.clone(),
+        processed_before: 0,
+        recycles: 0,
+        restarts: 0,
+        system: System::new().ok(),
+    };
+    if settings.worker.max_memory_per_child.is_some() && sup.system.is_none() {
+        tracing::warn!(
+            "This platform does not report process memory; WEIR_MAX_MEMORY_PER_CHILD has no effect"
+        );
+    }
+    for slot in 0..shares.len() {
+        sup.spawn(slot, Role::Serving)?;
     }
 
     let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+    let mut check = tokio::time::interval(CHECK_EVERY);
     let mut stopping = false;
     let mut stop_deadline = None;
     loop {
-        let all_stopped = lock(&children).iter().all(|c| !c.running);
-        if stopping && all_stopped {
+        if stopping && sup.procs.is_empty() {
             break;
         }
         let deadline = async {
@@ -226,67 +447,59 @@ pub(crate) async fn supervise(
                 // hand jobs back and flush.
                 stop_deadline = Some(tokio::time::Instant::now() + settings.worker.shutdown_timeout + Duration::from_secs(10));
                 tracing::info!("Stopping: asking children to finish their jobs");
-                for c in lock(&children).iter_mut() {
-                    c.stdin = None; // closing stdin tells the child to drain
+                for p in sup.procs.values_mut() {
+                    p.stdin = None; // closing stdin tells the child to drain
                 }
             }
             () = deadline => {
                 tracing::warn!("Children did not stop in time; killing them");
-                for c in lock(&children).iter_mut() {
-                    if let Some(kill) = c.kill.take() {
+                for p in sup.procs.values_mut() {
+                    if let Some(kill) = p.kill.take() {
                         let _ = kill.send(());
                     }
                 }
                 stop_deadline = None;
             }
             Some(event) = events.recv() => match event {
-                Event::Exited(index, pid, status) => {
-                    let restart_in = {
-                        let mut all = lock(&children);
-                        let c = &mut all[index];
-                        if c.pid != pid {
-                            continue;
-                        }
-                        c.running = false;
-                        c.stdin = None;
-                        c.kill = None;
-                        if stopping {
-                            None
-                        } else {
-                            c.failures = if c.started.elapsed() >= HEALTHY_RUN { 1 } else { c.failures + 1 };
-                            let delay = Duration::from_secs(1u64 << (c.failures - 1).min(5)).min(MAX_RESTART_DELAY);
-                            Some((delay, c.failures))
-                        }
-                    };
-                    let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                    if let Some((delay, failures)) = restart_in {
-                        tracing::warn!(child = index, pid, %status, restart_in = ?delay, failures, "Worker child died; its jobs run again after their lease");
-                        metrics::counter!("weir_child_restarts_total").increment(1);
-                        let tx = events_tx.clone();
-                        let immediate = failures <= 1;
-                        tokio::spawn(async move {
-                            if !immediate {
-                                tokio::time::sleep(delay).await;
-                            }
-                            let _ = tx.send(Event::Restart(index));
-                        });
-                    } else {
-                        tracing::info!(child = index, pid, %status, "Worker child stopped");
+                Event::Reported => {
+                    if !stopping {
+                        sup.recycle(false).await;
                     }
                 }
-                Event::Restart(index) => {
-                    if !stopping && let Err(e) = spawn_child(index, &node_id, &children, &events_tx) {
-                        tracing::error!(child = index, error = %e, "Cannot restart worker child");
+                Event::Exited(pid, status) => {
+                    let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                    if let Some((slot, delay)) = sup.exited(pid, status, stopping) {
                         let tx = events_tx.clone();
                         tokio::spawn(async move {
-                            tokio::time::sleep(MAX_RESTART_DELAY).await;
-                            let _ = tx.send(Event::Restart(index));
+                            tokio::time::sleep(delay).await;
+                            let _ = tx.send(Event::Restart(slot));
                         });
+                    }
+                }
+                Event::Restart(slot) => {
+                    if !stopping && sup.serving(slot, Role::Serving).is_none() {
+                        // A ready standby takes over at once.
+                        let standby = sup.serving(slot, Role::Starting);
+                        let promoted = match standby {
+                            Some(pid) => sup.activate(pid).await,
+                            None => false,
+                        };
+                        if promoted {
+                            tracing::info!(slot, "Standby child took over the dead child's slot");
+                        } else if let Err(e) = sup.spawn(slot, Role::Serving) {
+                            tracing::error!(slot, error = %e, "Cannot restart worker child");
+                            let tx = events_tx.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(MAX_RESTART_DELAY).await;
+                                let _ = tx.send(Event::Restart(slot));
+                            });
+                        }
                     }
                 }
             },
+            _ = check.tick(), if !stopping => sup.recycle(true).await,
             _ = heartbeat.tick() => {
-                let info = info(&node_id, &settings, started_at, &children);
+                let info = sup.info(started_at);
                 if let Err(e) = broker.heartbeat(&info, HEARTBEAT_TTL).await {
                     tracing::warn!(error = %e, "Heartbeat failed");
                 }

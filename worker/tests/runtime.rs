@@ -44,6 +44,7 @@ async fn start(registry: Registry, vars: &[(&str, &str)], slots: u32) -> Node {
         worker_id: "test-node".into(),
         queues: settings.worker_queues(),
         slots,
+        max_claims: None,
     };
     let handle = tokio::spawn(run_node(
         broker.clone(),

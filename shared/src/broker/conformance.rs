@@ -664,6 +664,9 @@ pub async fn heartbeats(t: TestBroker) {
         started_at: now_ms(),
         last_heartbeat: now_ms(),
         children: Vec::new(),
+        recycles: 0,
+        restarts: 0,
+        config: Default::default(),
     };
     t.broker
         .heartbeat(&info, Duration::from_millis(200))

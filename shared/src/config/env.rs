@@ -211,6 +211,55 @@ pub(super) fn apply(
         });
 
     let cores = cpu_cores();
+    let mut sources = BTreeMap::new();
+    let mut source = |name: &str, keys: &[&'static str], default: &str| {
+        let from = lookup(env, keys)
+            .map(|(k, _)| k.to_owned())
+            .unwrap_or_else(|| default.to_owned());
+        sources.insert(name.to_owned(), from);
+    };
+    source(
+        "concurrency",
+        &["WEIR_CONCURRENCY", "CELERY_WORKER_AMOUNT"],
+        "default (CPU cores)",
+    );
+    source("processes", &["WEIR_PROCESSES"], "default (CPU cores)");
+    source(
+        "max_tasks_per_child",
+        &["WEIR_MAX_TASKS_PER_CHILD", "MAX_TASKS_PER_CHILD"],
+        "default (never)",
+    );
+    source(
+        "max_memory_per_child",
+        &["WEIR_MAX_MEMORY_PER_CHILD"],
+        "default (none)",
+    );
+    let max_tasks_per_child = parsed::<u64>(
+        env,
+        &["WEIR_MAX_TASKS_PER_CHILD", "MAX_TASKS_PER_CHILD"],
+        "a whole number",
+        problems,
+    )
+    .unwrap_or(0);
+    let max_memory_per_child = lookup(env, &["WEIR_MAX_MEMORY_PER_CHILD"]).and_then(|(key, v)| {
+        super::parse_bytes(&v)
+            .map_err(|message| {
+                problems.push(Problem {
+                    key: key.into(),
+                    message,
+                })
+            })
+            .ok()
+    });
+    // Autoscaling is a later feature: refuse it rather than ignore it.
+    if let Some((key, v)) = lookup(env, &["WEIR_AUTOSCALE", "CELERY_AUTO_SCALE"])
+        && !v.eq_ignore_ascii_case("false")
+    {
+        problems.push(Problem {
+            key: key.into(),
+            message: format!("`{v}`: autoscaling is not available in this version of weir; set it to false or remove it"),
+        });
+    }
     let worker = WorkerSettings {
         queues,
         concurrency: positive(
@@ -227,6 +276,9 @@ pub(super) fn apply(
             problems,
         ),
         lease: duration(env, "WEIR_LEASE", Duration::from_secs(30), problems),
+        max_tasks_per_child,
+        max_memory_per_child,
+        sources,
     };
     if worker.lease < Duration::from_millis(300) {
         problems.push(Problem {

@@ -155,6 +155,44 @@ pub struct WorkerSettings {
     pub shutdown_timeout: Duration,
     /// Lease length; renewed every third of it while a job runs.
     pub lease: Duration,
+    /// A child is replaced after this many tasks (0: never).
+    pub max_tasks_per_child: u64,
+    /// A child is replaced once its resident memory passes this many bytes.
+    pub max_memory_per_child: Option<u64>,
+    /// Where each worker setting came from (`concurrency` -> `WEIR_CONCURRENCY`,
+    /// `default (CPU cores)`...), for the start-up log and `weir workers`.
+    pub sources: BTreeMap<String, String>,
+}
+
+/// Parses a size such as `512MiB`, `2GiB`, `100MB` or `1048576`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 512MiB, 2GiB or 100MB"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" | "k" => 1024.0,
+        "mib" | "m" => 1024.0 * 1024.0,
+        "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit `{unit}` (use B, KB, MB, GB, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    let bytes = number * factor;
+    if bytes < 1.0 || !bytes.is_finite() {
+        return Err(format!("`{text}` must be at least one byte"));
+    }
+    Ok(bytes as u64)
 }
 
 /// HTTP API settings.

@@ -131,3 +131,60 @@ fn backoff_doubles_and_is_capped() {
     };
     assert_eq!(flat.backoff(5, 0.0), Duration::from_secs(1));
 }
+
+#[test]
+fn worker_names_take_precedence_and_sources_are_recorded() {
+    let s = load(&[]).expect("defaults");
+    assert_eq!(s.worker.max_tasks_per_child, 0);
+    assert_eq!(s.worker.max_memory_per_child, None);
+    assert_eq!(s.worker.sources["concurrency"], "default (CPU cores)");
+    assert_eq!(s.worker.sources["max_tasks_per_child"], "default (never)");
+
+    let s = load(&[("MAX_TASKS_PER_CHILD", "50"), ("CELERY_WORKER_AMOUNT", "6")])
+        .expect("celery names");
+    assert_eq!(s.worker.max_tasks_per_child, 50);
+    assert_eq!(s.worker.concurrency, 6);
+    assert_eq!(
+        s.worker.sources["max_tasks_per_child"],
+        "MAX_TASKS_PER_CHILD"
+    );
+    assert_eq!(s.worker.sources["concurrency"], "CELERY_WORKER_AMOUNT");
+
+    let s = load(&[
+        ("MAX_TASKS_PER_CHILD", "50"),
+        ("WEIR_MAX_TASKS_PER_CHILD", "7"),
+        ("CELERY_WORKER_AMOUNT", "6"),
+        ("WEIR_CONCURRENCY", "3"),
+        ("WEIR_MAX_MEMORY_PER_CHILD", "512MiB"),
+    ])
+    .expect("weir names");
+    assert_eq!(s.worker.max_tasks_per_child, 7);
+    assert_eq!(s.worker.concurrency, 3);
+    assert_eq!(s.worker.max_memory_per_child, Some(512 << 20));
+    assert_eq!(
+        s.worker.sources["max_tasks_per_child"],
+        "WEIR_MAX_TASKS_PER_CHILD"
+    );
+    assert_eq!(
+        s.worker.sources["max_memory_per_child"],
+        "WEIR_MAX_MEMORY_PER_CHILD"
+    );
+}
+
+#[test]
+fn autoscale_is_refused_until_it_exists() {
+    assert!(load(&[("CELERY_AUTO_SCALE", "false")]).is_ok());
+    let err = load(&[("CELERY_AUTO_SCALE", "true")]).expect_err("refused");
+    assert_eq!(err.problems[0].key, "CELERY_AUTO_SCALE");
+}
+
+#[test]
+fn sizes_parse() {
+    assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+    assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+    assert_eq!(parse_bytes("100MB"), Ok(100_000_000));
+    assert_eq!(parse_bytes("4096"), Ok(4096));
+    assert!(parse_bytes("lots").is_err());
+    assert!(parse_bytes("5PB").is_err());
+    assert!(parse_bytes("0").is_err());
+}

@@ -1,0 +1,121 @@
+//! Worker pools: children recycled after a number of tasks or past a memory
+//! limit, with no job lost or run twice and no drop in capacity.
+
+use serde_json::Value;
+use std::time::Duration;
+use weir_tests::{Sandbox, wait_until};
+
+fn node(sandbox: &Sandbox) -> Option<Value> {
+    sandbox.cli_json(&["workers", "--json"])["data"]
+        .get(0)
+        .cloned()
+}
+
+fn succeeded(sandbox: &Sandbox) -> u64 {
+    let queues = sandbox.cli_json(&["queues", "--json"]);
+    queues["data"]
+        .as_array()
+        .and_then(|qs| qs.iter().find(|q| q["name"] == "default"))
+        .and_then(|q| q["counts"]["succeeded"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Every job of the default queue, read page by page.
+fn all_jobs(sandbox: &Sandbox) -> Vec<Value> {
+    let mut jobs = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = vec!["jobs", "list", "--limit", "500", "--json"];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let page = sandbox.cli_json(&args);
+        jobs.extend(page["data"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return jobs,
+        }
+    }
+}
+
+#[tokio::test]
+async fn children_are_recycled_after_their_tasks_without_losing_capacity_or_jobs() {
+    let mut sandbox = Sandbox::new();
+    sandbox.set("WEIR_MAX_TASKS_PER_CHILD", "50");
+    let worker = sandbox.spawn("worker", &["worker", "--processes", "2", "-c", "4"]);
+    let up = wait_until(Duration::from_secs(20), || async {
+        node(&sandbox).is_some_and(|n| n["slots"]["current"] == 4)
+    })
+    .await;
+    assert!(up, "the node never served its 4 slots:\n{}", worker.log());
+
+    // 41 x 50: every child that runs reaches its limit, so the recycles are
+    // at least 40 however the jobs fall between the two children.
+    let total = 2050;
+    let out = sandbox.cli(&[
+        "enqueue",
+        "weir.sleep",
+        "--payload",
+        "{\"ms\":2}",
+        "--count",
+        &total.to_string(),
+    ]);
+    assert!(out.status.success());
+    let mut samples = 0;
+    while succeeded(&sandbox) < total {
+        let n = node(&sandbox).expect("the node stays listed");
+        assert!(
+            n["slots"]["current"].as_u64() >= Some(4),
+            "capacity dropped below the configured slots: {n}"
+        );
+        samples += 1;
+        assert!(samples < 600, "jobs did not finish:\n{}", worker.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let jobs = all_jobs(&sandbox);
+    assert_eq!(jobs.len() as u64, total);
+    for job in &jobs {
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert_eq!(job["attempts"], 1, "a recycle ran a job twice: {job}");
+    }
+    let recycled = wait_until(Duration::from_secs(10), || async {
+        node(&sandbox).is_some_and(|n| n["recycles"].as_u64() >= Some(40))
+    })
+    .await;
+    let n = node(&sandbox).expect("node");
+    assert!(recycled, "too few recycles reported: {n}");
+    assert_eq!(n["restarts"], 0, "{n}");
+    assert_eq!(
+        n["config"]["max_tasks_per_child"],
+        "WEIR_MAX_TASKS_PER_CHILD"
+    );
+}
+
+#[tokio::test]
+async fn a_child_over_its_memory_limit_is_replaced_and_jobs_keep_succeeding() {
+    let mut sandbox = Sandbox::new();
+    // Below what any child uses, so every serving child is over it.
+    sandbox.set("WEIR_MAX_MEMORY_PER_CHILD", "1MiB");
+    let worker = sandbox.spawn("worker", &["worker", "--processes", "1", "-c", "2"]);
+    let recycled = wait_until(Duration::from_secs(30), || async {
+        node(&sandbox).is_some_and(|n| n["recycles"].as_u64() >= Some(2))
+    })
+    .await;
+    assert!(
+        recycled,
+        "no child was replaced for its memory:\n{}",
+        worker.log()
+    );
+    let out = sandbox.cli(&["enqueue", "weir.noop", "--count", "200"]);
+    assert!(out.status.success());
+    let done = wait_until(Duration::from_secs(30), || async {
+        succeeded(&sandbox) == 200
+    })
+    .await;
+    assert!(
+        done,
+        "jobs stopped succeeding while children were replaced:\n{}",
+        worker.log()
+    );
+    assert!(worker.log().contains("over WEIR_MAX_MEMORY_PER_CHILD"));
+}
