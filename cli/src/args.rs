@@ -83,6 +83,12 @@ pub struct WorkerArgs {
     /// Child processes the slots are spread over (overrides WEIR_PROCESSES).
     #[arg(long)]
     pub processes: Option<u32>,
+    /// Autoscale slots between MIN and MAX: `--autoscale 8,1` (overrides WEIR_AUTOSCALE and WEIR_MAX/MIN_WORKERS).
+    #[arg(long, value_name = "MAX,MIN")]
+    pub autoscale: Option<String>,
+    /// Replace a child after this many tasks (overrides WEIR_MAX_TASKS_PER_CHILD).
+    #[arg(long)]
+    pub max_tasks_per_child: Option<u64>,
 }
 
 /// Flags of `weir enqueue`.

@@ -36,6 +36,22 @@ pub struct WorkerInfo {
     /// Worker settings in force and where each came from.
     #[serde(default)]
     pub config: std::collections::BTreeMap<String, String>,
+    /// The latest autoscaling decisions, oldest first.
+    #[serde(default)]
+    pub scaling: Vec<ScaleDecision>,
+}
+
+/// One autoscaling decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScaleDecision {
+    /// When it was taken.
+    pub at: Millis,
+    /// Slots before.
+    pub from: u32,
+    /// Slots after.
+    pub to: u32,
+    /// Why.
+    pub reason: String,
 }
 
 /// A node's job slots.

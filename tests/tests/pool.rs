@@ -119,3 +119,75 @@ async fn a_child_over_its_memory_limit_is_replaced_and_jobs_keep_succeeding() {
     );
     assert!(worker.log().contains("over WEIR_MAX_MEMORY_PER_CHILD"));
 }
+
+#[tokio::test]
+async fn autoscaling_grows_under_backlog_and_shrinks_when_idle() {
+    let sandbox = Sandbox::new();
+    let worker = sandbox.spawn(
+        "worker",
+        &["worker", "--processes", "2", "--autoscale", "8,1"],
+    );
+    let up = wait_until(Duration::from_secs(20), || async {
+        node(&sandbox).is_some_and(|n| n["slots"]["current"] == 1)
+    })
+    .await;
+    assert!(up, "the node did not start at its floor:\n{}", worker.log());
+    let n = node(&sandbox).expect("node");
+    assert_eq!(
+        (n["slots"]["min"].as_u64(), n["slots"]["max"].as_u64()),
+        (Some(1), Some(8))
+    );
+
+    let out = sandbox.cli(&[
+        "enqueue",
+        "weir.sleep",
+        "--payload",
+        "{\"ms\":400}",
+        "--count",
+        "120",
+    ]);
+    assert!(out.status.success());
+    let grown = wait_until(Duration::from_secs(10), || async {
+        node(&sandbox).is_some_and(|n| n["slots"]["current"] == 8)
+    })
+    .await;
+    assert!(
+        grown,
+        "no growth to 8 slots within 10 s: {:?}",
+        node(&sandbox)
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            succeeded(&sandbox) == 120
+        })
+        .await
+    );
+
+    let shrunk = wait_until(Duration::from_secs(60), || async {
+        node(&sandbox).is_some_and(|n| n["slots"]["current"] == 1)
+    })
+    .await;
+    let n = node(&sandbox).expect("node");
+    assert!(
+        shrunk,
+        "not back to 1 slot within a minute of idleness: {n}"
+    );
+    let decisions = n["scaling"].as_array().cloned().unwrap_or_default();
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["to"].as_u64() > d["from"].as_u64()),
+        "{n}"
+    );
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["to"].as_u64() < d["from"].as_u64()),
+        "{n}"
+    );
+    assert!(
+        decisions
+            .iter()
+            .all(|d| d["reason"].as_str().is_some_and(|r| !r.is_empty()))
+    );
+}

@@ -7,7 +7,8 @@
 //! shuts down gracefully when its stdin closes: the supervisor closes it to
 //! stop the child, and if the supervisor dies the pipe closes by itself, so
 //! no child outlives its node. A standby child (for recycling) waits for a
-//! `start` line on stdin before it claims.
+//! `start` line on stdin before it claims; a `slots N` line changes its
+//! slots (autoscaling).
 
 use crate::node::{NodeOptions, NodeStats, run_node};
 use crate::task::Registry;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use weir_shared::broker::SharedBroker;
 use weir_shared::config::Settings;
@@ -41,6 +42,9 @@ pub(crate) struct Report {
     /// It is claiming (a standby is not until started).
     #[serde(default)]
     pub active: bool,
+    /// Slots it serves now.
+    #[serde(default)]
+    pub slots: u32,
 }
 
 async fn write_report(
@@ -53,6 +57,7 @@ async fn write_report(
         processed: stats.processed.load(Ordering::Relaxed),
         exhausted: stats.exhausted.load(Ordering::Relaxed),
         active: active.load(Ordering::Relaxed),
+        slots: stats.slots.load(Ordering::Relaxed),
     };
     let mut line = serde_json::to_vec(&report).unwrap_or_default();
     line.push(b'\n');
@@ -74,6 +79,7 @@ pub(crate) async fn run_child(
     let standby = std::env::var(STANDBY_ENV).is_ok();
     let active = Arc::new(AtomicBool::new(!standby));
     let started = Arc::new(Notify::new());
+    let (resize_tx, resize_rx) = watch::channel(slots);
     {
         let on_eof = shutdown.clone();
         let active = active.clone();
@@ -81,9 +87,12 @@ pub(crate) async fn run_child(
         tokio::spawn(async move {
             let mut lines = BufReader::new(tokio::io::stdin()).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if line.trim() == "start" {
+                let line = line.trim();
+                if line == "start" {
                     active.store(true, Ordering::Relaxed);
                     started.notify_one();
+                } else if let Some(n) = line.strip_prefix("slots ").and_then(|n| n.parse().ok()) {
+                    let _ = resize_tx.send(n);
                 }
             }
             on_eof.cancel();
@@ -122,6 +131,7 @@ pub(crate) async fn run_child(
         queues: settings.worker_queues(),
         slots,
         max_claims: Some(settings.worker.max_tasks_per_child).filter(|n| *n > 0),
+        slot_control: Some(resize_rx),
     };
     run_node(broker, registry, settings, options, stats.clone(), shutdown).await;
     reporter_stop.cancel();

@@ -141,6 +141,7 @@ pub async fn run_in_process(
                     recycles: 0,
                     restarts: 0,
                     config: config.clone(),
+                    scaling: Vec::new(),
                 };
                 if let Err(e) = broker.heartbeat(&info, supervisor::HEARTBEAT_TTL).await {
                     tracing::warn!(error = %e, "Heartbeat failed");
@@ -154,6 +155,7 @@ pub async fn run_in_process(
         queues,
         slots,
         max_claims: None,
+        slot_control: None,
     };
     run_node(
         broker,

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weir_shared::broker::{ClaimRequest, ClaimedJob, Completion, Lease, Outcome, SharedBroker};
@@ -48,6 +48,8 @@ pub struct NodeOptions {
     /// Stop claiming after this many jobs (the process is then recycled);
     /// `None` for no limit.
     pub max_claims: Option<u64>,
+    /// New slot counts while running (autoscaling); `None` for fixed slots.
+    pub slot_control: Option<watch::Receiver<u32>>,
 }
 
 /// Counters a node keeps for its heartbeat.
@@ -57,6 +59,8 @@ pub struct NodeStats {
     pub busy: AtomicU32,
     /// Jobs finished (any outcome).
     pub processed: AtomicU64,
+    /// Slots in service now.
+    pub slots: AtomicU32,
     /// True once `max_claims` is reached: no more claims from this process.
     pub exhausted: AtomicBool,
     /// Woken when `exhausted` turns true, so the news travels at once.
@@ -102,6 +106,10 @@ pub async fn run_node(
     let maintainer = tokio::spawn(maintain(broker.clone(), background.clone()));
 
     let slots = Arc::new(Semaphore::new(options.slots as usize));
+    stats.slots.store(options.slots, Ordering::Relaxed);
+    if let Some(control) = options.slot_control.clone() {
+        tokio::spawn(resize(control, slots.clone(), options.slots, stats.clone()));
+    }
     let mut jobs = JoinSet::new();
     let mut idle_wait = Duration::from_millis(1);
     let mut failures = 0u32;
@@ -393,5 +401,30 @@ async fn maintain(broker: SharedBroker, stop: CancellationToken) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "Maintenance failed"),
         }
+    }
+}
+
+/// Follows slot-count changes. Growing adds permits at once; shrinking takes
+/// permits as running jobs give them back and retires them, so a running job
+/// is never interrupted.
+async fn resize(
+    mut control: watch::Receiver<u32>,
+    slots: Arc<Semaphore>,
+    mut current: u32,
+    stats: Arc<NodeStats>,
+) {
+    while control.changed().await.is_ok() {
+        let target = *control.borrow_and_update();
+        if target > current {
+            slots.add_permits((target - current) as usize);
+        } else if target < current {
+            match slots.clone().acquire_many_owned(current - target).await {
+                Ok(permits) => permits.forget(),
+                Err(_) => return,
+            }
+        }
+        current = target;
+        stats.slots.store(current, Ordering::Relaxed);
+        tracing::info!(slots = current, "Slots changed");
     }
 }

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use weir_shared::broker::SharedBroker;
 use weir_shared::config::Settings;
 use weir_shared::job::{Millis, now_ms};
-use weir_shared::node::{ChildInfo, Slots, WorkerInfo};
+use weir_shared::node::{ChildInfo, ScaleDecision, Slots, WorkerInfo};
 
 /// How often the node's heartbeat is sent.
 pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
@@ -45,10 +45,24 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// more children than slots.
 pub fn spread(slots: u32, processes: u32) -> Vec<u32> {
     let children = processes.clamp(1, slots.max(1));
+    split(slots, children)
+}
+
+/// Splits `slots` over exactly `children` children (some may get none).
+fn split(slots: u32, children: u32) -> Vec<u32> {
+    let children = children.max(1);
     (0..children)
         .map(|i| slots / children + u32::from(i < slots % children))
         .collect()
 }
+
+/// How long a node must be idle before autoscaling shrinks it, and the
+/// least time between two shrinks: shrink slowly, grow fast.
+const SHRINK_AFTER: Duration = Duration::from_secs(10);
+/// Growth stops while the host's CPU is busier than this (percent).
+const BUSY_CPU: f32 = 90.0;
+/// Autoscaling decisions kept for `weir workers`.
+const DECISIONS_KEPT: usize = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -114,6 +128,12 @@ struct Supervisor {
     restarts: u64,
     /// Reads children's resident memory; `None` where the platform cannot.
     system: Option<System>,
+    /// Autoscaling: the node's slots now, and its recent decisions.
+    target: u32,
+    last_change: Instant,
+    idle_since: Option<Instant>,
+    decisions: std::collections::VecDeque<ScaleDecision>,
+    broker: SharedBroker,
 }
 
 impl Supervisor {
@@ -230,11 +250,113 @@ impl Supervisor {
         let Some(stdin) = p.stdin.as_mut() else {
             return false;
         };
-        if stdin.write_all(b"start\n").await.is_err() || stdin.flush().await.is_err() {
+        let slots = self.slots[p.slot].slots;
+        let message = format!("start\nslots {slots}\n");
+        if stdin.write_all(message.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
             return false;
         }
         p.role = Role::Serving;
         true
+    }
+
+    /// Moves the node to `target` slots, spread over its children.
+    async fn set_target(&mut self, target: u32, reason: String) {
+        let from = self.target;
+        self.target = target;
+        self.last_change = Instant::now();
+        let shares = split(target, self.slots.len() as u32);
+        for (slot, share) in shares.into_iter().enumerate() {
+            self.slots[slot].slots = share;
+            if let Some(pid) = self.serving(slot, Role::Serving)
+                && let Some(stdin) = self.procs.get_mut(&pid).and_then(|p| p.stdin.as_mut())
+            {
+                let _ = stdin.write_all(format!("slots {share}\n").as_bytes()).await;
+                let _ = stdin.flush().await;
+            }
+        }
+        let direction = if target > from { "up" } else { "down" };
+        metrics::counter!("weir_autoscale_decisions_total", "direction" => direction).increment(1);
+        tracing::info!(from, to = target, %reason, "Autoscaling");
+        self.decisions.push_back(ScaleDecision {
+            at: now_ms(),
+            from,
+            to: target,
+            reason,
+        });
+        while self.decisions.len() > DECISIONS_KEPT {
+            self.decisions.pop_front();
+        }
+    }
+
+    /// One autoscaling step: grow quickly under backlog (unless the CPU is
+    /// saturated), shrink by half after a quiet spell, within min..=max.
+    async fn autoscale(&mut self) {
+        let worker = &self.settings.worker;
+        if !worker.autoscale {
+            return;
+        }
+        let (min, max) = (worker.min_workers, worker.max_workers);
+        let names: Vec<String> = self
+            .settings
+            .worker_queues()
+            .names()
+            .map(str::to_owned)
+            .collect();
+        let backlog: u64 = match self.broker.queue_counts().await {
+            Ok(queues) => queues
+                .iter()
+                .filter(|q| names.contains(&q.name) && !q.paused)
+                .map(|q| {
+                    q.counts
+                        .get(&weir_shared::job::JobState::Queued)
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .sum(),
+            Err(e) => {
+                tracing::debug!(error = %e, "Autoscaler cannot read the backlog");
+                return;
+            }
+        };
+        let busy: u32 = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.role == Role::Serving)
+            .filter_map(|(pid, _)| report_of(&self.reports, *pid))
+            .map(|r| r.busy)
+            .sum();
+        let cpu = self.system.as_mut().map_or(0.0, |s| {
+            s.refresh_cpu_usage();
+            s.global_cpu_usage()
+        });
+        let t = self.target;
+        if backlog > 0 && busy >= t && t < max {
+            self.idle_since = None;
+            if cpu < BUSY_CPU {
+                let to = (t * 2).max(t + 1).min(max);
+                self.set_target(
+                    to,
+                    format!("{backlog} jobs waiting, all {t} slots busy, CPU {cpu:.0}%"),
+                )
+                .await;
+            }
+        } else if backlog == 0 && busy * 2 <= t && t > min {
+            let since = *self.idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= SHRINK_AFTER && self.last_change.elapsed() >= SHRINK_AFTER {
+                let to = (t / 2).max(min);
+                self.set_target(
+                    to,
+                    format!(
+                        "no backlog, {busy} of {t} slots busy for {}s",
+                        since.elapsed().as_secs()
+                    ),
+                )
+                .await;
+                self.idle_since = None;
+            }
+        } else {
+            self.idle_since = None;
+        }
     }
 
     /// Keeps a standby per slot, and swaps it in for a serving child that is due.
@@ -300,6 +422,14 @@ impl Supervisor {
         }
         children.sort_by_key(|c| c.pid);
         let configured: u32 = self.slots.iter().map(|s| s.slots).sum();
+        let (min, max) = if self.settings.worker.autoscale {
+            (
+                self.settings.worker.min_workers,
+                self.settings.worker.max_workers,
+            )
+        } else {
+            (configured, configured)
+        };
         let mut config = self.settings.worker.sources.clone();
         config.insert("slots".into(), configured.to_string());
         WorkerInfo {
@@ -315,8 +445,8 @@ impl Supervisor {
             slots: Slots {
                 busy,
                 current,
-                min: configured,
-                max: configured,
+                min,
+                max,
             },
             processed,
             started_at,
@@ -325,6 +455,7 @@ impl Supervisor {
             recycles: self.recycles,
             restarts: self.restarts,
             config,
+            scaling: self.decisions.iter().cloned().collect(),
         }
     }
 
@@ -384,7 +515,16 @@ pub(crate) async fn supervise(
 ) -> Result<(), WorkerError> {
     let node_id = crate::node_id();
     let started_at = now_ms();
-    let shares = spread(settings.worker.concurrency, settings.worker.processes);
+    let worker = &settings.worker;
+    let (target, shares) = if worker.autoscale {
+        let children = worker.processes.clamp(1, worker.max_workers);
+        (worker.min_workers, split(worker.min_workers, children))
+    } else {
+        (
+            worker.concurrency,
+            spread(worker.concurrency, worker.processes),
+        )
+    };
     let sources: Vec<String> = settings
         .worker
         .sources
@@ -394,7 +534,8 @@ pub(crate) async fn supervise(
     tracing::info!(
         node = %node_id,
         processes = shares.len(),
-        slots = settings.worker.concurrency,
+        slots = target,
+        autoscale = worker.autoscale,
         max_tasks_per_child = settings.worker.max_tasks_per_child,
         max_memory_per_child = ?settings.worker.max_memory_per_child,
         queues = %settings.worker_queues().to_spec(),
@@ -416,6 +557,11 @@ pub(crate) async fn supervise(
         recycles: 0,
         restarts: 0,
         system: System::new().ok(),
+        target,
+        last_change: Instant::now(),
+        idle_since: None,
+        decisions: Default::default(),
+        broker: broker.clone(),
     };
     if settings.worker.max_memory_per_child.is_some() && sup.system.is_none() {
         tracing::warn!(
@@ -497,7 +643,10 @@ pub(crate) async fn supervise(
                     }
                 }
             },
-            _ = check.tick(), if !stopping => sup.recycle(true).await,
+            _ = check.tick(), if !stopping => {
+                sup.recycle(true).await;
+                sup.autoscale().await;
+            }
             _ = heartbeat.tick() => {
                 let info = sup.info(started_at);
                 if let Err(e) = broker.heartbeat(&info, HEARTBEAT_TTL).await {

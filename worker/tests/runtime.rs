@@ -45,6 +45,7 @@ async fn start(registry: Registry, vars: &[(&str, &str)], slots: u32) -> Node {
         queues: settings.worker_queues(),
         slots,
         max_claims: None,
+        slot_control: None,
     };
     let handle = tokio::spawn(run_node(
         broker.clone(),

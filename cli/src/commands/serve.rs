@@ -144,12 +144,50 @@ pub async fn worker(mut settings: Settings, args: WorkerArgs) -> Outcome {
             return Err(Failure::usage("-c/--concurrency must be at least 1"));
         }
         settings.worker.concurrency = c;
+        settings
+            .worker
+            .sources
+            .insert("concurrency".into(), "-c/--concurrency".into());
     }
     if let Some(p) = args.processes {
         if p == 0 {
             return Err(Failure::usage("--processes must be at least 1"));
         }
         settings.worker.processes = p;
+        settings
+            .worker
+            .sources
+            .insert("processes".into(), "--processes".into());
+    }
+    if let Some(spec) = args.autoscale {
+        let (max, min) = spec
+            .split_once(',')
+            .and_then(|(max, min)| {
+                Some((
+                    max.trim().parse::<u32>().ok()?,
+                    min.trim().parse::<u32>().ok()?,
+                ))
+            })
+            .filter(|(max, min)| *min >= 1 && min <= max)
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "--autoscale `{spec}`: give MAX,MIN with 1 <= MIN <= MAX, e.g. --autoscale 8,1"
+                ))
+            })?;
+        let worker = &mut settings.worker;
+        worker.autoscale = true;
+        worker.max_workers = max;
+        worker.min_workers = min;
+        for key in ["autoscale", "max_workers", "min_workers"] {
+            worker.sources.insert(key.into(), "--autoscale".into());
+        }
+    }
+    if let Some(n) = args.max_tasks_per_child {
+        settings.worker.max_tasks_per_child = n;
+        settings
+            .worker
+            .sources
+            .insert("max_tasks_per_child".into(), "--max-tasks-per-child".into());
     }
     let settings = Arc::new(settings);
     let broker = super::connect(&settings).await?;

@@ -667,6 +667,7 @@ pub async fn heartbeats(t: TestBroker) {
         recycles: 0,
         restarts: 0,
         config: Default::default(),
+        scaling: Vec::new(),
     };
     t.broker
         .heartbeat(&info, Duration::from_millis(200))

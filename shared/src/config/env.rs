@@ -251,13 +251,51 @@ pub(super) fn apply(
             })
             .ok()
     });
-    // Autoscaling is a later feature: refuse it rather than ignore it.
-    if let Some((key, v)) = lookup(env, &["WEIR_AUTOSCALE", "CELERY_AUTO_SCALE"])
-        && !v.eq_ignore_ascii_case("false")
-    {
+    source(
+        "autoscale",
+        &["WEIR_AUTOSCALE", "CELERY_AUTO_SCALE"],
+        "default (off)",
+    );
+    source(
+        "max_workers",
+        &["WEIR_MAX_WORKERS", "CELERY_MAX_WORKERS"],
+        "default (CPU cores)",
+    );
+    source(
+        "min_workers",
+        &["WEIR_MIN_WORKERS", "CELERY_MIN_WORKERS"],
+        "default (1)",
+    );
+    let autoscale = match lookup(env, &["WEIR_AUTOSCALE", "CELERY_AUTO_SCALE"]) {
+        None => false,
+        Some((_, v)) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+        Some((_, v)) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+        Some((key, v)) => {
+            problems.push(Problem {
+                key: key.into(),
+                message: format!("`{v}` is neither true nor false"),
+            });
+            false
+        }
+    };
+    let max_workers = positive(
+        env,
+        &["WEIR_MAX_WORKERS", "CELERY_MAX_WORKERS"],
+        cores,
+        problems,
+    );
+    let min_workers = positive(
+        env,
+        &["WEIR_MIN_WORKERS", "CELERY_MIN_WORKERS"],
+        1,
+        problems,
+    );
+    if min_workers > max_workers {
         problems.push(Problem {
-            key: key.into(),
-            message: format!("`{v}`: autoscaling is not available in this version of weir; set it to false or remove it"),
+            key: "WEIR_MIN_WORKERS".into(),
+            message: format!(
+                "the floor {min_workers} is above the ceiling WEIR_MAX_WORKERS={max_workers}"
+            ),
         });
     }
     let worker = WorkerSettings {
@@ -276,6 +314,9 @@ pub(super) fn apply(
             problems,
         ),
         lease: duration(env, "WEIR_LEASE", Duration::from_secs(30), problems),
+        autoscale,
+        max_workers,
+        min_workers,
         max_tasks_per_child,
         max_memory_per_child,
         sources,

@@ -155,6 +155,12 @@ pub struct WorkerSettings {
     pub shutdown_timeout: Duration,
     /// Lease length; renewed every third of it while a job runs.
     pub lease: Duration,
+    /// Slots move between `min_workers` and `max_workers` with the backlog.
+    pub autoscale: bool,
+    /// Autoscale ceiling.
+    pub max_workers: u32,
+    /// Autoscale floor.
+    pub min_workers: u32,
     /// A child is replaced after this many tasks (0: never).
     pub max_tasks_per_child: u64,
     /// A child is replaced once its resident memory passes this many bytes.

@@ -172,10 +172,36 @@ fn worker_names_take_precedence_and_sources_are_recorded() {
 }
 
 #[test]
-fn autoscale_is_refused_until_it_exists() {
-    assert!(load(&[("CELERY_AUTO_SCALE", "false")]).is_ok());
-    let err = load(&[("CELERY_AUTO_SCALE", "true")]).expect_err("refused");
-    assert_eq!(err.problems[0].key, "CELERY_AUTO_SCALE");
+fn autoscale_settings_follow_the_precedence() {
+    let s = load(&[]).expect("defaults");
+    assert!(!s.worker.autoscale);
+    assert_eq!(
+        (s.worker.max_workers, s.worker.min_workers),
+        (cpu_cores(), 1)
+    );
+    let s = load(&[
+        ("CELERY_AUTO_SCALE", "true"),
+        ("CELERY_MAX_WORKERS", "8"),
+        ("CELERY_MIN_WORKERS", "2"),
+    ])
+    .expect("celery");
+    assert!(s.worker.autoscale);
+    assert_eq!((s.worker.max_workers, s.worker.min_workers), (8, 2));
+    assert_eq!(s.worker.sources["max_workers"], "CELERY_MAX_WORKERS");
+    let s = load(&[
+        ("CELERY_AUTO_SCALE", "true"),
+        ("WEIR_AUTOSCALE", "false"),
+        ("CELERY_MAX_WORKERS", "8"),
+        ("WEIR_MAX_WORKERS", "4"),
+    ])
+    .expect("weir");
+    assert!(!s.worker.autoscale);
+    assert_eq!(s.worker.max_workers, 4);
+    assert_eq!(s.worker.sources["autoscale"], "WEIR_AUTOSCALE");
+    let err = load(&[("WEIR_MIN_WORKERS", "9"), ("WEIR_MAX_WORKERS", "4")])
+        .expect_err("floor above ceiling");
+    assert_eq!(err.problems[0].key, "WEIR_MIN_WORKERS");
+    assert!(load(&[("WEIR_AUTOSCALE", "maybe")]).is_err());
 }
 
 #[test]
