@@ -36,6 +36,9 @@ pub struct WorkerInfo {
     /// Worker settings in force and where each came from.
     #[serde(default)]
     pub config: std::collections::BTreeMap<String, String>,
+    /// How long the latest child took from start to ready (its first report).
+    #[serde(default)]
+    pub child_ready_ms: Option<u64>,
     /// The latest autoscaling decisions, oldest first.
     #[serde(default)]
     pub scaling: Vec<ScaleDecision>,

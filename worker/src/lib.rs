@@ -142,6 +142,7 @@ pub async fn run_in_process(
                     restarts: 0,
                     config: config.clone(),
                     scaling: Vec::new(),
+                    child_ready_ms: None,
                 };
                 if let Err(e) = broker.heartbeat(&info, supervisor::HEARTBEAT_TTL).await {
                     tracing::warn!(error = %e, "Heartbeat failed");

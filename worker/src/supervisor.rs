@@ -91,6 +91,8 @@ struct Proc {
     /// Sending on it kills the child (the last resort at shutdown).
     kill: Option<oneshot::Sender<()>>,
     started: Instant,
+    /// Time from start to its first report.
+    ready: Option<Duration>,
 }
 
 struct SlotState {
@@ -101,7 +103,7 @@ struct SlotState {
 enum Event {
     Exited(u32, std::io::Result<std::process::ExitStatus>),
     Restart(usize),
-    Reported,
+    Reported(u32),
 }
 
 /// Reports read from the children's stdout, by pid.
@@ -134,6 +136,7 @@ struct Supervisor {
     idle_since: Option<Instant>,
     decisions: std::collections::VecDeque<ScaleDecision>,
     broker: SharedBroker,
+    child_ready_ms: Option<u64>,
 }
 
 impl Supervisor {
@@ -169,7 +172,7 @@ impl Supervisor {
                             .unwrap_or_else(PoisonError::into_inner)
                             .insert(pid, report);
                         // The supervisor acts on reports as they come.
-                        let _ = events.send(Event::Reported);
+                        let _ = events.send(Event::Reported(pid));
                     }
                 }
             });
@@ -182,6 +185,7 @@ impl Supervisor {
                 stdin: child.stdin.take(),
                 kill: Some(kill_tx),
                 started: Instant::now(),
+                ready: None,
             },
         );
         let events = self.events.clone();
@@ -456,6 +460,7 @@ impl Supervisor {
             restarts: self.restarts,
             config,
             scaling: self.decisions.iter().cloned().collect(),
+            child_ready_ms: self.child_ready_ms,
         }
     }
 
@@ -562,6 +567,7 @@ pub(crate) async fn supervise(
         idle_since: None,
         decisions: Default::default(),
         broker: broker.clone(),
+        child_ready_ms: None,
     };
     if settings.worker.max_memory_per_child.is_some() && sup.system.is_none() {
         tracing::warn!(
@@ -607,7 +613,15 @@ pub(crate) async fn supervise(
                 stop_deadline = None;
             }
             Some(event) = events.recv() => match event {
-                Event::Reported => {
+                Event::Reported(pid) => {
+                    if let Some(p) = sup.procs.get_mut(&pid)
+                        && p.ready.is_none()
+                    {
+                        let took = p.started.elapsed();
+                        p.ready = Some(took);
+                        sup.child_ready_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+                        metrics::histogram!("weir_child_ready_seconds").record(took.as_secs_f64());
+                    }
                     if !stopping {
                         sup.recycle(false).await;
                     }

@@ -668,6 +668,7 @@ pub async fn heartbeats(t: TestBroker) {
         restarts: 0,
         config: Default::default(),
         scaling: Vec::new(),
+        child_ready_ms: None,
     };
     t.broker
         .heartbeat(&info, Duration::from_millis(200))

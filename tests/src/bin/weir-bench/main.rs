@@ -200,7 +200,8 @@ async fn main() -> Result<()> {
     match std::env::args().nth(1).as_deref().unwrap_or("sqlite") {
         "sqlite" => sqlite_report().await,
         "redis" => redis_bench::report().await,
-        other => bail!("unknown benchmark `{other}`: sqlite or redis"),
+        "pool" => pool_report().await,
+        other => bail!("unknown benchmark `{other}`: sqlite, redis or pool"),
     }
 }
 
@@ -281,4 +282,62 @@ fn chrono_now() -> String {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default()
+}
+
+/// Drains `n` no-op jobs with `weir worker ARGS` on SQLite; returns the
+/// drain rate and the node's last child start-to-ready time.
+async fn drain_with(n: u64, args: &[&str]) -> Result<(f64, Option<u64>)> {
+    let mut sandbox = Sandbox::new();
+    let out = sandbox.cli(&["enqueue", "weir.noop", "--count", &n.to_string()]);
+    if !out.status.success() {
+        bail!("enqueue failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    sandbox.set("WEIR_LOG", "warn");
+    let mut worker = vec!["worker"];
+    worker.extend_from_slice(args);
+    let _node = sandbox.spawn("worker", &worker);
+    let pool = db(&sandbox).await?;
+    let done = wait_until(Duration::from_secs(300), || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'")
+            .fetch_one(&pool)
+            .await
+            .is_ok_and(|c| c as u64 == n)
+    })
+    .await;
+    if !done {
+        bail!("drain did not finish");
+    }
+    let row = sqlx::query("SELECT MIN(started_at), MAX(finished_at) FROM jobs")
+        .fetch_one(&pool)
+        .await?;
+    let (first, last): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    tokio::time::sleep(Duration::from_millis(2500)).await; // one more heartbeat
+    let nodes = sandbox.cli_json(&["workers", "--json"]);
+    let ready = nodes["data"][0]["child_ready_ms"].as_u64();
+    Ok((n as f64 / ((last - first) as f64 / 1000.0), ready))
+}
+
+/// Recycling's cost: drain with children replaced every 50 tasks against none.
+async fn pool_report() -> Result<()> {
+    println!("## Worker pools: recycling every 50 tasks against none (SQLite)\n");
+    println!(
+        "| worker | no recycling | `--max-tasks-per-child 50` | cost | child start-to-ready |"
+    );
+    println!("|---|---|---|---|---|");
+    let n = 20_000;
+    for (procs, slots) in [("2", "2"), ("2", "64")] {
+        let base = ["--processes", procs, "-c", slots];
+        let (plain, _) = drain_with(n, &base).await?;
+        let mut recycled_args = base.to_vec();
+        recycled_args.extend(["--max-tasks-per-child", "50"]);
+        let (recycled, ready) = drain_with(n, &recycled_args).await?;
+        println!(
+            "| `--processes {procs} -c {slots}`, {n} `weir.noop` | {plain:.0} jobs/s | {recycled:.0} jobs/s | {:.0}% | {} |",
+            (1.0 - recycled / plain) * 100.0,
+            ready
+                .map(|ms| format!("{ms} ms"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    Ok(())
 }
