@@ -257,7 +257,12 @@ impl fmt::Display for ConfigError {
 /// The number of CPU cores this process may use: honours cgroup CPU quotas
 /// and the affinity mask; 1 when the platform cannot tell.
 pub fn cpu_cores() -> u32 {
-    std::thread::available_parallelism()
+    cores_from(std::thread::available_parallelism())
+}
+
+/// The core count from what the platform said: 1 when it could not tell.
+fn cores_from(answer: std::io::Result<std::num::NonZeroUsize>) -> u32 {
+    answer
         .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
         .unwrap_or(1)
 }

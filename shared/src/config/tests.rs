@@ -214,3 +214,14 @@ fn sizes_parse() {
     assert!(parse_bytes("5PB").is_err());
     assert!(parse_bytes("0").is_err());
 }
+
+#[test]
+fn core_count_falls_back_to_one() {
+    use std::num::NonZeroUsize;
+    assert_eq!(cores_from(Ok(NonZeroUsize::MIN.saturating_add(3))), 4);
+    assert_eq!(
+        cores_from(Err(std::io::Error::other("no cgroup answer"))),
+        1
+    );
+    assert!(cpu_cores() >= 1);
+}
