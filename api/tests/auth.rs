@@ -11,7 +11,7 @@ use std::time::Duration;
 use tower::ServiceExt;
 use weir_api::{AppState, router};
 use weir_shared::broker::conformance::service_url;
-use weir_shared::broker::redis::RedisBroker;
+use weir_shared::broker::redis::{PrefixCleanup, RedisBroker};
 use weir_shared::broker::sqlite::{Durability, SqliteBroker};
 use weir_shared::config::Settings;
 
@@ -286,6 +286,10 @@ async fn api_replicas_share_the_limit_through_redis() {
         return;
     };
     let prefix = format!("weirtest-{}", uuid::Uuid::now_v7().simple());
+    let _cleanup = PrefixCleanup {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
     let settings = Arc::new(settings(&[("WEIR_RATE_LIMIT_KEY", "4/m")]));
     let replica = || {
         let broker = RedisBroker::open(&url, &prefix, Duration::from_secs(60)).expect("broker");
@@ -296,5 +300,4 @@ async fn api_replicas_share_the_limit_through_redis() {
     let (a, b) = (replica(), replica());
     let answers = burst(&[&a, &b], ACME, 6).await;
     assert_limited_after(&answers, 4);
-    let _ = a.broker.purge("default").await;
 }

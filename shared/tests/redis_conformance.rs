@@ -2,35 +2,10 @@
 //! `redis://127.0.0.1:6379/15`), each test under its own key prefix, which
 //! is deleted afterwards. Never FLUSHDB: other tests share the server.
 
-use redis::Commands;
 use std::sync::Arc;
 use std::time::Duration;
 use weir_shared::broker::conformance::{TestBroker, service_url};
-use weir_shared::broker::redis::RedisBroker;
-
-/// Deletes every key under the test's prefix when the test ends.
-struct Cleanup {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(self.url.as_str()) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection() else {
-            return;
-        };
-        let keys: Vec<String> = match conn.scan_match::<_, String>(format!("{}:*", self.prefix)) {
-            Ok(iter) => iter.filter_map(Result::ok).collect(),
-            Err(_) => return,
-        };
-        for chunk in keys.chunks(500) {
-            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(chunk).query(&mut conn);
-        }
-    }
-}
+use weir_shared::broker::redis::{PrefixCleanup, RedisBroker};
 
 async fn redis_broker() -> Option<TestBroker> {
     let url = service_url("WEIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")?;
@@ -38,7 +13,7 @@ async fn redis_broker() -> Option<TestBroker> {
     let broker = RedisBroker::open(&url, &prefix, Duration::from_secs(60)).expect("Redis broker");
     Some(TestBroker {
         broker: Arc::new(broker),
-        guard: Box::new(Cleanup { url, prefix }),
+        guard: Box::new(PrefixCleanup { url, prefix }),
     })
 }
 

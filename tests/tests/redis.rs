@@ -5,32 +5,10 @@
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use weir_shared::broker::conformance::service_url;
+use weir_shared::broker::redis::PrefixCleanup;
 use weir_tests::{PrivateRedis, Sandbox, kill_node, wait_until};
 
-/// Deletes the test's keys from the shared Redis afterwards.
-struct Cleanup {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        use redis::Commands;
-        let Ok(mut conn) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection())
-        else {
-            return;
-        };
-        let keys: Vec<String> = match conn.scan_match::<_, String>(format!("{}:*", self.prefix)) {
-            Ok(iter) => iter.filter_map(Result::ok).collect(),
-            Err(_) => return,
-        };
-        for chunk in keys.chunks(500) {
-            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(chunk).query(&mut conn);
-        }
-    }
-}
-
-fn on_redis(url: &str) -> (Sandbox, Cleanup) {
+fn on_redis(url: &str) -> (Sandbox, PrefixCleanup) {
     let prefix = format!("weirtest-{}", uuid::Uuid::now_v7().simple());
     let mut sandbox = Sandbox::new();
     sandbox
@@ -40,7 +18,7 @@ fn on_redis(url: &str) -> (Sandbox, Cleanup) {
         .set("WEIR_LEASE", "2s");
     (
         sandbox,
-        Cleanup {
+        PrefixCleanup {
             url: url.to_owned(),
             prefix,
         },

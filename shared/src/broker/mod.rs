@@ -55,6 +55,38 @@ pub struct EnqueueRequest {
     pub unique_key: Option<String>,
 }
 
+impl EnqueueRequest {
+    /// The job this request becomes when stored with `id` at `now` (the
+    /// broker's clock), due at `run_at` (no earlier than `now`).
+    pub fn into_job(self, id: JobId, now: Millis, run_at: Millis) -> Job {
+        let run_at = run_at.max(now);
+        Job {
+            id,
+            task: self.task,
+            queue: self.queue,
+            tenant: self.tenant,
+            state: if run_at > now {
+                JobState::Scheduled
+            } else {
+                JobState::Queued
+            },
+            priority: self.priority,
+            payload: self.payload,
+            attempts: 0,
+            max_retries: self.max_retries,
+            result: Value::Null,
+            error: None,
+            progress: Value::Null,
+            timeout_ms: self.timeout_ms,
+            unique_key: self.unique_key,
+            created_at: now,
+            run_at,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
 /// What `enqueue` did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Enqueued {

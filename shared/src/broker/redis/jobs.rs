@@ -20,32 +20,9 @@ pub(super) fn string(v: &redis::Value) -> BrokerResult<String> {
     redis::FromRedisValue::from_redis_value(v.clone()).map_err(bad)
 }
 
-/// The job a just-enqueued request became.
+/// The job a just-enqueued request became (times from Redis).
 pub(super) fn new_job(id: JobId, r: EnqueueRequest, now: i64, delay: i64) -> Job {
-    Job {
-        id,
-        task: r.task,
-        queue: r.queue,
-        tenant: r.tenant,
-        state: if delay > 0 {
-            JobState::Scheduled
-        } else {
-            JobState::Queued
-        },
-        priority: r.priority,
-        payload: r.payload,
-        attempts: 0,
-        max_retries: r.max_retries,
-        result: Value::Null,
-        error: None,
-        progress: Value::Null,
-        timeout_ms: r.timeout_ms,
-        unique_key: r.unique_key,
-        created_at: Millis(now),
-        run_at: Millis(now + delay),
-        started_at: None,
-        finished_at: None,
-    }
+    r.into_job(id, Millis(now), Millis(now + delay))
 }
 
 fn field<'a>(h: &'a HashMap<String, String>, name: &str) -> BrokerResult<&'a str> {

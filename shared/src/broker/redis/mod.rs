@@ -17,8 +17,13 @@
 //! Retention: finished jobs (succeeded, failed, cancelled) expire after
 //! `WEIR_RETENTION`, so memory stays bounded by the work of that window.
 
+#[cfg(feature = "testkit")]
+mod cleanup;
 mod jobs;
 mod limiter;
+
+#[cfg(feature = "testkit")]
+pub use cleanup::PrefixCleanup;
 
 pub use limiter::RedisRateLimiter;
 

@@ -9,31 +9,8 @@ use std::str::FromStr;
 
 /// The job an enqueue request becomes, with its id and timestamps.
 pub(super) fn new_job(r: EnqueueRequest, now: Millis) -> Job {
-    let run_at = r.run_at.unwrap_or(now).max(now);
-    Job {
-        id: JobId::new(),
-        task: r.task,
-        queue: r.queue,
-        tenant: r.tenant,
-        state: if run_at > now {
-            JobState::Scheduled
-        } else {
-            JobState::Queued
-        },
-        priority: r.priority,
-        payload: r.payload,
-        attempts: 0,
-        max_retries: r.max_retries,
-        result: Value::Null,
-        error: None,
-        progress: Value::Null,
-        timeout_ms: r.timeout_ms,
-        unique_key: r.unique_key,
-        created_at: now,
-        run_at,
-        started_at: None,
-        finished_at: None,
-    }
+    let run_at = r.run_at.unwrap_or(now);
+    r.into_job(JobId::new(), now, run_at)
 }
 
 /// One element of the JSON array that `enqueue.sql` reads.

@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use redis::Commands;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+use weir_shared::broker::redis::PrefixCleanup;
 use weir_tests::{Sandbox, wait_until};
 
 fn url() -> String {
@@ -18,6 +19,8 @@ struct Run {
     sandbox: Sandbox,
     prefix: String,
     conn: redis::Connection,
+    /// Deletes the run's keys afterwards.
+    _cleanup: PrefixCleanup,
 }
 
 impl Run {
@@ -32,6 +35,10 @@ impl Run {
         let conn = redis::Client::open(url())?.get_connection()?;
         Ok(Run {
             sandbox,
+            _cleanup: PrefixCleanup {
+                url: url(),
+                prefix: prefix.clone(),
+            },
             prefix,
             conn,
         })
@@ -47,21 +54,6 @@ impl Run {
             first.first().map(|x| x.1).unwrap_or(0.0),
             last.first().map(|x| x.1).unwrap_or(0.0),
         ))
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let keys: Vec<String> = match self
-            .conn
-            .scan_match::<_, String>(format!("{}:*", self.prefix))
-        {
-            Ok(iter) => iter.filter_map(Result::ok).collect(),
-            Err(_) => return,
-        };
-        for chunk in keys.chunks(1000) {
-            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(chunk).query(&mut self.conn);
-        }
     }
 }
 
