@@ -228,11 +228,23 @@ impl Broker for RedisBroker {
                 .arg(r.unique_key.as_deref().unwrap_or(""))
                 .arg(*delay);
         }
+        // A connection lost after the call was sent leaves it unknown whether
+        // the jobs went in. The script is idempotent on the job ids, so the
+        // same call is repeated a few times before the client hears 503:
+        // a 5xx then almost never hides an enqueued job.
         let mut conn = self.conn.clone();
-        let reply: Vec<redis::Value> = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(from_redis)?;
+        let mut tries = 0u32;
+        let reply: Vec<redis::Value> = loop {
+            match invocation.invoke_async(&mut conn).await.map_err(from_redis) {
+                Ok(reply) => break reply,
+                Err(BrokerError::Unavailable(e)) if tries < 3 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, tries, "Enqueue interrupted; repeating it");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let now: i64 = reply
             .first()
             .map(jobs::int)

@@ -3,7 +3,8 @@
 -- ('' for none), delay_ms. Flat arguments, no JSON to decode per call.
 -- Returns {now, id_or_holder_1, created_1, ...}. All jobs or none: a script
 -- runs atomically. Index and set updates are gathered and sent once per
--- batch; only the job hash itself is written per job.
+-- batch; only the job hash itself is written per job. Running the same call
+-- again (same ids, after a lost reply) adds nothing and answers the same.
 local now = now_ms()
 local out = {now}
 local ready, scheduled, by_tenant = {}, {}, {}
@@ -15,7 +16,11 @@ for i = 2, #ARGV, 10 do
     uk = ukey(tenant, task, unique)
     holder = redis.call('GET', uk)
   end
-  if holder then
+  if holder == id or redis.call('EXISTS', jkey(id)) == 1 then
+    -- This very job, stored by an earlier run of this call.
+    out[#out + 1] = id
+    out[#out + 1] = 1
+  elseif holder then
     out[#out + 1] = holder
     out[#out + 1] = 0
   else
