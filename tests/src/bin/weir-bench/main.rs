@@ -46,46 +46,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Enqueues with `weir enqueue --count` and drains with one worker node.
+/// Enqueues with `weir enqueue --count` and drains with one worker node;
+/// returns the bulk enqueue and drain rates.
 async fn drain(processes: u32, slots: u32) -> Result<(f64, f64)> {
-    let sandbox = Sandbox::new();
-    let started = Instant::now();
-    let out = sandbox.cli(&["enqueue", "weir.noop", "--count", &DRAIN_JOBS.to_string()]);
-    if !out.status.success() {
-        bail!("enqueue failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let enqueue_rate = DRAIN_JOBS as f64 / started.elapsed().as_secs_f64();
-    let mut sandbox = sandbox;
-    sandbox.set("WEIR_LOG", "warn");
-    let _node = sandbox.spawn(
-        "worker",
-        &[
-            "worker",
-            "--processes",
-            &processes.to_string(),
-            "-c",
-            &slots.to_string(),
-        ],
-    );
-    let pool = db(&sandbox).await?;
-    let done = wait_until(Duration::from_secs(300), || async {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'")
-            .fetch_one(&pool)
-            .await
-            .is_ok_and(|n| n as u64 == DRAIN_JOBS)
-    })
-    .await;
-    if !done {
-        bail!("drain did not finish");
-    }
-    let row = sqlx::query("SELECT MIN(started_at), MAX(finished_at) FROM jobs")
-        .fetch_one(&pool)
-        .await?;
-    let (first, last): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
-    Ok((
-        enqueue_rate,
-        DRAIN_JOBS as f64 / ((last - first) as f64 / 1000.0),
-    ))
+    let (p, c) = (processes.to_string(), slots.to_string());
+    let run = drain_with(DRAIN_JOBS, &["--processes", &p, "-c", &c]).await?;
+    Ok((run.enqueue, run.drain))
 }
 
 struct Load {
@@ -227,37 +193,7 @@ async fn sqlite_report() -> Result<()> {
         bail!("pause failed");
     }
     println!("\n### HTTP enqueue into `weir dev` (queue paused, so only enqueue is measured)\n");
-    println!("| route | clients | requests | jobs/s | p50 | p99 |");
-    println!("|---|---|---|---|---|---|");
-    for clients in [1, 16] {
-        let l = load(
-            &dev.base,
-            "/v1/jobs",
-            json!({"task": "weir.noop"}),
-            1,
-            clients,
-            8,
-        )
-        .await?;
-        println!(
-            "| `POST /v1/jobs` | {clients} | {} | {:.0} | {:.2} ms | {:.2} ms |",
-            l.requests, l.jobs_per_s, l.p50_ms, l.p99_ms
-        );
-    }
-    let batch: Vec<Value> = (0..1000).map(|_| json!({"task": "weir.noop"})).collect();
-    let l = load(
-        &dev.base,
-        "/v1/jobs/batch",
-        json!({"jobs": batch}),
-        1000,
-        2,
-        8,
-    )
-    .await?;
-    println!(
-        "| `POST /v1/jobs/batch` (1,000 jobs) | 2 | {} | {:.0} | {:.2} ms | {:.2} ms |",
-        l.requests, l.jobs_per_s, l.p50_ms, l.p99_ms
-    );
+    http_table(&dev.base, &[1, 16]).await?;
 
     println!("\n### Enqueue->start latency in `weir dev` at 500 jobs/s for 10 s (ms resolution)\n");
     let lat = latency(&sandbox, &dev.base, 500, 10).await?;
@@ -284,14 +220,25 @@ fn chrono_now() -> String {
         .unwrap_or_default()
 }
 
-/// Drains `n` no-op jobs with `weir worker ARGS` on SQLite; returns the
-/// drain rate and the node's last child start-to-ready time.
-async fn drain_with(n: u64, args: &[&str]) -> Result<(f64, Option<u64>)> {
+/// What one drain run measured.
+struct DrainRun {
+    /// Bulk enqueue rate of `weir enqueue --count`, jobs/s.
+    enqueue: f64,
+    /// Drain rate, jobs/s.
+    drain: f64,
+    /// The node's last child start-to-ready time.
+    ready_ms: Option<u64>,
+}
+
+/// Enqueues `n` no-op jobs and drains them with `weir worker ARGS` on SQLite.
+async fn drain_with(n: u64, args: &[&str]) -> Result<DrainRun> {
     let mut sandbox = Sandbox::new();
+    let started = Instant::now();
     let out = sandbox.cli(&["enqueue", "weir.noop", "--count", &n.to_string()]);
     if !out.status.success() {
         bail!("enqueue failed: {}", String::from_utf8_lossy(&out.stderr));
     }
+    let enqueue = n as f64 / started.elapsed().as_secs_f64();
     sandbox.set("WEIR_LOG", "warn");
     let mut worker = vec!["worker"];
     worker.extend_from_slice(args);
@@ -313,8 +260,11 @@ async fn drain_with(n: u64, args: &[&str]) -> Result<(f64, Option<u64>)> {
     let (first, last): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
     tokio::time::sleep(Duration::from_millis(2500)).await; // one more heartbeat
     let nodes = sandbox.cli_json(&["workers", "--json"]);
-    let ready = nodes["data"][0]["child_ready_ms"].as_u64();
-    Ok((n as f64 / ((last - first) as f64 / 1000.0), ready))
+    Ok(DrainRun {
+        enqueue,
+        drain: n as f64 / ((last - first) as f64 / 1000.0),
+        ready_ms: nodes["data"][0]["child_ready_ms"].as_u64(),
+    })
 }
 
 /// Recycling's cost: drain with children replaced every 50 tasks against none.
@@ -327,16 +277,51 @@ async fn pool_report() -> Result<()> {
     let n = 20_000;
     for (procs, slots) in [("2", "2"), ("2", "64")] {
         let base = ["--processes", procs, "-c", slots];
-        let (plain, _) = drain_with(n, &base).await?;
+        let plain = drain_with(n, &base).await?.drain;
         let mut recycled_args = base.to_vec();
         recycled_args.extend(["--max-tasks-per-child", "50"]);
-        let (recycled, ready) = drain_with(n, &recycled_args).await?;
+        let run = drain_with(n, &recycled_args).await?;
+        let (recycled, ready) = (run.drain, run.ready_ms);
         println!(
             "| `--processes {procs} -c {slots}`, {n} `weir.noop` | {plain:.0} jobs/s | {recycled:.0} jobs/s | {:.0}% | {} |",
             (1.0 - recycled / plain) * 100.0,
             ready
                 .map(|ms| format!("{ms} ms"))
                 .unwrap_or_else(|| "-".into())
+        );
+    }
+    Ok(())
+}
+
+/// Prints the HTTP enqueue table: single-job requests from each number of
+/// `clients`, then 1,000-job batches from two clients, 8 s each.
+pub(crate) async fn http_table(base: &str, clients: &[usize]) -> Result<()> {
+    println!("| route | clients | requests | jobs/s | p50 | p99 |");
+    println!("|---|---|---|---|---|---|");
+    let batch: Vec<Value> = (0..1000).map(|_| json!({"task": "weir.noop"})).collect();
+    let runs = clients
+        .iter()
+        .map(|c| {
+            (
+                "`POST /v1/jobs`",
+                "/v1/jobs",
+                json!({"task": "weir.noop"}),
+                1,
+                *c,
+            )
+        })
+        .chain([(
+            "`POST /v1/jobs/batch` (1,000 jobs)",
+            "/v1/jobs/batch",
+            json!({"jobs": batch}),
+            1000,
+            2,
+        )]);
+    for (label, path, body, per_request, clients) in runs {
+        let l = load(base, path, body, per_request, clients, 8).await?;
+        println!(
+            "| {label} | {clients} | {} | {:.0} | {:.2} ms | {:.2} ms |",
+            l.requests, l.jobs_per_s, l.p50_ms, l.p99_ms
         );
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! processes on the Redis at `WEIR_BENCH_REDIS_URL` (default db 14 of the
 //! local server), each run under its own key prefix, deleted afterwards.
 
-use super::{load, percentile};
+use super::{http_table, percentile};
 use anyhow::{Result, bail};
 use redis::Commands;
 use serde_json::{Value, json};
@@ -136,37 +136,7 @@ pub async fn report() -> Result<()> {
         bail!("pause failed");
     }
     println!("\n### HTTP enqueue into `weir api` (queue paused: enqueue alone)\n");
-    println!("| route | clients | requests | jobs/s | p50 | p99 |");
-    println!("|---|---|---|---|---|---|");
-    for clients in [1, 16, 64] {
-        let l = load(
-            &api.base,
-            "/v1/jobs",
-            json!({"task": "weir.noop"}),
-            1,
-            clients,
-            8,
-        )
-        .await?;
-        println!(
-            "| `POST /v1/jobs` | {clients} | {} | {:.0} | {:.2} ms | {:.2} ms |",
-            l.requests, l.jobs_per_s, l.p50_ms, l.p99_ms
-        );
-    }
-    let batch: Vec<Value> = (0..1000).map(|_| json!({"task": "weir.noop"})).collect();
-    let l = load(
-        &api.base,
-        "/v1/jobs/batch",
-        json!({"jobs": batch}),
-        1000,
-        2,
-        8,
-    )
-    .await?;
-    println!(
-        "| `POST /v1/jobs/batch` (1,000 jobs) | 2 | {} | {:.0} | {:.2} ms | {:.2} ms |",
-        l.requests, l.jobs_per_s, l.p50_ms, l.p99_ms
-    );
+    http_table(&api.base, &[1, 16, 64]).await?;
     drop(api);
 
     // Latency: a warm worker, jobs at a fixed rate, start - enqueue from Redis time.
