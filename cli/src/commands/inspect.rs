@@ -247,6 +247,8 @@ pub async fn workers(settings: Settings, flag: JsonFlag) -> Outcome {
                 ),
                 w.children.len().to_string(),
                 w.processed.to_string(),
+                w.recycles.to_string(),
+                restarts(w),
                 output::ago(now - w.last_heartbeat.0),
             ]
         })
@@ -260,6 +262,8 @@ pub async fn workers(settings: Settings, flag: JsonFlag) -> Outcome {
             "SLOTS(B/C/MIN/MAX)",
             "PROCS",
             "PROCESSED",
+            "RECYCLED",
+            "RESTARTS",
             "HEARTBEAT",
         ],
         &rows,
@@ -268,4 +272,13 @@ pub async fn workers(settings: Settings, flag: JsonFlag) -> Outcome {
         eprintln!("no live worker nodes");
     }
     Ok(())
+}
+
+/// Restarts, flagged when a child keeps dying.
+fn restarts(w: &weir_shared::node::WorkerInfo) -> String {
+    if w.children.iter().any(|c| c.failures > 2) {
+        format!("{} (crash loop)", w.restarts)
+    } else {
+        w.restarts.to_string()
+    }
 }
