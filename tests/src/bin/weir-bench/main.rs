@@ -197,16 +197,7 @@ async fn sqlite_report() -> Result<()> {
 
     println!("\n### Enqueue->start latency in `weir dev` at 500 jobs/s for 10 s (ms resolution)\n");
     let lat = latency(&sandbox, &dev.base, 500, 10).await?;
-    println!("| jobs | p50 | p90 | p99 | max |");
-    println!("|---|---|---|---|---|");
-    println!(
-        "| {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
-        lat.len(),
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.9),
-        percentile(&lat, 0.99),
-        lat.last().copied().unwrap_or(f64::NAN)
-    );
+    latency_table(&lat);
     Ok(())
 }
 
@@ -325,4 +316,18 @@ pub(crate) async fn http_table(base: &str, clients: &[usize]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prints the latency table of sorted millisecond latencies.
+pub(crate) fn latency_table(sorted: &[f64]) {
+    println!("| jobs | p50 | p90 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+        sorted.len(),
+        percentile(sorted, 0.5),
+        percentile(sorted, 0.9),
+        percentile(sorted, 0.99),
+        sorted.last().copied().unwrap_or(f64::NAN)
+    );
 }

@@ -3,7 +3,7 @@
 //! processes on the Redis at `WEIR_BENCH_REDIS_URL` (default db 14 of the
 //! local server), each run under its own key prefix, deleted afterwards.
 
-use super::{http_table, percentile};
+use super::{http_table, latency_table};
 use anyhow::{Result, bail};
 use redis::Commands;
 use serde_json::{Value, json};
@@ -195,15 +195,6 @@ pub async fn report() -> Result<()> {
     println!(
         "\n### Enqueue->start latency at {rate} jobs/s for {seconds} s (Redis time, ms resolution)\n"
     );
-    println!("| jobs | p50 | p90 | p99 | max |");
-    println!("|---|---|---|---|---|");
-    println!(
-        "| {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
-        lat.len(),
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.9),
-        percentile(&lat, 0.99),
-        lat.last().copied().unwrap_or(f64::NAN)
-    );
+    latency_table(&lat);
     Ok(())
 }
