@@ -93,6 +93,7 @@ pub async fn run_node(
     shutdown: CancellationToken,
 ) {
     let lease = settings.worker.lease;
+    let limits = Arc::new(settings.limits.clone());
     let running: RunningMap = Arc::default();
     let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
     let flusher = tokio::spawn(flush(broker.clone(), done_rx));
@@ -155,6 +156,7 @@ pub async fn run_node(
             queues: options.queues.draw(&mut rand::rng()),
             limit: permits.len(),
             lease,
+            limits: limits.clone(),
         };
         let claimed = match broker.claim(request).await {
             Ok(claimed) => {

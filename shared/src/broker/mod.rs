@@ -23,6 +23,7 @@ pub mod sqlite;
 pub mod conformance;
 
 use crate::job::{Job, JobId, JobState, Millis};
+use crate::limit::{Limits, TaskLimit, Usage};
 use crate::node::WorkerInfo;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -107,6 +108,8 @@ pub struct ClaimRequest {
     pub limit: usize,
     /// How long the lease lasts before the reaper may hand the job to someone else.
     pub lease: Duration,
+    /// Caps and rates to enforce while claiming (empty: none).
+    pub limits: Arc<Limits>,
 }
 
 /// The fencing token of one attempt.
@@ -227,6 +230,19 @@ pub struct QueueCounts {
     pub counts: BTreeMap<JobState, u64>,
 }
 
+/// Where a queued job waits in its queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// True when a cap or rate refused it at a claim and it waits for a
+    /// permit or for the rate.
+    pub held: bool,
+    /// Jobs that will be offered before it (among the held jobs of its
+    /// task when held).
+    pub ahead: u64,
+    /// Of the jobs ahead in the queue, those at a higher priority.
+    pub ahead_higher_priority: u64,
+}
+
 /// What a maintenance pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Maintenance {
@@ -323,6 +339,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Checks that the broker answers.
     async fn ping(&self) -> BrokerResult<()>;
+
+    /// Where a queued job stands in its queue (zeros for a job not queued).
+    async fn position(&self, job: &Job) -> BrokerResult<Position>;
+
+    /// Who holds the permits of `task` and what waits for them, under `limit`.
+    async fn usage(&self, task: &str, limit: &TaskLimit) -> BrokerResult<Usage>;
 
     /// Waits until new work may be available, or `max` at most. Workers call
     /// it after an empty claim; a backend with a wake-up signal returns as

@@ -9,6 +9,7 @@ use super::{
     cpu_cores,
 };
 use crate::job::{MAX_RETRIES_LIMIT, validate_queue_name};
+use crate::limit::{Limits, TaskLimit, flow};
 use crate::queue_order::QueueOrder;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -126,24 +127,37 @@ fn task(name: &str, raw: TaskFile, problems: &mut Vec<Problem>) -> TaskSettings 
             }),
         }
     }
-    let unsupported = [
-        ("rate_limit", raw.rate_limit.is_some()),
-        ("concurrency_limit", raw.concurrency_limit.is_some()),
-        (
-            "tenant_concurrency_limit",
-            raw.tenant_concurrency_limit.is_some(),
-        ),
-    ];
-    for (field, set) in unsupported {
-        if set {
-            problems.push(Problem {
-                key: key(field),
-                message:
-                    "global limits are not available in this version of weir; remove the setting"
-                        .into(),
-            });
+    let mut limit = TaskLimit {
+        concurrency: raw.concurrency_limit,
+        tenant_concurrency: raw.tenant_concurrency_limit,
+        rate: None,
+    };
+    if let Some(text) = raw.rate_limit {
+        match flow::parse_task_rate(&text) {
+            Ok(mut rate) => {
+                if let Some(burst) = raw.rate_burst {
+                    if burst == 0 {
+                        problems.push(Problem {
+                            key: key("rate_burst"),
+                            message: "must be at least 1".into(),
+                        });
+                    }
+                    rate.burst = burst.max(1);
+                }
+                limit.rate = Some(rate);
+            }
+            Err(message) => problems.push(Problem {
+                key: key("rate_limit"),
+                message,
+            }),
         }
+    } else if raw.rate_burst.is_some() {
+        problems.push(Problem {
+            key: key("rate_burst"),
+            message: "has no effect without rate_limit".into(),
+        });
     }
+    settings.limit = limit;
     settings
 }
 
@@ -438,10 +452,13 @@ pub(super) fn apply(
         rate_limit_key: rate("WEIR_RATE_LIMIT_KEY", "100/s", problems),
     };
 
+    let limits = limits(&tasks, env, problems);
+
     Settings {
         redis_prefix,
         retention,
         auth,
+        limits,
         broker_url: lookup(env, &["WEIR_BROKER_URL"])
             .map(|(_, v)| v)
             .unwrap_or_else(|| DEFAULT_BROKER_URL.into()),
@@ -461,4 +478,53 @@ pub(super) fn apply(
         },
         file: file_path,
     }
+}
+
+/// The task limits in force: each task's file settings, then the operator's
+/// overrides from the environment, which win.
+fn limits(
+    tasks: &BTreeMap<String, TaskSettings>,
+    env: Env<'_>,
+    problems: &mut Vec<Problem>,
+) -> Limits {
+    let mut all: BTreeMap<String, TaskLimit> = tasks
+        .iter()
+        .map(|(name, t)| (name.clone(), t.limit))
+        .collect();
+    let cap = |v: &str| {
+        v.parse::<u32>()
+            .map_err(|_| format!("`{v}` is not a whole number"))
+    };
+    let mut apply = |key: &'static str,
+                     set: &dyn Fn(&mut TaskLimit, &str) -> Result<(), String>| {
+        let Some((key, value)) = lookup(env, &[key]) else {
+            return;
+        };
+        let parsed = flow::parse_overrides(&value, |v| Ok(v.to_owned())).and_then(|pairs| {
+            for (task, v) in pairs {
+                set(all.entry(task.clone()).or_default(), &v)
+                    .map_err(|e| format!("{task}: {e}"))?;
+            }
+            Ok(())
+        });
+        if let Err(message) = parsed {
+            problems.push(Problem {
+                key: key.into(),
+                message,
+            });
+        }
+    };
+    apply("WEIR_CONCURRENCY_LIMITS", &|l, v| {
+        l.concurrency = Some(cap(v)?);
+        Ok(())
+    });
+    apply("WEIR_TENANT_CONCURRENCY_LIMITS", &|l, v| {
+        l.tenant_concurrency = Some(cap(v)?);
+        Ok(())
+    });
+    apply("WEIR_RATE_LIMITS", &|l, v| {
+        l.rate = Some(flow::parse_task_rate(v)?);
+        Ok(())
+    });
+    Limits::new(all)
 }

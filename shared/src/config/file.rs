@@ -37,11 +37,13 @@ pub struct TaskFile {
     pub retry_backoff: Option<bool>,
     /// Per-attempt timeout, e.g. `"10m"`.
     pub timeout: Option<String>,
-    /// Global rate limit: not available in this version.
+    /// Starts per period across every worker, e.g. `"10/m"` (or `"10/m:5"` with a burst).
     pub rate_limit: Option<String>,
-    /// Global concurrency cap: not available in this version.
+    /// Jobs that may start back to back under `rate_limit` (default 1).
+    pub rate_burst: Option<u32>,
+    /// Jobs running at once across every worker and process.
     pub concurrency_limit: Option<u32>,
-    /// Per-tenant concurrency cap: not available in this version.
+    /// Jobs running at once per tenant.
     pub tenant_concurrency_limit: Option<u32>,
 }
 

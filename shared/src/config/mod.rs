@@ -96,6 +96,8 @@ pub struct Settings {
     pub retention: Duration,
     /// API keys and rate limits.
     pub auth: auth::AuthSettings,
+    /// Global caps and rate limits per task (file, then environment).
+    pub limits: crate::limit::Limits,
 }
 
 /// How one task runs.
@@ -111,6 +113,9 @@ pub struct TaskSettings {
     pub retry_backoff: bool,
     /// Per-attempt timeout when a request names none.
     pub timeout: Option<Duration>,
+    /// Caps and rate limit as the file sets them (see [`Settings::limits`]
+    /// for the values in force).
+    pub limit: crate::limit::TaskLimit,
 }
 
 impl Default for TaskSettings {
@@ -121,6 +126,7 @@ impl Default for TaskSettings {
             retry_delay: DEFAULT_RETRY_DELAY,
             retry_backoff: true,
             timeout: None,
+            limit: crate::limit::TaskLimit::default(),
         }
     }
 }

@@ -4,6 +4,10 @@
 //! by every replica. Both run the same algorithm, GCRA: one stored time per
 //! key, a burst of up to `count` events, then one event per `period/count`.
 
+pub mod flow;
+
+pub use flow::{Holder, Limits, TaskLimit, TaskRate, Usage};
+
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::fmt;

@@ -29,9 +29,10 @@ pub use limiter::RedisRateLimiter;
 
 use super::{
     Broker, BrokerError, BrokerResult, ClaimRequest, ClaimedJob, Completion, EnqueueRequest,
-    Enqueued, JobPage, Lease, ListRequest, Maintenance, Outcome, QueueCounts, Scope,
+    Enqueued, JobPage, Lease, ListRequest, Maintenance, Outcome, Position, QueueCounts, Scope,
 };
 use crate::job::{Job, JobId, JobState, now_ms};
+use crate::limit::{Holder, TaskLimit, Usage};
 use crate::node::WorkerInfo;
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -60,6 +61,9 @@ struct Scripts {
     retry: Script,
     maintain: Script,
     purge: Script,
+    counts: Script,
+    usage: Script,
+    position: Script,
 }
 
 impl Scripts {
@@ -74,6 +78,9 @@ impl Scripts {
             retry: script(include_str!("lua/retry.lua")),
             maintain: script(include_str!("lua/maintain.lua")),
             purge: script(include_str!("lua/purge.lua")),
+            counts: script(include_str!("lua/counts.lua")),
+            usage: script(include_str!("lua/usage.lua")),
+            position: script(include_str!("lua/position.lua")),
         }
     }
 }
@@ -281,7 +288,8 @@ impl Broker for RedisBroker {
             .arg(&*self.prefix)
             .arg(&request.worker)
             .arg(ms(request.lease))
-            .arg(request.limit);
+            .arg(request.limit)
+            .arg(request.limits.encoded());
         for q in &request.queues {
             invocation.arg(q);
         }
@@ -499,23 +507,24 @@ impl Broker for RedisBroker {
             return Ok(Vec::new());
         }
         queues.sort();
-        let sets: [(JobState, &str); 7] = [
-            (JobState::Scheduled, "scheduled"),
-            (JobState::Queued, "ready"),
-            (JobState::Running, "running"),
-            (JobState::Retrying, "retrying"),
-            (JobState::Succeeded, "succeeded"),
-            (JobState::Failed, "failed"),
-            (JobState::Cancelled, "cancelled"),
+        let sets: [JobState; 7] = [
+            JobState::Scheduled,
+            JobState::Queued,
+            JobState::Running,
+            JobState::Retrying,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Cancelled,
         ];
-        let mut pipe = redis::pipe();
+        let mut invocation = self.scripts.counts.prepare_invoke();
+        invocation.arg(&*self.prefix);
         for q in &queues {
-            for (_, set) in sets {
-                pipe.zcard(self.queue_key(q, set));
-            }
-            pipe.exists(self.queue_key(q, "paused"));
+            invocation.arg(q);
         }
-        let numbers: Vec<i64> = pipe.query_async(&mut conn).await.map_err(from_redis)?;
+        let numbers: Vec<i64> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
         Ok(queues
             .into_iter()
             .zip(numbers.chunks(sets.len() + 1))
@@ -524,7 +533,7 @@ impl Broker for RedisBroker {
                     .iter()
                     .zip(n)
                     .filter(|(_, c)| **c > 0)
-                    .map(|((state, _), c)| (*state, u64::try_from(*c).unwrap_or(0)))
+                    .map(|(state, c)| (*state, u64::try_from(*c).unwrap_or(0)))
                     .collect();
                 QueueCounts {
                     name,
@@ -639,6 +648,70 @@ impl Broker for RedisBroker {
             .await
             .map(|_| ())
             .map_err(from_redis)
+    }
+
+    async fn position(&self, job: &Job) -> BrokerResult<Position> {
+        if job.state != JobState::Queued {
+            return Ok(Position::default());
+        }
+        let mut conn = self.conn.clone();
+        let (held, ahead, higher): (String, u64, u64) = self
+            .scripts
+            .position
+            .arg(&*self.prefix)
+            .arg(job.id.to_string())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        Ok(Position {
+            held: !held.is_empty(),
+            ahead,
+            ahead_higher_priority: if held.is_empty() {
+                higher.min(ahead)
+            } else {
+                0
+            },
+        })
+    }
+
+    async fn usage(&self, task: &str, limit: &TaskLimit) -> BrokerResult<Usage> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = self
+            .scripts
+            .usage
+            .arg(&*self.prefix)
+            .arg(task)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        let number = |i: usize| {
+            reply
+                .get(i)
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        let holders = reply
+            .get(2..)
+            .unwrap_or_default()
+            .chunks(3)
+            .filter(|c| c.len() == 3)
+            .map(|c| Holder {
+                id: c[0].clone(),
+                tenant: c[1].clone(),
+                worker: c[2].clone(),
+            })
+            .collect();
+        let now_us = now_ms().0.saturating_mul(1000);
+        let throttled_until = limit
+            .rate
+            .map(|r| r.next_allowed_us(number(0)))
+            .filter(|at| *at > now_us)
+            .map(|at| at / 1000);
+        Ok(Usage {
+            holders,
+            waiting: u64::try_from(number(1)).unwrap_or(0),
+            throttled_until,
+        })
     }
 
     async fn wait_for_work(&self, max: Duration) {

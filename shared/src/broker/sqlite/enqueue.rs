@@ -7,7 +7,7 @@
 
 use super::{JOB_COLUMNS, Q_ENQUEUE, begin, from_sqlx, ids, row};
 use crate::broker::{BrokerError, BrokerResult, EnqueueRequest, Enqueued};
-use crate::job::{Job, now_ms};
+use crate::job::{Job, JobState, now_ms};
 use serde_json::Value;
 use sqlx::sqlite::SqlitePool;
 use std::sync::Arc;
@@ -86,8 +86,29 @@ async fn run(writer: SqlitePool, work: Arc<Notify>, mut rx: mpsc::UnboundedRecei
 async fn insert(writer: &SqlitePool, jobs: Vec<EnqueueRequest>) -> BrokerResult<Vec<Enqueued>> {
     let now = now_ms();
     let planned: Vec<Job> = jobs.into_iter().map(|r| row::new_job(r, now)).collect();
-    let batch = Value::Array(planned.iter().map(row::insert_json).collect()).to_string();
     let mut tx = begin(writer).await?;
+    // Jobs due now take their fair-share place at once; delayed ones when
+    // they become due.
+    let pairs: Vec<(String, String)> = planned
+        .iter()
+        .filter(|j| j.state == JobState::Queued)
+        .map(|j| (j.queue.clone(), j.tenant.clone()))
+        .collect();
+    let mut seqs = super::flow::assign_seqs(&mut tx, &pairs).await?.into_iter();
+    let batch = Value::Array(
+        planned
+            .iter()
+            .map(|j| {
+                let seq = if j.state == JobState::Queued {
+                    seqs.next().unwrap_or(0)
+                } else {
+                    0
+                };
+                row::insert_json(j, seq)
+            })
+            .collect(),
+    )
+    .to_string();
     let rows = sqlx::query(Q_ENQUEUE)
         .bind(now.0)
         .bind(batch)

@@ -13,13 +13,15 @@
 //! or power loss, at the cost of an fsync per commit.
 
 mod enqueue;
+mod flow;
 mod row;
 
 use super::{
     Broker, BrokerError, BrokerResult, ClaimRequest, ClaimedJob, Completion, EnqueueRequest,
-    Enqueued, JobPage, Lease, ListRequest, Maintenance, Outcome, QueueCounts, Scope,
+    Enqueued, JobPage, Lease, ListRequest, Maintenance, Outcome, Position, QueueCounts, Scope,
 };
 use crate::job::{Job, JobId, JobState, now_ms};
+use crate::limit::{TaskLimit, Usage};
 use crate::node::WorkerInfo;
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -35,9 +37,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 const Q_ENQUEUE: &str = include_str!("queries/enqueue.sql");
-const Q_PROMOTE: &str = include_str!("queries/promote.sql");
 const Q_PROBE: &str = include_str!("queries/probe.sql");
 const Q_CLAIM: &str = include_str!("queries/claim.sql");
+const Q_CLAIM_IDS: &str = include_str!("queries/claim_ids.sql");
 const Q_RENEW: &str = include_str!("queries/renew.sql");
 const Q_SUCCEED: &str = include_str!("queries/succeed.sql");
 const Q_FAIL: &str = include_str!("queries/fail.sql");
@@ -310,12 +312,7 @@ impl Broker for SqliteBroker {
         let expires = now.0.saturating_add(ms(request.lease));
         let mut tx = self.begin().await?;
         if due {
-            sqlx::query(Q_PROMOTE)
-                .bind(now.0)
-                .bind(PROMOTE_BATCH)
-                .execute(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
+            flow::promote(&mut tx, now, PROMOTE_BATCH).await?;
         }
         // After a promotion any queue may have work; otherwise only those
         // the probe saw, in the order asked.
@@ -324,15 +321,42 @@ impl Broker for SqliteBroker {
             .iter()
             .filter(|q| due || ready.contains(*q))
             .collect();
-        let rows = sqlx::query(Q_CLAIM)
-            .bind(now.0)
-            .bind(&request.worker)
-            .bind(expires)
-            .bind(serde_json::to_string(&visit).unwrap_or_default())
-            .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
+        let rows = if request.limits.is_empty() {
+            sqlx::query(Q_CLAIM)
+                .bind(now.0)
+                .bind(&request.worker)
+                .bind(expires)
+                .bind(serde_json::to_string(&visit).unwrap_or_default())
+                .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?
+        } else {
+            let admitted =
+                flow::admit(&mut tx, &request.limits, &visit, request.limit, now).await?;
+            if admitted.is_empty() {
+                tx.commit().await.map_err(from_sqlx)?;
+                return Ok(Vec::new());
+            }
+            sqlx::query(Q_CLAIM_IDS)
+                .bind(now.0)
+                .bind(&request.worker)
+                .bind(expires)
+                .bind(serde_json::to_string(&admitted).unwrap_or_default())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?
+        };
+        let seqs = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("queue").map_err(from_sqlx)?,
+                    r.try_get("seq").map_err(from_sqlx)?,
+                ))
+            })
+            .collect::<BrokerResult<Vec<(String, i64)>>>()?;
+        flow::advance_clocks(&mut tx, seqs).await?;
         let mut claimed = rows
             .iter()
             .map(row::claimed)
@@ -583,13 +607,7 @@ impl Broker for SqliteBroker {
             .fetch_all(&mut *tx)
             .await
             .map_err(from_sqlx)?;
-        let promoted = sqlx::query(Q_PROMOTE)
-            .bind(now.0)
-            .bind(PROMOTE_BATCH)
-            .execute(&mut *tx)
-            .await
-            .map_err(from_sqlx)?
-            .rows_affected();
+        let promoted = flow::promote(&mut tx, now, PROMOTE_BATCH).await?;
         sqlx::query("DELETE FROM workers WHERE expires_at < ?1")
             .bind(now.0)
             .execute(&mut *tx)
@@ -640,6 +658,14 @@ impl Broker for SqliteBroker {
         rows.iter()
             .map(|r| serde_json::from_str(r).map_err(|e| BrokerError::Internal(e.to_string())))
             .collect()
+    }
+
+    async fn position(&self, job: &Job) -> BrokerResult<Position> {
+        flow::position(&self.reader, job).await
+    }
+
+    async fn usage(&self, task: &str, limit: &TaskLimit) -> BrokerResult<Usage> {
+        flow::usage(&self.reader, task, limit, now_ms()).await
     }
 
     async fn wait_for_work(&self, max: Duration) {

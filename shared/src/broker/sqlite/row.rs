@@ -14,7 +14,7 @@ pub(super) fn new_job(r: EnqueueRequest, now: Millis) -> Job {
 }
 
 /// One element of the JSON array that `enqueue.sql` reads.
-pub(super) fn insert_json(job: &Job) -> Value {
+pub(super) fn insert_json(job: &Job, seq: i64) -> Value {
     json!({
         "id": job.id.to_string(),
         "tenant": job.tenant,
@@ -27,6 +27,7 @@ pub(super) fn insert_json(job: &Job) -> Value {
         "timeout_ms": job.timeout_ms,
         "unique_key": job.unique_key,
         "run_at": job.run_at.0,
+        "seq": seq,
     })
 }
 

@@ -2,7 +2,7 @@
 -- Returns 'ok', 'missing', or the terminal state that forbids cancelling.
 local id = ARGV[2]
 local key = jkey(id)
-local f = redis.call('HMGET', key, 'state', 'tenant', 'queue')
+local f = redis.call('HMGET', key, 'state', 'tenant', 'queue', 'held', 'permit', 'task')
 local q = f[3]
 if not f[1] or (ARGV[3] ~= '' and f[2] ~= ARGV[3]) then
   return 'missing'
@@ -12,6 +12,14 @@ if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
   return state
 end
 -- A running job loses its lease here; its worker learns at the next renewal.
-redis.call('ZREM', qkey(q, state == 'queued' and 'ready' or state), id)
+if state == 'queued' and f[4] then
+  redis.call('ZREM', qkey(q, f[4]), id)
+  redis.call('HDEL', key, 'held')
+else
+  redis.call('ZREM', qkey(q, state == 'queued' and 'ready' or state), id)
+end
+if f[5] == '1' then
+  release_permit(id, f[6], f[2])
+end
 finish(q, id, 'cancelled', now_ms(), tonumber(ARGV[4]))
 return 'ok'

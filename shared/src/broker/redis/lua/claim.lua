@@ -1,44 +1,232 @@
--- ARGV: P, worker, lease_ms, limit, queue_1 .. queue_n (in the order to serve).
+-- ARGV: P, worker, lease_ms, limit, limits (JSON from Limits::encoded, ''
+-- for none), queue_1 .. queue_n (in the order to serve).
 -- Promotes due jobs, then leases up to `limit` jobs across the queues,
 -- skipping paused ones. The attempt is counted here, so a job that kills
 -- its worker still uses up its retries. Returns flat rows of 10 fields.
+--
+-- Flow control happens here, in the same step as the lease: a job of a
+-- capped task takes a permit (a member of P:sem:T scored by its lease
+-- deadline, so a dead worker's permit lapses with its lease); a job that
+-- a cap or rate refuses is parked in a held set without using an attempt
+-- and the claim looks further down the queue.
 local worker = ARGV[2]
 local lease = tonumber(ARGV[3])
 local want = tonumber(ARGV[4])
-local now = now_ms()
+local limits = nil
+if ARGV[5] ~= '' then
+  limits = cjson.decode(ARGV[5])
+end
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = math.floor(now_us / 1000)
+local deadline = now + lease
 local out = {}
-for i = 5, #ARGV do
+
+-- Per call caches: permits in use and rate state per task.
+local counts, tats, rated = {}, {}, {}
+local function in_use(key)
+  local c = counts[key]
+  if not c then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    c = redis.call('ZCARD', key)
+    counts[key] = c
+  end
+  return c
+end
+
+-- nil when the job may start (its permits are then taken); otherwise the
+-- held set to park it in and, for a rate refusal, when to look again (ms).
+local function admit(task, tenant, id)
+  local l = limits[task]
+  if not l then
+    return nil
+  end
+  local cap, tcap, interval, burst = l[1], l[2], l[3], l[4]
+  if tcap >= 0 and in_use(semkey(task, tenant)) >= tcap then
+    return held_suffix(task, tenant)
+  end
+  if cap >= 0 and in_use(semkey(task)) >= cap then
+    return held_suffix(task)
+  end
+  if interval > 0 then
+    local tat = tats[task]
+    if not tat then
+      tat = tonumber(redis.call('GET', P .. ':rate:' .. lenc(task)) or '0')
+    end
+    local new_tat = math.max(tat, now_us) + interval
+    local allow_at = new_tat - burst * interval
+    if allow_at > now_us then
+      return held_suffix(task), math.ceil(allow_at / 1000)
+    end
+    tats[task] = new_tat
+    rated[task] = l
+  end
+  -- Every running job of a capped task is listed in P:sem:T (so operators
+  -- see the holders); the count there binds only with a task cap.
+  if cap >= 0 or tcap >= 0 then
+    local k = semkey(task)
+    if cap >= 0 then
+      counts[k] = in_use(k) + 1
+    end
+    redis.call('ZADD', k, deadline, id)
+  end
+  if tcap >= 0 then
+    local k = semkey(task, tenant)
+    counts[k] = in_use(k) + 1
+    redis.call('ZADD', k, deadline, id)
+  end
+  return nil
+end
+
+-- The task and tenant a held set's suffix names ('held:' .. lenc(task)
+-- [.. ':' .. lenc(tenant)]).
+local function parse_suffix(suffix)
+  local colon = string.find(suffix, ':', 6, true)
+  local n = tonumber(string.sub(suffix, 6, colon - 1))
+  local task = string.sub(suffix, colon + 1, colon + n)
+  local rest = colon + n + 1
+  if rest > string.len(suffix) then
+    return task, nil
+  end
+  local colon2 = string.find(suffix, ':', rest + 1, true)
+  local m = tonumber(string.sub(suffix, rest + 1, colon2 - 1))
+  return task, string.sub(suffix, colon2 + 1, colon2 + m)
+end
+
+-- How many held jobs of a set the limits in force would look at now: all
+-- of them for a task no longer limited (or a raised cap), none while the
+-- cap is full or the rate refuses.
+local function room(task, tenant)
+  local l = limits and limits[task]
+  if not l then
+    return 1000000
+  end
+  if tenant then
+    if l[2] < 0 then
+      return 1000000
+    end
+    return l[2] - in_use(semkey(task, tenant))
+  end
+  local r = 1000000
+  if l[1] >= 0 then
+    r = l[1] - in_use(semkey(task))
+  end
+  if l[3] > 0 then
+    local tat = tats[task] or tonumber(redis.call('GET', P .. ':rate:' .. lenc(task)) or '0')
+    if math.max(tat, now_us) + l[3] - l[4] * l[3] > now_us then
+      return 0
+    end
+  end
+  return r
+end
+
+-- When a queue runs out of ready jobs: brings back held jobs that the
+-- limits in force would admit. Returns how many came back.
+local function refill(q, n)
+  local moved = 0
+  for _, suffix in ipairs(redis.call('SMEMBERS', qkey(q, 'holds'))) do
+    local task, tenant = parse_suffix(suffix)
+    local r = math.min(room(task, tenant), n)
+    if r > 0 then
+      moved = moved + unhold(q, suffix, r)
+    end
+  end
+  return moved
+end
+
+if limits then
+  -- Rates that allow one more start now release one parked job each.
+  local woken = redis.call('ZRANGEBYSCORE', P .. ':wakeups', '-inf', now, 'LIMIT', 0, 50)
+  for _, m in ipairs(woken) do
+    redis.call('ZREM', P .. ':wakeups', m)
+    local q, suffix = string.match(m, '^([^\n]*)\n(.*)$')
+    if q then
+      unhold(q, suffix, 1)
+    end
+  end
+end
+
+for i = 6, #ARGV do
   if want <= 0 then break end
   local q = ARGV[i]
   promote(q, now, 100)
   if redis.call('EXISTS', qkey(q, 'paused')) == 0 then
-    local popped = redis.call('ZPOPMIN', qkey(q, 'ready'), want)
     local leased = {}
-    for n = 1, #popped, 2 do
-      local id = popped[n]
-      local key = jkey(id)
-      local f = redis.call('HMGET', key, 'tenant', 'task', 'priority', 'payload', 'base', 'max_retries', 'timeout_ms', 'attempts')
-      -- A job whose hash is gone (purged meanwhile) is skipped.
-      if f[1] then
-        local attempt = tonumber(f[8]) + 1
-        redis.call('HSET', key, 'attempts', attempt, 'state', 'running', 'started_at', now, 'owner', worker)
-        table.insert(leased, now + lease)
-        table.insert(leased, id)
-        table.insert(out, id)
-        table.insert(out, q)
-        table.insert(out, f[1])
-        table.insert(out, f[2])
-        table.insert(out, f[3])
-        table.insert(out, f[4])
-        table.insert(out, attempt)
-        table.insert(out, f[5])
-        table.insert(out, f[6])
-        table.insert(out, f[7] or '')
-        want = want - 1
+    local top = 0
+    -- Jobs looked at in this queue, parked ones included: bounded, so a
+    -- long run of refused jobs costs one claim a fixed amount.
+    local budget = want + 64
+    local refilled = false
+    while want > 0 and budget > 0 do
+      local popped = redis.call('ZPOPMIN', qkey(q, 'ready'), math.min(want, budget))
+      if #popped == 0 then
+        if refilled or refill(q, want) == 0 then break end
+        refilled = true
+      end
+      for n = 1, #popped, 2 do
+        local id, score = popped[n], tonumber(popped[n + 1])
+        budget = budget - 1
+        local key = jkey(id)
+        local f = redis.call('HMGET', key, 'tenant', 'task', 'priority', 'payload', 'base', 'max_retries', 'timeout_ms', 'attempts')
+        -- A job whose hash is gone (purged meanwhile) is skipped.
+        if f[1] then
+          local parked, wake = nil, nil
+          if limits then
+            parked, wake = admit(f[2], f[1], id)
+          end
+          if parked then
+            hold(q, parked, f[2], score, id)
+            if wake then
+              redis.call('ZADD', P .. ':wakeups', 'LT', wake, q .. '\n' .. parked)
+            end
+          else
+            local attempt = tonumber(f[8]) + 1
+            if limits and limits[f[2]] and (limits[f[2]][1] >= 0 or limits[f[2]][2] >= 0) then
+              redis.call('HSET', key, 'attempts', attempt, 'state', 'running', 'started_at', now, 'owner', worker, 'permit', '1')
+            else
+              redis.call('HSET', key, 'attempts', attempt, 'state', 'running', 'started_at', now, 'owner', worker)
+            end
+            local seq = score % SEQ
+            if seq > top then top = seq end
+            table.insert(leased, deadline)
+            table.insert(leased, id)
+            table.insert(out, id)
+            table.insert(out, q)
+            table.insert(out, f[1])
+            table.insert(out, f[2])
+            table.insert(out, f[3])
+            table.insert(out, f[4])
+            table.insert(out, attempt)
+            table.insert(out, f[5])
+            table.insert(out, f[6])
+            table.insert(out, f[7] or '')
+            want = want - 1
+          end
+        end
       end
     end
     if #leased > 0 then
       flush('ZADD', qkey(q, 'running'), leased, 2)
+    end
+    if top > 0 then
+      -- The queue's round has reached `top`: tenants arriving now start there.
+      local clock = tonumber(redis.call('GET', qkey(q, 'clock')) or '0')
+      if top > clock then
+        redis.call('SET', qkey(q, 'clock'), num(top))
+      end
+    end
+  end
+end
+
+-- Store the rates' new state; while jobs of a rated task wait, come back
+-- for one of them when the rate allows its next start.
+for task, l in pairs(rated) do
+  local tat = tats[task]
+  redis.call('SET', P .. ':rate:' .. lenc(task), num(tat), 'PX', math.ceil((tat - now_us) / 1000) + 1)
+  local next_ms = math.ceil((tat + l[3] - l[4] * l[3]) / 1000)
+  for _, q in ipairs(redis.call('SMEMBERS', P .. ':heldq:' .. lenc(task))) do
+    if redis.call('EXISTS', qkey(q, held_suffix(task))) == 1 then
+      redis.call('ZADD', P .. ':wakeups', 'LT', math.max(next_ms, now), q .. '\n' .. held_suffix(task))
     end
   end
 end

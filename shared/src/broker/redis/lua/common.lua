@@ -1,6 +1,21 @@
 -- Helpers shared by every script (prepended to each). Keys:
---   P:{q:NAME}:ready      ZSET  score 9 - priority; ids are UUIDv7, so equal
---                               scores order by id = oldest first
+--   P:{q:NAME}:ready      ZSET  score (9 - priority) * SEQ + seq, where seq is
+--                               the job's fair-share sequence in its tenant
+--                               (see fair_seq): priority first, then round
+--                               robin across tenants, then age
+--   P:{q:NAME}:fair       HASH  tenant -> last seq given to it in this queue
+--   P:{q:NAME}:clock      STRING seq of the latest job claimed from the queue
+--   P:{q:NAME}:held:T[:U] ZSET  queued jobs of task T (tenant U) that a cap
+--                               or rate refused at claim, with their ready
+--                               score; one goes back to `ready` when a permit
+--                               of T (of U) frees or the rate allows one more
+--   P:{q:NAME}:holds      SET   the `held:...` suffixes in use in the queue
+--   P:heldq:T             SET   queues that have held jobs of task T
+--   P:sem:T[:U]           ZSET  permits: running jobs of task T (tenant U)
+--                               that hold one, scored by lease deadline
+--   P:rate:T              STRING GCRA theoretical arrival time (us) of task T
+--   P:wakeups             ZSET  "QUEUE\nheld:T" -> when the rate allows task T
+--                               again: one held job goes back then
 --   P:{q:NAME}:scheduled  ZSET  score run_at (ms)
 --   P:{q:NAME}:retrying   ZSET  score run_at (ms)
 --   P:{q:NAME}:running    ZSET  score lease deadline (ms, Redis time)
@@ -38,6 +53,18 @@ end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Ready scores: (9 - priority) * SEQ + seq; exact in a double while seq < SEQ.
+local SEQ = 1e13
+
+-- A name with its length in front, so names holding ':' cannot collide.
+local function lenc(s)
+  return string.len(s) .. ':' .. s
+end
+
+local function num(n)
+  return string.format('%.0f', n)
 end
 
 local function qkey(q, suffix)
@@ -88,11 +115,82 @@ local function finish(q, id, state, now, retention)
   finish_with(q, id, state, now, retention, f[1], f[2], f[3], nil)
 end
 
--- Makes a job claimable.
-local function make_ready(q, id)
-  local prio = tonumber(redis.call('HGET', jkey(id), 'priority') or '5')
-  redis.call('HSET', jkey(id), 'state', 'queued', 'owner', '')
-  redis.call('ZADD', qkey(q, 'ready'), 9 - prio, id)
+-- The next fair-share sequence number of `tenant` in queue q: one past the
+-- later of the tenant's last one and the queue's clock (the seq of the
+-- latest claimed job). A tenant that arrives while another has thousands
+-- queued joins the current round instead of waiting behind all of them;
+-- a tenant alone in its queue gets 1, 2, 3... (plain FIFO).
+local function fair_seq(q, tenant)
+  local last = tonumber(redis.call('HGET', qkey(q, 'fair'), tenant) or '0')
+  local clock = tonumber(redis.call('GET', qkey(q, 'clock')) or '0')
+  local s = math.max(last, clock) + 1
+  redis.call('HSET', qkey(q, 'fair'), tenant, num(s))
+  return s
+end
+
+-- Makes a job claimable. A `fresh` job (due after a delay, retried by
+-- hand) takes a new place in the round; one handed back or reaped keeps
+-- the place it had.
+local function make_ready(q, id, fresh)
+  local key = jkey(id)
+  local f = redis.call('HMGET', key, 'priority', 'seq', 'tenant')
+  local seq = tonumber(f[2] or '')
+  if fresh or not seq then
+    seq = fair_seq(q, f[3] or '')
+  end
+  redis.call('HSET', key, 'state', 'queued', 'owner', '', 'seq', num(seq))
+  redis.call('ZADD', qkey(q, 'ready'), (9 - tonumber(f[1] or '5')) * SEQ + seq, id)
+end
+
+local function semkey(task, tenant)
+  if tenant then
+    return P .. ':sem:' .. lenc(task) .. ':' .. lenc(tenant)
+  end
+  return P .. ':sem:' .. lenc(task)
+end
+
+local function held_suffix(task, tenant)
+  if tenant then
+    return 'held:' .. lenc(task) .. ':' .. lenc(tenant)
+  end
+  return 'held:' .. lenc(task)
+end
+
+-- Parks a queued job that a limit refused; its ready score comes back with it.
+local function hold(q, suffix, task, score, id)
+  redis.call('ZADD', qkey(q, suffix), score, id)
+  redis.call('SADD', qkey(q, 'holds'), suffix)
+  redis.call('SADD', P .. ':heldq:' .. lenc(task), q)
+  redis.call('HSET', jkey(id), 'held', suffix)
+end
+
+-- Returns up to n held jobs to the head of their place in `ready`.
+local function unhold(q, suffix, n)
+  local popped = redis.call('ZPOPMIN', qkey(q, suffix), n)
+  if #popped == 0 then
+    return 0
+  end
+  local members = {}
+  for i = 1, #popped, 2 do
+    members[#members + 1] = popped[i + 1]
+    members[#members + 1] = popped[i]
+    redis.call('HDEL', jkey(popped[i]), 'held')
+  end
+  redis.call('ZADD', qkey(q, 'ready'), unpack(members))
+  redis.call('PUBLISH', P .. ':wake', q)
+  return #popped / 2
+end
+
+-- Frees the permits a job holds (it stopped running) and lets one waiting
+-- job of its task, and one of its tenant, be considered again.
+local function release_permit(id, task, tenant)
+  redis.call('HDEL', jkey(id), 'permit')
+  redis.call('ZREM', semkey(task), id)
+  redis.call('ZREM', semkey(task, tenant), id)
+  for _, q in ipairs(redis.call('SMEMBERS', P .. ':heldq:' .. lenc(task))) do
+    unhold(q, held_suffix(task), 1)
+    unhold(q, held_suffix(task, tenant), 1)
+  end
 end
 
 -- Due scheduled and retrying jobs of queue q become ready, at most `limit`.
@@ -102,17 +200,21 @@ local function promote(q, now, limit)
     local due = redis.call('ZRANGEBYSCORE', qkey(q, set), '-inf', now, 'LIMIT', 0, limit)
     for _, id in ipairs(due) do
       redis.call('ZREM', qkey(q, set), id)
-      make_ready(q, id)
+      make_ready(q, id, true)
       moved = moved + 1
     end
   end
   return moved
 end
 
--- The job's queue when it is running at attempt a (the fencing check), else nil.
+-- When the job is running at attempt a (the fencing check): its queue,
+-- and its task and tenant when it holds a permit. Else nil.
 local function holds(id, a)
-  local f = redis.call('HMGET', jkey(id), 'state', 'attempts', 'queue')
+  local f = redis.call('HMGET', jkey(id), 'state', 'attempts', 'queue', 'permit', 'task', 'tenant')
   if f[1] == 'running' and f[2] == tostring(a) then
+    if f[4] == '1' then
+      return f[3], f[5], f[6]
+    end
     return f[3]
   end
   return nil

@@ -18,17 +18,20 @@ for _, c in ipairs(cjson.decode(ARGV[3])) do
   local id = c.id
   local key = jkey(id)
   -- One read serves the fencing check and what finishing needs.
-  local f = redis.call('HMGET', key, 'state', 'attempts', 'base', 'max_retries', 'tenant', 'task', 'unique_key', 'queue')
+  local f = redis.call('HMGET', key, 'state', 'attempts', 'base', 'max_retries', 'tenant', 'task', 'unique_key', 'queue', 'permit')
   local q = f[8]
   if f[1] ~= 'running' or f[2] ~= tostring(c.a) then
     table.insert(stale, id)
   else
     push(unleased, q, id)
+    if f[9] == '1' then
+      release_permit(id, f[6], f[5])
+    end
     if c.k == 's' then
       finished(q, id, 'succeeded', f, 'result', c.v, succeeded)
     elseif c.k == 'r' then
       redis.call('HINCRBY', key, 'base', 1)
-      make_ready(q, id)
+      make_ready(q, id, false)
     else
       local used = tonumber(f[2]) - tonumber(f[3])
       if c.d ~= cjson.null and c.d ~= nil and used <= tonumber(f[4]) then

@@ -8,6 +8,23 @@
 local now = now_ms()
 local out = {now}
 local ready, scheduled, by_tenant = {}, {}, {}
+-- Fair-share sequence state, read once per queue and tenant in the batch.
+local clocks, lasts = {}, {}
+local function next_seq(q, tenant)
+  local l = lasts[q]
+  if not l then
+    l = {}
+    lasts[q] = l
+    clocks[q] = tonumber(redis.call('GET', qkey(q, 'clock')) or '0')
+  end
+  local last = l[tenant]
+  if not last then
+    last = tonumber(redis.call('HGET', qkey(q, 'fair'), tenant) or '0')
+  end
+  local s = math.max(last, clocks[q]) + 1
+  l[tenant] = s
+  return s
+end
 for i = 2, #ARGV, 10 do
   local id, tenant, task, queue = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local priority, timeout, unique = ARGV[i + 4], ARGV[i + 7], ARGV[i + 8]
@@ -29,9 +46,13 @@ for i = 2, #ARGV, 10 do
     local state = 'queued'
     if delay > 0 then state = 'scheduled' end
     local key = jkey(id)
+    local seq = 0
+    if state == 'queued' then
+      seq = next_seq(queue, tenant)
+    end
     redis.call('HSET', key, 'id', id, 'tenant', tenant, 'task', task, 'queue', queue,
       'state', state, 'priority', priority, 'payload', ARGV[i + 5], 'attempts', 0, 'base', 0,
-      'max_retries', ARGV[i + 6], 'created_at', now, 'run_at', run_at)
+      'max_retries', ARGV[i + 6], 'created_at', now, 'run_at', run_at, 'seq', num(seq))
     if timeout ~= '' then
       redis.call('HSET', key, 'timeout_ms', timeout)
     end
@@ -42,7 +63,7 @@ for i = 2, #ARGV, 10 do
     if state == 'scheduled' then
       push(scheduled, queue, run_at, id)
     else
-      push(ready, queue, 9 - tonumber(priority), id)
+      push(ready, queue, (9 - tonumber(priority)) * SEQ + seq, id)
     end
     push(by_tenant, tenant, 0, id)
     out[#out + 1] = id
@@ -54,6 +75,14 @@ for q, members in pairs(ready) do
   redis.call('SADD', P .. ':queues', q)
   -- Wake idle workers once per queue that got work.
   redis.call('PUBLISH', P .. ':wake', q)
+end
+for q, l in pairs(lasts) do
+  local fields = {}
+  for tenant, seq in pairs(l) do
+    fields[#fields + 1] = tenant
+    fields[#fields + 1] = num(seq)
+  end
+  flush('HSET', qkey(q, 'fair'), fields, 2)
 end
 for q, members in pairs(scheduled) do
   flush('ZADD', qkey(q, 'scheduled'), members, 2)

@@ -1,6 +1,6 @@
 -- ARGV: P, retention_ms, limit. For every queue: returns jobs whose lease
 -- expired to their queue (or to the dead letters when that attempt was
--- their last) and promotes due jobs. Idempotent: every node may run it.
+-- their last), promotes due jobs and gives held jobs another look. Idempotent: every node may run it.
 -- Returns {requeued, dead, promoted}.
 local retention = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
@@ -11,19 +11,29 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
   for _, id in ipairs(expired) do
     local key = jkey(id)
     redis.call('ZREM', qkey(q, 'running'), id)
-    local f = redis.call('HMGET', key, 'attempts', 'base', 'max_retries')
+    local f = redis.call('HMGET', key, 'attempts', 'base', 'max_retries', 'permit', 'task', 'tenant')
     if f[1] then
+      if f[4] == '1' then
+        release_permit(id, f[5], f[6])
+      end
       redis.call('HSET', key, 'error', 'lease expired during attempt ' .. f[1] .. ' (worker lost or stalled)')
       if tonumber(f[1]) - tonumber(f[2]) > tonumber(f[3]) then
         finish(q, id, 'failed', now, retention)
         dead = dead + 1
       else
-        make_ready(q, id)
+        make_ready(q, id, false)
         requeued = requeued + 1
       end
     end
   end
   promoted = promoted + promote(q, now, limit)
+  -- Held jobs are looked at again now and then, one per held set, in case
+  -- a cap was raised or a permit lapsed without a release.
+  for _, suffix in ipairs(redis.call('SMEMBERS', qkey(q, 'holds'))) do
+    if unhold(q, suffix, 1) == 0 then
+      redis.call('SREM', qkey(q, 'holds'), suffix)
+    end
+  end
   -- Terminal sets forget what the retention has expired.
   for _, set in ipairs({'succeeded', 'failed', 'cancelled'}) do
     redis.call('ZREMRANGEBYSCORE', qkey(q, set), '-inf', now - retention)

@@ -5,9 +5,13 @@ local now = now_ms()
 local lost = {}
 for _, l in ipairs(cjson.decode(ARGV[3])) do
   local id, a = l[1], l[2]
-  local q = holds(id, a)
+  local q, task, tenant = holds(id, a)
   if q then
     redis.call('ZADD', qkey(q, 'running'), 'XX', now + lease, id)
+    if task then
+      redis.call('ZADD', semkey(task), 'XX', now + lease, id)
+      redis.call('ZADD', semkey(task, tenant), 'XX', now + lease, id)
+    end
   else
     table.insert(lost, id)
   end

@@ -22,6 +22,6 @@ redis.call('ZREM', qkey(q, f[1]), id)
 redis.call('PERSIST', key)
 redis.call('HSET', key, 'base', f[5], 'run_at', now_ms())
 redis.call('HDEL', key, 'result', 'progress', 'started_at', 'finished_at')
-make_ready(q, id)
+make_ready(q, id, true)
 redis.call('PUBLISH', P .. ':wake', q)
 return 'ok'

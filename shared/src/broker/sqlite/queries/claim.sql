@@ -1,8 +1,8 @@
 -- Leases up to ?5 queued jobs from the queues in ?4 (a JSON array, in the
 -- order to serve them), skipping paused queues: each queue's best ?5
 -- candidates come from one seek on jobs_claim, then the queue's position,
--- priority and age rank them. The attempt is counted here, at claim, so a
--- job that kills its worker still uses up its retries.
+-- priority, fair-share sequence and age rank them. The attempt is counted
+-- here, at claim, so a job that kills its worker still uses up its retries.
 UPDATE jobs
 SET state = 'running', attempts = attempts + 1, started_at = ?1,
     lease_owner = ?2, lease_expires_at = ?3
@@ -11,9 +11,9 @@ WHERE id IN (
     FROM json_each(?4) AS q
     JOIN jobs AS j ON j.id IN (SELECT id FROM jobs
                                WHERE state = 'queued' AND queue = q.value
-                               ORDER BY priority DESC, id LIMIT ?5)
+                               ORDER BY priority DESC, seq, id LIMIT ?5)
     WHERE NOT EXISTS (SELECT 1 FROM queues WHERE name = q.value AND paused = 1)
-    ORDER BY q.key, j.priority DESC, j.id
+    ORDER BY q.key, j.priority DESC, j.seq, j.id
     LIMIT ?5)
 RETURNING id, tenant, task, queue, priority, payload, attempts, attempt_base,
-          max_retries, timeout_ms
+          max_retries, timeout_ms, seq

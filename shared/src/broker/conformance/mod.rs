@@ -10,6 +10,10 @@
 //! where the expression yields `Option<TestBroker>`, isolated from every other
 //! test (its own file, key prefix or schema), so the tests run in parallel.
 
+mod limits;
+
+pub use limits::*;
+
 use super::{
     BrokerError, ClaimRequest, ClaimedJob, Completion, EnqueueRequest, ListRequest, Outcome, Scope,
     SharedBroker,
@@ -79,12 +83,23 @@ async fn enqueue_one(t: &TestBroker, r: EnqueueRequest) -> crate::job::Job {
 }
 
 async fn claim(t: &TestBroker, queues: &[&str], limit: usize, lease: Duration) -> Vec<ClaimedJob> {
+    claim_under(t, queues, limit, lease, &std::sync::Arc::default()).await
+}
+
+async fn claim_under(
+    t: &TestBroker,
+    queues: &[&str],
+    limit: usize,
+    lease: Duration,
+    limits: &std::sync::Arc<crate::limit::Limits>,
+) -> Vec<ClaimedJob> {
     t.broker
         .claim(ClaimRequest {
             worker: "w1".into(),
             queues: queues.iter().map(|q| q.to_string()).collect(),
             limit,
             lease,
+            limits: limits.clone(),
         })
         .await
         .expect("claim")
@@ -700,7 +715,9 @@ macro_rules! broker_conformance {
             delayed_promotion, unique_keys, pause_and_resume, cancel_scheduled,
             cancel_running, dead_letters_and_replay, crash_loop_ends_dead,
             release_returns_without_spending, list_and_scope, counts_and_purge,
-            heartbeats);
+            heartbeats, cap_bounds_running_jobs, tenant_cap, permit_follows_the_lease,
+            rate_spaces_starts_without_attempts, fair_share_across_tenants,
+            usage_and_position);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(

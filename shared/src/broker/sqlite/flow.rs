@@ -1,0 +1,357 @@
+//! Flow control on the embedded broker: fair-share sequence numbers, and
+//! the admission of jobs under task caps and rates. Everything here runs
+//! inside the caller's write transaction (`BEGIN IMMEDIATE`), which makes
+//! counting permits and taking them one atomic step, the same guarantee
+//! the Redis scripts give.
+
+use super::{BrokerResult, from_sqlx};
+use crate::broker::Position;
+use crate::job::{Job, JobState, Millis};
+use crate::limit::{Holder, Limits, TaskLimit, Usage};
+use serde_json::{Value, json};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use std::collections::{BTreeMap, HashMap};
+
+const Q_CANDIDATES: &str = include_str!("queries/candidates.sql");
+const Q_PROMOTE: &str = include_str!("queries/promote.sql");
+
+/// Jobs a limited claim looks at beyond the ones it wants, so that jobs
+/// refused within the batch do not leave it short.
+const LOOK_AHEAD: usize = 64;
+
+/// Gives each `(queue, tenant)` in `pairs` its next fair-share sequence
+/// number, in order, and records the last one per pair. A tenant's next
+/// number is one past the later of its own last one and the queue's clock
+/// (the seq of the latest claimed job): a tenant that arrives while another
+/// has thousands of jobs queued joins the current round.
+pub(super) async fn assign_seqs(
+    conn: &mut SqliteConnection,
+    pairs: &[(String, String)],
+) -> BrokerResult<Vec<i64>> {
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut last: BTreeMap<(String, String), i64> = pairs.iter().map(|p| (p.clone(), 0)).collect();
+    let keys = Value::Array(last.keys().map(|(q, t)| json!([q, t])).collect()).to_string();
+    let rows = sqlx::query(
+        "SELECT f.queue, f.tenant, f.last FROM json_each(?1) AS k \
+         JOIN fair AS f ON f.queue = k.value ->> 0 AND f.tenant = k.value ->> 1",
+    )
+    .bind(&keys)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    for row in &rows {
+        let key = (
+            row.try_get("queue").map_err(from_sqlx)?,
+            row.try_get("tenant").map_err(from_sqlx)?,
+        );
+        last.insert(key, row.try_get("last").map_err(from_sqlx)?);
+    }
+    let clocks: HashMap<String, i64> = sqlx::query_as(
+        "SELECT queue, clock FROM clocks WHERE queue IN (SELECT k.value ->> 0 FROM json_each(?1) AS k)",
+    )
+    .bind(&keys)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(from_sqlx)?
+    .into_iter()
+    .collect();
+    let mut seqs = Vec::with_capacity(pairs.len());
+    for pair in pairs {
+        let clock = clocks.get(&pair.0).copied().unwrap_or(0);
+        let entry = last.entry(pair.clone()).or_insert(0);
+        *entry = (*entry).max(clock) + 1;
+        seqs.push(*entry);
+    }
+    let rows = Value::Array(last.iter().map(|((q, t), s)| json!([q, t, s])).collect());
+    sqlx::query(
+        "INSERT INTO fair (queue, tenant, last) \
+         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true \
+         ON CONFLICT (queue, tenant) DO UPDATE SET last = excluded.last",
+    )
+    .bind(rows.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(seqs)
+}
+
+/// Queues due scheduled and retrying jobs (at most `limit`), each with a
+/// fresh fair-share place. Returns how many.
+pub(super) async fn promote(
+    conn: &mut SqliteConnection,
+    now: Millis,
+    limit: i64,
+) -> BrokerResult<u64> {
+    let due: Vec<(String, String, String)> = sqlx::query_as(Q_PROMOTE)
+        .bind(now.0)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let pairs: Vec<(String, String)> = due.iter().map(|(_, q, t)| (q.clone(), t.clone())).collect();
+    let seqs = assign_seqs(conn, &pairs).await?;
+    let rows = Value::Array(
+        due.iter()
+            .zip(seqs)
+            .map(|((id, _, _), seq)| json!([id, seq]))
+            .collect(),
+    );
+    let done = sqlx::query(
+        "UPDATE jobs SET state = 'queued', seq = c.value ->> 1 \
+         FROM json_each(?1) AS c WHERE jobs.id = c.value ->> 0",
+    )
+    .bind(rows.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(done.rows_affected())
+}
+
+/// Moves each queue's clock up to the highest seq claimed from it.
+pub(super) async fn advance_clocks(
+    conn: &mut SqliteConnection,
+    claimed: impl IntoIterator<Item = (String, i64)>,
+) -> BrokerResult<()> {
+    let mut top: BTreeMap<String, i64> = BTreeMap::new();
+    for (queue, seq) in claimed {
+        let entry = top.entry(queue).or_insert(seq);
+        *entry = (*entry).max(seq);
+    }
+    if top.is_empty() {
+        return Ok(());
+    }
+    let rows = Value::Array(top.iter().map(|(q, s)| json!([q, s])).collect());
+    sqlx::query(
+        "INSERT INTO clocks (queue, clock) SELECT value ->> 0, value ->> 1 FROM json_each(?1) \
+         WHERE true ON CONFLICT (queue) DO UPDATE SET clock = max(clock, excluded.clock)",
+    )
+    .bind(rows.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(())
+}
+
+/// GCRA: the new theoretical arrival time if one more start is allowed now.
+fn rate_allows(limit: &TaskLimit, tat: i64, now_us: i64) -> Option<i64> {
+    let rate = limit.rate?;
+    let t = rate.interval_us();
+    let new_tat = tat.max(now_us).saturating_add(t);
+    let allow_at = new_tat.saturating_sub(i64::from(rate.burst.max(1)).saturating_mul(t));
+    (allow_at <= now_us).then_some(new_tat)
+}
+
+/// Picks up to `want` jobs from `queues` (already in the order to serve)
+/// that the caps and rates in `limits` let start now, and takes their
+/// permits: the caller leases exactly these ids in the same transaction.
+/// A refused job stays queued, its attempts untouched.
+pub(super) async fn admit(
+    conn: &mut SqliteConnection,
+    limits: &Limits,
+    queues: &[&String],
+    want: usize,
+    now: Millis,
+) -> BrokerResult<Vec<String>> {
+    let tasks = Value::Array(limits.iter().map(|(t, _)| json!(t)).collect()).to_string();
+    let running: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT task, tenant, count(*) FROM jobs WHERE state = 'running' \
+         AND task IN (SELECT value FROM json_each(?1)) GROUP BY task, tenant",
+    )
+    .bind(&tasks)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    let mut per_task: HashMap<String, i64> = HashMap::new();
+    let mut per_tenant: HashMap<(String, String), i64> = HashMap::new();
+    for (task, tenant, n) in running {
+        *per_task.entry(task.clone()).or_default() += n;
+        per_tenant.insert((task, tenant), n);
+    }
+    let mut tats: HashMap<String, i64> = sqlx::query_as(
+        "SELECT task, tat FROM rates WHERE task IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(&tasks)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(from_sqlx)?
+    .into_iter()
+    .collect();
+    let now_us = now.0.saturating_mul(1000);
+    let cap_full = |limit: &TaskLimit, n: i64| limit.concurrency.is_some_and(|c| n >= i64::from(c));
+    let tenant_full =
+        |limit: &TaskLimit, n: i64| limit.tenant_concurrency.is_some_and(|c| n >= i64::from(c));
+
+    // Tasks no job of which may start now, and tenants at their cap.
+    let mut blocked = Vec::new();
+    for (task, limit) in limits.iter() {
+        let n = per_task.get(task).copied().unwrap_or(0);
+        let tat = tats.get(task).copied().unwrap_or(0);
+        if cap_full(limit, n)
+            || limit.tenant_concurrency == Some(0)
+            || (limit.rate.is_some() && rate_allows(limit, tat, now_us).is_none())
+        {
+            blocked.push(json!(task));
+        }
+    }
+    let pairs: Vec<Value> = per_tenant
+        .iter()
+        .filter(|((task, _), n)| limits.get(task).is_some_and(|l| tenant_full(l, **n)))
+        .map(|((task, tenant), _)| json!([task, tenant]))
+        .collect();
+    let candidates: Vec<(String, String, String)> = sqlx::query_as(Q_CANDIDATES)
+        .bind(serde_json::to_string(queues).unwrap_or_default())
+        .bind(i64::try_from(want + LOOK_AHEAD).unwrap_or(i64::MAX))
+        .bind(Value::Array(blocked).to_string())
+        .bind(Value::Array(pairs).to_string())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+
+    let mut chosen = Vec::new();
+    let mut rated = Vec::new();
+    for (id, task, tenant) in candidates {
+        if chosen.len() == want {
+            break;
+        }
+        let Some(limit) = limits.get(&task) else {
+            chosen.push(id);
+            continue;
+        };
+        let n = per_task.get(&task).copied().unwrap_or(0);
+        let pair = (task.clone(), tenant);
+        let m = per_tenant.get(&pair).copied().unwrap_or(0);
+        if cap_full(limit, n) || tenant_full(limit, m) {
+            continue;
+        }
+        if limit.rate.is_some() {
+            let tat = tats.get(&task).copied().unwrap_or(0);
+            let Some(new_tat) = rate_allows(limit, tat, now_us) else {
+                continue;
+            };
+            tats.insert(task.clone(), new_tat);
+            rated.push(task.clone());
+        }
+        *per_task.entry(task).or_default() += 1;
+        *per_tenant.entry(pair).or_default() += 1;
+        chosen.push(id);
+    }
+    if !rated.is_empty() {
+        let rows = Value::Array(
+            rated
+                .iter()
+                .map(|t| json!([t, tats.get(t).copied().unwrap_or(0)]))
+                .collect(),
+        );
+        sqlx::query(
+            "INSERT INTO rates (task, tat) SELECT value ->> 0, value ->> 1 FROM json_each(?1) \
+             WHERE true ON CONFLICT (task) DO UPDATE SET tat = excluded.tat",
+        )
+        .bind(rows.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+    }
+    Ok(chosen)
+}
+
+/// How `task`'s limits are used: holders, jobs they hold back, the rate.
+pub(super) async fn usage(
+    reader: &SqlitePool,
+    task: &str,
+    limit: &TaskLimit,
+    now: Millis,
+) -> BrokerResult<Usage> {
+    let holders: Vec<Holder> = sqlx::query_as::<_, (String, String, String)>(
+        "SELECT id, tenant, coalesce(lease_owner, '') FROM jobs \
+         WHERE state = 'running' AND task = ?1 ORDER BY started_at, id",
+    )
+    .bind(task)
+    .fetch_all(reader)
+    .await
+    .map_err(from_sqlx)?
+    .into_iter()
+    .map(|(id, tenant, worker)| Holder { id, tenant, worker })
+    .collect();
+    let tat: i64 = sqlx::query_scalar("SELECT tat FROM rates WHERE task = ?1")
+        .bind(task)
+        .fetch_optional(reader)
+        .await
+        .map_err(from_sqlx)?
+        .unwrap_or(0);
+    let now_us = now.0.saturating_mul(1000);
+    let throttled_until = limit
+        .rate
+        .map(|r| r.next_allowed_us(tat))
+        .filter(|at| *at > now_us)
+        .map(|at| at / 1000);
+    let full = limit
+        .concurrency
+        .is_some_and(|c| holders.len() >= c as usize);
+    let waiting: i64 = if full || throttled_until.is_some() || limit.tenant_concurrency == Some(0) {
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'queued' AND task = ?1")
+            .bind(task)
+            .fetch_one(reader)
+            .await
+            .map_err(from_sqlx)?
+    } else if let Some(cap) = limit.tenant_concurrency {
+        let mut per: HashMap<&str, u32> = HashMap::new();
+        for h in &holders {
+            *per.entry(h.tenant.as_str()).or_default() += 1;
+        }
+        let at_cap: Vec<&str> = per
+            .into_iter()
+            .filter(|(_, n)| *n >= cap)
+            .map(|(t, _)| t)
+            .collect();
+        sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE state = 'queued' AND task = ?1 \
+             AND tenant IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(task)
+        .bind(serde_json::to_string(&at_cap).unwrap_or_default())
+        .fetch_one(reader)
+        .await
+        .map_err(from_sqlx)?
+    } else {
+        0
+    };
+    Ok(Usage {
+        holders,
+        waiting: u64::try_from(waiting).unwrap_or(0),
+        throttled_until,
+    })
+}
+
+/// Where a queued job stands in its queue.
+pub(super) async fn position(reader: &SqlitePool, job: &Job) -> BrokerResult<Position> {
+    if job.state != JobState::Queued {
+        return Ok(Position::default());
+    }
+    let row = sqlx::query(
+        "WITH me AS (SELECT queue, priority, seq, id FROM jobs WHERE id = ?1) \
+         SELECT count(*) AS ahead, \
+                count(*) FILTER (WHERE j.priority > me.priority) AS higher \
+         FROM jobs AS j, me \
+         WHERE j.state = 'queued' AND j.queue = me.queue \
+           AND (j.priority > me.priority \
+                OR (j.priority = me.priority AND (j.seq < me.seq OR (j.seq = me.seq AND j.id < me.id))))",
+    )
+    .bind(job.id.to_string())
+    .fetch_one(reader)
+    .await
+    .map_err(from_sqlx)?;
+    let get = |name: &str| -> BrokerResult<u64> {
+        let n: i64 = row.try_get(name).map_err(from_sqlx)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    Ok(Position {
+        held: false,
+        ahead: get("ahead")?,
+        ahead_higher_priority: get("higher")?,
+    })
+}
