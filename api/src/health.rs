@@ -30,11 +30,24 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
                 metrics::gauge!("weir_queue_jobs", "queue" => q.name.clone(), "state" => job_state.as_str())
                     .set(count as f64);
             }
+            metrics::gauge!("weir_queue_consumers", "queue" => q.name.clone())
+                .set(q.consumers as f64);
+            metrics::gauge!("weir_queue_unconsumed", "queue" => q.name.clone())
+                .set(if q.unconsumed { 1.0 } else { 0.0 });
             metrics::gauge!("weir_queue_paused", "queue" => q.name.clone()).set(if q.paused {
                 1.0
             } else {
                 0.0
             });
+        }
+    }
+    if let Ok(limits) =
+        weir_shared::explain::limit_views(state.broker.as_ref(), &state.settings.limits).await
+    {
+        for l in limits {
+            metrics::gauge!("weir_limit_holders", "task" => l.task.clone())
+                .set(l.holders.len() as f64);
+            metrics::gauge!("weir_limit_waiting", "task" => l.task.clone()).set(l.waiting as f64);
         }
     }
     let body = state

@@ -72,6 +72,23 @@ pub(crate) async fn show(
         .ok_or_else(ApiError::job_not_found)
 }
 
+/// `GET /v1/jobs/{id}/explain`: why the job is not running.
+pub(crate) async fn explain(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<weir_shared::explain::Explanation>, ApiError> {
+    let id = parse_id(&id)?;
+    let job = state
+        .broker
+        .get(&caller.scope, id)
+        .await?
+        .ok_or_else(ApiError::job_not_found)?;
+    let why =
+        weir_shared::explain::explain(state.broker.as_ref(), &job, &state.settings.limits).await?;
+    Ok(Json(why))
+}
+
 /// Query string of `GET /v1/jobs`; everything a string so that a bad value
 /// gets a message naming it.
 #[derive(Deserialize)]

@@ -83,11 +83,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(jobs::show).delete(jobs::cancel))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/jobs/{id}/events", get(events::stream))
+        .route("/v1/jobs/{id}/explain", get(jobs::explain))
         .route("/v1/queues", get(queues::list))
         .route("/v1/queues/{name}", get(queues::show))
         .route("/v1/queues/{name}/pause", post(queues::pause))
         .route("/v1/queues/{name}/resume", post(queues::resume))
         .route("/v1/workers", get(queues::workers))
+        .route("/v1/limits", get(queues::limits))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             caller::authenticate,

@@ -25,6 +25,11 @@ pub struct QueueView {
     pub declared: bool,
     /// Jobs per state.
     pub counts: BTreeMap<JobState, u64>,
+    /// Live worker nodes that serve it.
+    pub consumers: usize,
+    /// True when jobs wait (queued) and no live worker serves the queue:
+    /// they would wait forever without an error, so it is flagged.
+    pub unconsumed: bool,
 }
 
 /// Every declared queue, in declared order, then any other queue the broker
@@ -39,16 +44,23 @@ pub async fn queue_views(
         .into_iter()
         .map(|q| (q.name.clone(), q))
         .collect();
+    let workers = broker.workers().await?;
     let view = |name: &str, declared: bool, q: Option<QueueCounts>| {
         let mut counts: BTreeMap<JobState, u64> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
         let paused = q.as_ref().is_some_and(|q| q.paused);
         if let Some(q) = q {
             counts.extend(q.counts);
         }
+        let consumers = workers
+            .iter()
+            .filter(|w| w.queues.iter().any(|q| q == name))
+            .count();
         QueueView {
             name: name.to_owned(),
             paused,
             declared,
+            unconsumed: consumers == 0 && counts.get(&JobState::Queued).copied().unwrap_or(0) > 0,
+            consumers,
             counts,
         }
     };
@@ -123,6 +135,18 @@ pub(crate) async fn resume(
 ) -> Result<Json<QueueView>, ApiError> {
     caller.require_admin()?;
     set_paused(&state, &name, false).await
+}
+
+/// `GET /v1/limits` (admin keys only): caps and rates in force, their
+/// holders and what waits for them.
+pub(crate) async fn limits(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let views =
+        weir_shared::explain::limit_views(state.broker.as_ref(), &state.settings.limits).await?;
+    Ok(Json(json!({"data": views})))
 }
 
 /// `GET /v1/workers` (admin keys only).

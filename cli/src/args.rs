@@ -29,6 +29,8 @@ pub enum Command {
     Jobs(JobsArgs),
     /// Live worker nodes, from their heartbeats.
     Workers(JsonFlag),
+    /// Concurrency caps and rate limits in force, their holders and waiting jobs.
+    Limits(JsonFlag),
     /// API keys.
     Keys(KeysArgs),
 }
@@ -207,6 +209,13 @@ pub enum JobAction {
     },
     /// Cancel a job that has not finished.
     Cancel {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Why a job is not running: schedule, paused queue, no consumer, caps, rates, jobs ahead.
+    Explain {
         /// Job id.
         id: String,
         #[command(flatten)]

@@ -13,6 +13,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod explain;
 pub mod job;
 pub mod limit;
 pub mod node;

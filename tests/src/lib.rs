@@ -397,3 +397,22 @@ pub fn kill_node(node: &Proc) {
             .status();
     }
 }
+
+/// A sandbox on the Redis at `url` under a key prefix of its own (auth off,
+/// 2 s leases), and the guard that deletes the prefix's keys at the end.
+pub fn redis_sandbox(url: &str) -> (Sandbox, weir_shared::broker::redis::PrefixCleanup) {
+    let prefix = format!("weirtest-{}", uuid::Uuid::now_v7().simple());
+    let mut sandbox = Sandbox::new();
+    sandbox
+        .set("WEIR_BROKER_URL", url)
+        .set("WEIR_REDIS_PREFIX", &prefix)
+        .set("WEIR_AUTH", "disabled")
+        .set("WEIR_LEASE", "2s");
+    (
+        sandbox,
+        weir_shared::broker::redis::PrefixCleanup {
+            url: url.to_owned(),
+            prefix,
+        },
+    )
+}

@@ -6,23 +6,10 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use weir_shared::broker::conformance::service_url;
 use weir_shared::broker::redis::PrefixCleanup;
-use weir_tests::{PrivateRedis, Sandbox, kill_node, wait_until};
+use weir_tests::{PrivateRedis, Sandbox, kill_node, redis_sandbox, wait_until};
 
 fn on_redis(url: &str) -> (Sandbox, PrefixCleanup) {
-    let prefix = format!("weirtest-{}", uuid::Uuid::now_v7().simple());
-    let mut sandbox = Sandbox::new();
-    sandbox
-        .set("WEIR_BROKER_URL", url)
-        .set("WEIR_REDIS_PREFIX", &prefix)
-        .set("WEIR_AUTH", "disabled")
-        .set("WEIR_LEASE", "2s");
-    (
-        sandbox,
-        PrefixCleanup {
-            url: url.to_owned(),
-            prefix,
-        },
-    )
+    redis_sandbox(url)
 }
 
 async fn counts(api: &weir_tests::Dev) -> Value {

@@ -34,7 +34,7 @@ pub async fn queues(settings: Settings, args: QueuesArgs) -> Outcome {
                 output::json(&json!({"data": views}));
                 return Ok(());
             }
-            let mut header = vec!["QUEUE", "PAUSED"];
+            let mut header = vec!["QUEUE", "PAUSED", "CONSUMERS"];
             header.extend(JobState::ALL.iter().map(|s| s.as_str()));
             let rows: Vec<Vec<String>> = views
                 .iter()
@@ -42,6 +42,11 @@ pub async fn queues(settings: Settings, args: QueuesArgs) -> Outcome {
                     let mut row = vec![
                         q.name.clone(),
                         if q.paused { "yes".into() } else { "no".into() },
+                        if q.unconsumed {
+                            "0 (NO CONSUMER)".into()
+                        } else {
+                            q.consumers.to_string()
+                        },
                     ];
                     row.extend(
                         JobState::ALL
@@ -53,6 +58,14 @@ pub async fn queues(settings: Settings, args: QueuesArgs) -> Outcome {
                 .collect();
             let upper: Vec<String> = header.iter().map(|h| h.to_uppercase()).collect();
             output::table(&upper.iter().map(String::as_str).collect::<Vec<_>>(), &rows);
+            for q in views.iter().filter(|q| q.unconsumed) {
+                eprintln!(
+                    "warning: {} has {} queued jobs and no live worker serving it (start one with `weir worker -Q {}`)",
+                    q.name,
+                    q.counts.get(&JobState::Queued).copied().unwrap_or(0),
+                    q.name
+                );
+            }
         }
         Some(QueueAction::Pause { queue }) | Some(QueueAction::Resume { queue })
             if !known(&queue) =>
@@ -211,6 +224,65 @@ pub async fn jobs(settings: Settings, args: JobsArgs) -> Outcome {
                 .map_err(|e| explain(e, "cancel", "unfinished"))?;
             show_job(&job, flag);
         }
+        JobAction::Explain { id, output: flag } => {
+            let job = broker
+                .get(&Scope::All, job_id(&id)?)
+                .await?
+                .ok_or_else(|| Failure::usage(format!("no job {id}")))?;
+            let why =
+                weir_shared::explain::explain(broker.as_ref(), &job, &settings.limits).await?;
+            if flag.json {
+                output::json(&why);
+                return Ok(());
+            }
+            println!("{} is {}", job.id, why.state);
+            for r in &why.reasons {
+                println!("  {:<17} {}", r.code, r.message);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `weir limits`.
+pub async fn limits(settings: Settings, flag: JsonFlag) -> Outcome {
+    let broker = super::connect(&settings).await?;
+    let views = weir_shared::explain::limit_views(broker.as_ref(), &settings.limits).await?;
+    if flag.json {
+        output::json(&json!({"data": views}));
+        return Ok(());
+    }
+    let show = |v: Option<u32>| v.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.task.clone(),
+                show(v.concurrency_limit),
+                show(v.tenant_concurrency_limit),
+                v.rate_limit.clone().unwrap_or_else(|| "-".into()),
+                v.holders.len().to_string(),
+                v.waiting.to_string(),
+                v.throttled_until.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "TASK",
+            "CAP",
+            "TENANT CAP",
+            "RATE",
+            "RUNNING",
+            "WAITING",
+            "THROTTLED UNTIL",
+        ],
+        &rows,
+    );
+    if views.is_empty() {
+        eprintln!(
+            "no task limits in force (set them under [tasks.\"NAME\"] in WEIR_CONFIG, or with WEIR_CONCURRENCY_LIMITS and WEIR_RATE_LIMITS)"
+        );
     }
     Ok(())
 }

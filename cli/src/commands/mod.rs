@@ -24,6 +24,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Queues(args) => inspect::queues(settings, args).await,
         Command::Jobs(args) => inspect::jobs(settings, args).await,
         Command::Workers(flag) => inspect::workers(settings, flag).await,
+        Command::Limits(flag) => inspect::limits(settings, flag).await,
         Command::Keys(args) => keys::run(args),
     }
 }

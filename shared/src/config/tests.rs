@@ -225,3 +225,59 @@ fn core_count_falls_back_to_one() {
     );
     assert!(cpu_cores() >= 1);
 }
+
+#[test]
+fn limits_come_from_the_file_and_the_environment_wins() {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    write!(
+        file,
+        r#"
+[tasks."document.index"]
+rate_limit = "10/m"
+rate_burst = 2
+concurrency_limit = 5
+tenant_concurrency_limit = 1
+
+[tasks."mail.send"]
+concurrency_limit = 4
+"#
+    )
+    .expect("write");
+    let path = file.path().to_str().expect("utf-8").to_owned();
+    let s = load(&[
+        ("WEIR_CONFIG", &path),
+        ("WEIR_CONCURRENCY_LIMITS", "mail.send=2,weir.sleep=3"),
+        ("WEIR_RATE_LIMITS", "weir.noop=10/s"),
+    ])
+    .expect("loads");
+    let doc = s.limits.get("document.index").expect("limited");
+    assert_eq!(doc.concurrency, Some(5));
+    assert_eq!(doc.tenant_concurrency, Some(1));
+    let rate = doc.rate.expect("rate");
+    assert_eq!((rate.rate.to_string(), rate.burst), ("10/m".to_owned(), 2));
+    assert_eq!(
+        s.limits.get("mail.send").and_then(|l| l.concurrency),
+        Some(2)
+    );
+    assert_eq!(
+        s.limits.get("weir.sleep").and_then(|l| l.concurrency),
+        Some(3)
+    );
+    assert!(s.limits.get("weir.noop").and_then(|l| l.rate).is_some());
+    assert!(s.limits.get("weir.echo").is_none());
+
+    let err = load(&[
+        ("WEIR_CONCURRENCY_LIMITS", "mail.send=lots"),
+        ("WEIR_RATE_LIMITS", "mail.send"),
+    ])
+    .expect_err("bad values");
+    let text = err.to_string();
+    assert!(
+        text.contains("WEIR_CONCURRENCY_LIMITS: mail.send: `lots` is not a whole number"),
+        "{text}"
+    );
+    assert!(
+        text.contains("WEIR_RATE_LIMITS: `mail.send` is not TASK=VALUE"),
+        "{text}"
+    );
+}

@@ -1,0 +1,316 @@
+//! "Why is this job not running?": the reasons, from what the broker knows
+//! now (queue flags, live workers, permits, rates, the queue ahead), for
+//! `weir jobs explain` and `GET /v1/jobs/{id}/explain`. Also the views of
+//! limits in force and queues that nobody consumes.
+
+use crate::broker::{Broker, BrokerResult};
+use crate::job::{Job, JobState, Millis, now_ms};
+use crate::limit::{Holder, Limits, TaskLimit, TaskRate};
+use crate::node::WorkerInfo;
+use serde::Serialize;
+
+/// One reason, with a stable `code` for programs and a `message` for people.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reason {
+    /// `scheduled`, `retrying`, `running`, `finished`, `queue_paused`,
+    /// `no_consumer`, `cap_full`, `tenant_share`, `rate_limited`,
+    /// `jobs_ahead` or `waiting_for_slot`.
+    pub code: &'static str,
+    /// What it means here, in a sentence.
+    pub message: String,
+    /// When the reason stops holding (scheduled, retrying, rate limited).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Running jobs that hold the permits (cap full, tenant share).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<Holder>,
+}
+
+impl Reason {
+    fn new(code: &'static str, message: String) -> Self {
+        Reason {
+            code,
+            message,
+            until: None,
+            holders: Vec::new(),
+        }
+    }
+}
+
+/// The answer for one job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    /// The job's state now.
+    pub state: JobState,
+    /// Why it is (not) running; the first is the main one.
+    pub reasons: Vec<Reason>,
+}
+
+fn in_words(at: Millis, now: Millis) -> String {
+    let ms = at.0.saturating_sub(now.0).max(0);
+    if ms < 1000 {
+        format!("{} (in {ms} ms)", at.to_rfc3339())
+    } else {
+        format!("{} (in {} s)", at.to_rfc3339(), (ms + 999) / 1000)
+    }
+}
+
+fn holders_text(holders: &[Holder]) -> String {
+    let shown: Vec<String> = holders
+        .iter()
+        .take(5)
+        .map(|h| format!("{} on {}", h.id, h.worker))
+        .collect();
+    let more = holders.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// True when a live worker serves `queue`.
+pub fn consumed(workers: &[WorkerInfo], queue: &str) -> bool {
+    workers.iter().any(|w| w.queues.iter().any(|q| q == queue))
+}
+
+/// Explains `job` under the `limits` in force.
+pub async fn explain(broker: &dyn Broker, job: &Job, limits: &Limits) -> BrokerResult<Explanation> {
+    let now = now_ms();
+    let mut reasons = Vec::new();
+    match job.state {
+        JobState::Running => reasons.push(Reason::new(
+            "running",
+            format!(
+                "running: attempt {} started at {}",
+                job.attempts,
+                job.started_at
+                    .map_or_else(|| "-".into(), Millis::to_rfc3339)
+            ),
+        )),
+        JobState::Succeeded | JobState::Failed | JobState::Cancelled => {
+            let why = match (&job.state, &job.error) {
+                (JobState::Failed, Some(e)) => format!(": {e}"),
+                _ => String::new(),
+            };
+            reasons.push(Reason::new(
+                "finished",
+                format!(
+                    "finished as {} at {}{why}",
+                    job.state,
+                    job.finished_at
+                        .map_or_else(|| "-".into(), Millis::to_rfc3339)
+                ),
+            ));
+        }
+        JobState::Scheduled => reasons.push(Reason {
+            until: Some(job.run_at.to_rfc3339()),
+            ..Reason::new(
+                "scheduled",
+                format!("scheduled to run at {}", in_words(job.run_at, now)),
+            )
+        }),
+        JobState::Retrying => reasons.push(Reason {
+            until: Some(job.run_at.to_rfc3339()),
+            ..Reason::new(
+                "retrying",
+                format!(
+                    "attempt {} failed ({}); the next attempt is due at {}",
+                    job.attempts,
+                    job.error.as_deref().unwrap_or("no error recorded"),
+                    in_words(job.run_at, now)
+                ),
+            )
+        }),
+        JobState::Queued => {}
+    }
+    if !matches!(
+        job.state,
+        JobState::Queued | JobState::Scheduled | JobState::Retrying
+    ) {
+        return Ok(Explanation {
+            state: job.state,
+            reasons,
+        });
+    }
+
+    // Whatever the state, a waiting job also needs an open queue and a consumer.
+    let queues = broker.queue_counts().await?;
+    if queues.iter().any(|q| q.name == job.queue && q.paused) {
+        reasons.push(Reason::new(
+            "queue_paused",
+            format!(
+                "queue `{}` is paused; `weir queues resume {}` lets workers take its jobs",
+                job.queue, job.queue
+            ),
+        ));
+    }
+    let workers = broker.workers().await?;
+    if !consumed(&workers, &job.queue) {
+        reasons.push(Reason::new(
+            "no_consumer",
+            format!(
+                "no live worker serves queue `{}`; start one with `weir worker -Q {}`",
+                job.queue, job.queue
+            ),
+        ));
+    }
+    if job.state != JobState::Queued {
+        return Ok(Explanation {
+            state: job.state,
+            reasons,
+        });
+    }
+
+    if let Some(limit) = limits.get(&job.task) {
+        limit_reasons(broker, job, limit, now, &mut reasons).await?;
+    }
+    let position = broker.position(job).await?;
+    if position.ahead > 0 {
+        let higher = if position.ahead_higher_priority > 0 {
+            format!(
+                " ({} of them at a higher priority)",
+                position.ahead_higher_priority
+            )
+        } else {
+            String::new()
+        };
+        let place = if position.held {
+            format!(
+                "among the jobs of `{}` waiting for a permit or the rate",
+                job.task
+            )
+        } else {
+            format!("in queue `{}`", job.queue)
+        };
+        reasons.push(Reason::new(
+            "jobs_ahead",
+            format!("{} jobs are ahead of it {place}{higher}", position.ahead),
+        ));
+    }
+    if reasons.is_empty() {
+        let (busy, slots) = workers
+            .iter()
+            .filter(|w| w.queues.iter().any(|q| q == &job.queue))
+            .fold((0, 0), |(b, s), w| (b + w.slots.busy, s + w.slots.current));
+        reasons.push(Reason::new(
+            "waiting_for_slot",
+            format!(
+                "nothing holds it back: it starts when a worker of `{}` has a free slot ({busy} of {slots} slots busy)",
+                job.queue
+            ),
+        ));
+    }
+    Ok(Explanation {
+        state: job.state,
+        reasons,
+    })
+}
+
+async fn limit_reasons(
+    broker: &dyn Broker,
+    job: &Job,
+    limit: &TaskLimit,
+    now: Millis,
+    reasons: &mut Vec<Reason>,
+) -> BrokerResult<()> {
+    let usage = broker.usage(&job.task, limit).await?;
+    if let Some(cap) = limit.concurrency
+        && usage.holders.len() >= cap as usize
+    {
+        let message = if cap == 0 {
+            format!(
+                "task `{}` has a concurrency cap of 0: it is held until the cap is raised",
+                job.task
+            )
+        } else {
+            format!(
+                "task `{}` is at its concurrency cap of {cap}: held by {}",
+                job.task,
+                holders_text(&usage.holders)
+            )
+        };
+        reasons.push(Reason {
+            holders: usage.holders.clone(),
+            ..Reason::new("cap_full", message)
+        });
+    }
+    if let Some(cap) = limit.tenant_concurrency {
+        let mine: Vec<Holder> = usage
+            .holders
+            .iter()
+            .filter(|h| h.tenant == job.tenant)
+            .cloned()
+            .collect();
+        if mine.len() >= cap as usize {
+            reasons.push(Reason {
+                message: format!(
+                    "tenant `{}` already runs {} job(s) of `{}`, its share (tenant cap {cap}){}",
+                    job.tenant,
+                    mine.len(),
+                    job.task,
+                    if mine.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", holders_text(&mine))
+                    }
+                ),
+                holders: mine,
+                ..Reason::new("tenant_share", String::new())
+            });
+        }
+    }
+    if let (Some(rate), Some(until)) = (limit.rate, usage.throttled_until) {
+        let until = Millis(until);
+        reasons.push(Reason {
+            until: Some(until.to_rfc3339()),
+            ..Reason::new(
+                "rate_limited",
+                format!(
+                    "task `{}` is rate limited to {}; the next start is allowed at {}",
+                    job.task,
+                    rate,
+                    in_words(until, now)
+                ),
+            )
+        });
+    }
+    Ok(())
+}
+
+/// A task's limits in force and how they are used, for `weir limits`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LimitView {
+    /// Task name.
+    pub task: String,
+    /// Global cap.
+    pub concurrency_limit: Option<u32>,
+    /// Cap per tenant.
+    pub tenant_concurrency_limit: Option<u32>,
+    /// Rate (`10/m`, with its burst).
+    pub rate_limit: Option<String>,
+    /// Running jobs that hold permits.
+    pub holders: Vec<Holder>,
+    /// Queued jobs a limit holds back now.
+    pub waiting: u64,
+    /// While the rate refuses starts: when the next is allowed.
+    pub throttled_until: Option<String>,
+}
+
+/// Every limited task with its usage.
+pub async fn limit_views(broker: &dyn Broker, limits: &Limits) -> BrokerResult<Vec<LimitView>> {
+    let mut out = Vec::new();
+    for (task, limit) in limits.iter() {
+        let usage = broker.usage(task, limit).await?;
+        out.push(LimitView {
+            task: task.clone(),
+            concurrency_limit: limit.concurrency,
+            tenant_concurrency_limit: limit.tenant_concurrency,
+            rate_limit: limit.rate.as_ref().map(TaskRate::to_string),
+            holders: usage.holders,
+            waiting: usage.waiting,
+            throttled_until: usage.throttled_until.map(|t| Millis(t).to_rfc3339()),
+        });
+    }
+    Ok(out)
+}
