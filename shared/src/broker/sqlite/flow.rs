@@ -156,7 +156,7 @@ pub(super) async fn admit(
     queues: &[&String],
     want: usize,
     now: Millis,
-) -> BrokerResult<Vec<String>> {
+) -> BrokerResult<Admission> {
     let tasks = Value::Array(limits.iter().map(|(t, _)| json!(t)).collect()).to_string();
     let running: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT task, tenant, count(*) FROM jobs WHERE state = 'running' \
@@ -185,6 +185,37 @@ pub(super) async fn admit(
     let cap_full = |limit: &TaskLimit, n: i64| limit.concurrency.is_some_and(|c| n >= i64::from(c));
     let tenant_full =
         |limit: &TaskLimit, n: i64| limit.tenant_concurrency.is_some_and(|c| n >= i64::from(c));
+
+    // Limits that cannot bind within this claim (room for `want` more
+    // under every cap and rate): the plain claim serves, then the rates
+    // are charged for what it took.
+    let want_i = i64::try_from(want).unwrap_or(i64::MAX);
+    let unbound = limits.iter().all(|(task, limit)| {
+        let n = per_task.get(task).copied().unwrap_or(0);
+        let cap_room = limit
+            .concurrency
+            .is_none_or(|c| n.saturating_add(want_i) <= i64::from(c));
+        let tenant_room = limit.tenant_concurrency.is_none_or(|c| {
+            per_tenant
+                .iter()
+                .filter(|((t, _), _)| t == task)
+                .map(|(_, m)| *m)
+                .max()
+                .unwrap_or(0)
+                .saturating_add(want_i)
+                <= i64::from(c)
+        });
+        let rate_room = limit.rate.is_none_or(|r| {
+            let t = r.interval_us();
+            let tat = tats.get(task).copied().unwrap_or(0).max(now_us);
+            // Starts allowed back to back from now: burst - (tat - now) / t.
+            i64::from(r.burst.max(1)).saturating_sub((tat - now_us) / t) >= want_i
+        });
+        cap_room && tenant_room && rate_room
+    });
+    if unbound {
+        return Ok(Admission::Unbound(tats));
+    }
 
     // Tasks no job of which may start now, and tenants at their cap.
     let mut blocked = Vec::new();
@@ -234,29 +265,73 @@ pub(super) async fn admit(
                 continue;
             };
             tats.insert(task.clone(), new_tat);
-            rated.push(task.clone());
+            if !rated.contains(&task) {
+                rated.push(task.clone());
+            }
         }
         *per_task.entry(task).or_default() += 1;
         *per_tenant.entry(pair).or_default() += 1;
         chosen.push(id);
     }
-    if !rated.is_empty() {
-        let rows = Value::Array(
-            rated
-                .iter()
-                .map(|t| json!([t, tats.get(t).copied().unwrap_or(0)]))
-                .collect(),
-        );
-        sqlx::query(
-            "INSERT INTO rates (task, tat) SELECT value ->> 0, value ->> 1 FROM json_each(?1) \
-             WHERE true ON CONFLICT (task) DO UPDATE SET tat = excluded.tat",
-        )
-        .bind(rows.to_string())
-        .execute(&mut *conn)
-        .await
-        .map_err(from_sqlx)?;
+    store_rates(conn, &rated, &tats).await?;
+    Ok(Admission::Only(chosen))
+}
+
+/// What a limited claim may take.
+pub(super) enum Admission {
+    /// No limit can bind within this claim: take the best jobs as usual,
+    /// then [`charge`] the rates (their state as read is carried along).
+    Unbound(HashMap<String, i64>),
+    /// Exactly these job ids (their permits counted, rates charged).
+    Only(Vec<String>),
+}
+
+/// Charges the rates of `tasks` (one start each) after an unbound claim.
+pub(super) async fn charge(
+    conn: &mut SqliteConnection,
+    limits: &Limits,
+    mut tats: HashMap<String, i64>,
+    tasks: impl IntoIterator<Item = String>,
+    now: Millis,
+) -> BrokerResult<()> {
+    let now_us = now.0.saturating_mul(1000);
+    let mut rated = Vec::new();
+    for task in tasks {
+        let Some(rate) = limits.get(&task).and_then(|l| l.rate) else {
+            continue;
+        };
+        let tat = tats.entry(task.clone()).or_insert(0);
+        *tat = (*tat).max(now_us).saturating_add(rate.interval_us());
+        if !rated.contains(&task) {
+            rated.push(task);
+        }
     }
-    Ok(chosen)
+    store_rates(conn, &rated, &tats).await
+}
+
+async fn store_rates(
+    conn: &mut SqliteConnection,
+    rated: &[String],
+    tats: &HashMap<String, i64>,
+) -> BrokerResult<()> {
+    if rated.is_empty() {
+        return Ok(());
+    }
+    let rows = Value::Array(
+        rated
+            .iter()
+            .map(|t| json!([t, tats.get(t).copied().unwrap_or(0)]))
+            .collect(),
+    );
+    sqlx::query(
+        "INSERT INTO rates (task, tat) SELECT value ->> 0, value ->> 1 FROM json_each(?1) \
+         WHERE true ON CONFLICT (task) DO UPDATE SET tat = excluded.tat",
+    )
+    .bind(rows.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(())
 }
 
 /// How `task`'s limits are used: holders, jobs they hold back, the rate.

@@ -206,6 +206,32 @@ async fn begin(writer: &SqlitePool) -> BrokerResult<Transaction<'static, Sqlite>
     }
 }
 
+/// The plain claim: the best `limit` queued jobs of `queues`.
+struct ClaimBest<'a> {
+    now: crate::job::Millis,
+    worker: &'a str,
+    expires: i64,
+    queues: String,
+    limit: i64,
+}
+
+impl ClaimBest<'_> {
+    async fn run(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+    ) -> BrokerResult<Vec<sqlx::sqlite::SqliteRow>> {
+        sqlx::query(Q_CLAIM)
+            .bind(self.now.0)
+            .bind(self.worker)
+            .bind(self.expires)
+            .bind(&self.queues)
+            .bind(self.limit)
+            .fetch_all(conn)
+            .await
+            .map_err(from_sqlx)
+    }
+}
+
 /// Creates the file in WAL mode and applies migrations.
 async fn setup(options: &SqliteConnectOptions) -> BrokerResult<()> {
     let pool = SqlitePoolOptions::new()
@@ -321,31 +347,39 @@ impl Broker for SqliteBroker {
             .iter()
             .filter(|q| due || ready.contains(*q))
             .collect();
+        let best = ClaimBest {
+            now,
+            worker: &request.worker,
+            expires,
+            queues: serde_json::to_string(&visit).unwrap_or_default(),
+            limit: i64::try_from(request.limit).unwrap_or(i64::MAX),
+        };
         let rows = if request.limits.is_empty() {
-            sqlx::query(Q_CLAIM)
-                .bind(now.0)
-                .bind(&request.worker)
-                .bind(expires)
-                .bind(serde_json::to_string(&visit).unwrap_or_default())
-                .bind(i64::try_from(request.limit).unwrap_or(i64::MAX))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(from_sqlx)?
+            best.run(&mut tx).await?
         } else {
-            let admitted =
-                flow::admit(&mut tx, &request.limits, &visit, request.limit, now).await?;
-            if admitted.is_empty() {
-                tx.commit().await.map_err(from_sqlx)?;
-                return Ok(Vec::new());
+            match flow::admit(&mut tx, &request.limits, &visit, request.limit, now).await? {
+                flow::Admission::Unbound(tats) => {
+                    let rows = best.run(&mut tx).await?;
+                    let tasks = rows
+                        .iter()
+                        .map(|r| r.try_get::<String, _>("task").map_err(from_sqlx))
+                        .collect::<BrokerResult<Vec<_>>>()?;
+                    flow::charge(&mut tx, &request.limits, tats, tasks, now).await?;
+                    rows
+                }
+                flow::Admission::Only(ids) if ids.is_empty() => {
+                    tx.commit().await.map_err(from_sqlx)?;
+                    return Ok(Vec::new());
+                }
+                flow::Admission::Only(ids) => sqlx::query(Q_CLAIM_IDS)
+                    .bind(now.0)
+                    .bind(&request.worker)
+                    .bind(expires)
+                    .bind(serde_json::to_string(&ids).unwrap_or_default())
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?,
             }
-            sqlx::query(Q_CLAIM_IDS)
-                .bind(now.0)
-                .bind(&request.worker)
-                .bind(expires)
-                .bind(serde_json::to_string(&admitted).unwrap_or_default())
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(from_sqlx)?
         };
         let seqs = rows
             .iter()

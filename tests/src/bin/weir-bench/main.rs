@@ -50,7 +50,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// returns the bulk enqueue and drain rates.
 async fn drain(processes: u32, slots: u32) -> Result<(f64, f64)> {
     let (p, c) = (processes.to_string(), slots.to_string());
-    let run = drain_with(DRAIN_JOBS, &["--processes", &p, "-c", &c]).await?;
+    let run = drain_with(DRAIN_JOBS, &["--processes", &p, "-c", &c], &[]).await?;
     Ok((run.enqueue, run.drain))
 }
 
@@ -167,7 +167,8 @@ async fn main() -> Result<()> {
         "sqlite" => sqlite_report().await,
         "redis" => redis_bench::report().await,
         "pool" => pool_report().await,
-        other => bail!("unknown benchmark `{other}`: sqlite, redis or pool"),
+        "flow" => flow_report().await,
+        other => bail!("unknown benchmark `{other}`: sqlite, redis, pool or flow"),
     }
 }
 
@@ -222,8 +223,11 @@ struct DrainRun {
 }
 
 /// Enqueues `n` no-op jobs and drains them with `weir worker ARGS` on SQLite.
-async fn drain_with(n: u64, args: &[&str]) -> Result<DrainRun> {
+async fn drain_with(n: u64, args: &[&str], env: &[(&str, &str)]) -> Result<DrainRun> {
     let mut sandbox = Sandbox::new();
+    for (k, v) in env {
+        sandbox.set(k, v);
+    }
     let started = Instant::now();
     let out = sandbox.cli(&["enqueue", "weir.noop", "--count", &n.to_string()]);
     if !out.status.success() {
@@ -258,6 +262,30 @@ async fn drain_with(n: u64, args: &[&str]) -> Result<DrainRun> {
     })
 }
 
+/// Flow control's cost: drains with a cap and a rate that never bind,
+/// against none, on SQLite and on Redis.
+async fn flow_report() -> Result<()> {
+    println!("## Flow control: admission cost when limits never bind\n");
+    println!("### SQLite: drain of 50,000 `weir.noop`, `--processes 1 -c 256`\n");
+    println!("| run | no limits | cap + rate (never binding) | cost |");
+    println!("|---|---|---|---|");
+    let mut costs = Vec::new();
+    for run in 1..=3 {
+        let args = ["--processes", "1", "-c", "256"];
+        let plain = drain_with(50_000, &args, &[]).await?.drain;
+        let limited = drain_with(50_000, &args, &redis_bench::LOOSE_LIMITS)
+            .await?
+            .drain;
+        let cost = (1.0 - limited / plain) * 100.0;
+        costs.push(cost);
+        println!("| {run} | {plain:.0} jobs/s | {limited:.0} jobs/s | {cost:.0}% |");
+    }
+    costs.sort_by(f64::total_cmp);
+    println!("| median | | | {:.0}% |", costs[1]);
+    println!();
+    redis_bench::flow_report().await
+}
+
 /// Recycling's cost: drain with children replaced every 50 tasks against none.
 async fn pool_report() -> Result<()> {
     println!("## Worker pools: recycling every 50 tasks against none (SQLite)\n");
@@ -268,10 +296,10 @@ async fn pool_report() -> Result<()> {
     let n = 20_000;
     for (procs, slots) in [("2", "2"), ("2", "64")] {
         let base = ["--processes", procs, "-c", slots];
-        let plain = drain_with(n, &base).await?.drain;
+        let plain = drain_with(n, &base, &[]).await?.drain;
         let mut recycled_args = base.to_vec();
         recycled_args.extend(["--max-tasks-per-child", "50"]);
-        let run = drain_with(n, &recycled_args).await?;
+        let run = drain_with(n, &recycled_args, &[]).await?;
         let (recycled, ready) = (run.drain, run.ready_ms);
         println!(
             "| `--processes {procs} -c {slots}`, {n} `weir.noop` | {plain:.0} jobs/s | {recycled:.0} jobs/s | {:.0}% | {} |",

@@ -65,8 +65,12 @@ async fn drain(
     n: u64,
     worker: &[&str],
     extra_ms: f64,
+    env: &[(&str, &str)],
 ) -> Result<(f64, f64)> {
     let mut run = Run::new()?;
+    for (k, v) in env {
+        run.sandbox.set(k, v);
+    }
     let started = Instant::now();
     let out = run.sandbox.cli(&[
         "enqueue",
@@ -111,6 +115,7 @@ pub async fn report() -> Result<()> {
             100_000,
             &["--processes", procs, "-c", slots],
             1.0,
+            &[],
         )
         .await?;
         println!(
@@ -123,6 +128,7 @@ pub async fn report() -> Result<()> {
         10_000,
         &["--processes", "1", "-c", "1000"],
         50.0,
+        &[],
     )
     .await?;
     println!(
@@ -196,5 +202,31 @@ pub async fn report() -> Result<()> {
         "\n### Enqueue->start latency at {rate} jobs/s for {seconds} s (Redis time, ms resolution)\n"
     );
     latency_table(&lat);
+    Ok(())
+}
+
+/// Limits that never bind: a cap far above the slots and a rate far above
+/// the drain, so the runs measure what admission itself costs.
+pub(crate) const LOOSE_LIMITS: [(&str, &str); 2] = [
+    ("WEIR_CONCURRENCY_LIMITS", "weir.noop=1000000"),
+    ("WEIR_RATE_LIMITS", "weir.noop=1000000/s:100000"),
+];
+
+/// Drain of `weir.noop` with a cap and a rate that never bind, against none.
+pub async fn flow_report() -> Result<()> {
+    println!("### Redis: drain of 100,000 `weir.noop`, `--processes 1 -c 512`\n");
+    println!("| run | no limits | cap + rate (never binding) | cost |");
+    println!("|---|---|---|---|");
+    let mut costs = Vec::new();
+    for run in 1..=3 {
+        let args = ["--processes", "1", "-c", "512"];
+        let (_, plain) = drain("weir.noop", "{}", 100_000, &args, 1.0, &[]).await?;
+        let (_, limited) = drain("weir.noop", "{}", 100_000, &args, 1.0, &LOOSE_LIMITS).await?;
+        let cost = (1.0 - limited / plain) * 100.0;
+        costs.push(cost);
+        println!("| {run} | {plain:.0} jobs/s | {limited:.0} jobs/s | {cost:.0}% |");
+    }
+    costs.sort_by(f64::total_cmp);
+    println!("| median | | | {:.0}% |", costs[1]);
     Ok(())
 }

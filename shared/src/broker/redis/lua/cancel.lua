@@ -18,8 +18,8 @@ if state == 'queued' and f[4] then
 else
   redis.call('ZREM', qkey(q, state == 'queued' and 'ready' or state), id)
 end
-if f[5] == '1' then
-  release_permit(id, f[6], f[2])
+if state == 'running' and (f[5] == '1' or f[5] == '2') then
+  release_permit(id, f[6], f[2], f[5])
 end
 finish(q, id, 'cancelled', now_ms(), tonumber(ARGV[4]))
 return 'ok'

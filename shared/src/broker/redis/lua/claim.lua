@@ -22,8 +22,9 @@ local now = math.floor(now_us / 1000)
 local deadline = now + lease
 local out = {}
 
--- Per call caches: permits in use and rate state per task.
-local counts, tats, rated = {}, {}, {}
+-- Per call caches: permits in use and rate state per task; permits taken
+-- (per semaphore key), added together at the end.
+local counts, tats, rated, taken = {}, {}, {}, {}
 local function in_use(key)
   local c = counts[key]
   if not c then
@@ -68,12 +69,12 @@ local function admit(task, tenant, id)
     if cap >= 0 then
       counts[k] = in_use(k) + 1
     end
-    redis.call('ZADD', k, deadline, id)
+    push(taken, k, deadline, id)
   end
   if tcap >= 0 then
     local k = semkey(task, tenant)
     counts[k] = in_use(k) + 1
-    redis.call('ZADD', k, deadline, id)
+    push(taken, k, deadline, id)
   end
   return nil
 end
@@ -181,8 +182,15 @@ for i = 6, #ARGV do
             end
           else
             local attempt = tonumber(f[8]) + 1
-            if limits and limits[f[2]] and (limits[f[2]][1] >= 0 or limits[f[2]][2] >= 0) then
-              redis.call('HSET', key, 'attempts', attempt, 'state', 'running', 'started_at', now, 'owner', worker, 'permit', '1')
+            if limits then
+              -- Which permits the job holds: '1' its task's, '2' also its tenant's.
+              local l, permit = limits[f[2]], ''
+              if l and l[2] >= 0 then
+                permit = '2'
+              elseif l and l[1] >= 0 then
+                permit = '1'
+              end
+              redis.call('HSET', key, 'attempts', attempt, 'state', 'running', 'started_at', now, 'owner', worker, 'permit', permit)
             else
               redis.call('HSET', key, 'attempts', attempt, 'state', 'running', 'started_at', now, 'owner', worker)
             end
@@ -216,6 +224,10 @@ for i = 6, #ARGV do
       end
     end
   end
+end
+
+for k, members in pairs(taken) do
+  flush('ZADD', k, members, 2)
 end
 
 -- Store the rates' new state; while jobs of a rated task wait, come back

@@ -181,15 +181,19 @@ local function unhold(q, suffix, n)
   return #popped / 2
 end
 
--- Frees the permits a job holds (it stopped running) and lets one waiting
--- job of its task, and one of its tenant, be considered again.
-local function release_permit(id, task, tenant)
-  redis.call('HDEL', jkey(id), 'permit')
+-- Frees the permits a running job holds (`kind` '1': the task's, '2':
+-- also its tenant's) and lets one waiting job of its task, and one of its
+-- tenant, be considered again.
+local function release_permit(id, task, tenant, kind)
   redis.call('ZREM', semkey(task), id)
-  redis.call('ZREM', semkey(task, tenant), id)
+  if kind == '2' then
+    redis.call('ZREM', semkey(task, tenant), id)
+  end
   for _, q in ipairs(redis.call('SMEMBERS', P .. ':heldq:' .. lenc(task))) do
     unhold(q, held_suffix(task), 1)
-    unhold(q, held_suffix(task, tenant), 1)
+    if kind == '2' then
+      unhold(q, held_suffix(task, tenant), 1)
+    end
   end
 end
 
@@ -212,8 +216,8 @@ end
 local function holds(id, a)
   local f = redis.call('HMGET', jkey(id), 'state', 'attempts', 'queue', 'permit', 'task', 'tenant')
   if f[1] == 'running' and f[2] == tostring(a) then
-    if f[4] == '1' then
-      return f[3], f[5], f[6]
+    if f[4] == '1' or f[4] == '2' then
+      return f[3], f[5], f[6], f[4]
     end
     return f[3]
   end

@@ -7,6 +7,9 @@ local now = now_ms()
 local stale = {}
 -- Set updates are gathered per queue and sent once at the end.
 local unleased, succeeded, failed = {}, {}, {}
+-- Permits to give back (per semaphore key) and how many freed per task
+-- and tenant: as many waiting jobs get another look.
+local permits, freed = {}, {}
 local function finished(q, id, state, f, field, value, into)
   release_unique_of(id, f[5], f[6], f[7])
   local key = jkey(id)
@@ -24,8 +27,19 @@ for _, c in ipairs(cjson.decode(ARGV[3])) do
     table.insert(stale, id)
   else
     push(unleased, q, id)
-    if f[9] == '1' then
-      release_permit(id, f[6], f[5])
+    if f[9] == '1' or f[9] == '2' then
+      -- Permits are given back together at the end.
+      push(permits, semkey(f[6]), id)
+      local fr = freed[f[6]]
+      if not fr then
+        fr = {n = 0, tenants = {}}
+        freed[f[6]] = fr
+      end
+      fr.n = fr.n + 1
+      if f[9] == '2' then
+        push(permits, semkey(f[6], f[5]), id)
+        fr.tenants[f[5]] = (fr.tenants[f[5]] or 0) + 1
+      end
     end
     if c.k == 's' then
       finished(q, id, 'succeeded', f, 'result', c.v, succeeded)
@@ -45,6 +59,15 @@ for _, c in ipairs(cjson.decode(ARGV[3])) do
   end
 end
 for q, ids in pairs(unleased) do flush('ZREM', qkey(q, 'running'), ids, 1) end
+for k, ids in pairs(permits) do flush('ZREM', k, ids, 1) end
+for task, fr in pairs(freed) do
+  for _, q in ipairs(redis.call('SMEMBERS', P .. ':heldq:' .. lenc(task))) do
+    unhold(q, held_suffix(task), fr.n)
+    for tenant, n in pairs(fr.tenants) do
+      unhold(q, held_suffix(task, tenant), n)
+    end
+  end
+end
 for q, members in pairs(succeeded) do flush('ZADD', qkey(q, 'succeeded'), members, 2) end
 for q, members in pairs(failed) do flush('ZADD', qkey(q, 'failed'), members, 2) end
 return stale

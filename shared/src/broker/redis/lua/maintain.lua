@@ -13,8 +13,8 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
     redis.call('ZREM', qkey(q, 'running'), id)
     local f = redis.call('HMGET', key, 'attempts', 'base', 'max_retries', 'permit', 'task', 'tenant')
     if f[1] then
-      if f[4] == '1' then
-        release_permit(id, f[5], f[6])
+      if f[4] == '1' or f[4] == '2' then
+        release_permit(id, f[5], f[6], f[4])
       end
       redis.call('HSET', key, 'error', 'lease expired during attempt ' .. f[1] .. ' (worker lost or stalled)')
       if tonumber(f[1]) - tonumber(f[2]) > tonumber(f[3]) then

@@ -5,12 +5,14 @@ local now = now_ms()
 local lost = {}
 for _, l in ipairs(cjson.decode(ARGV[3])) do
   local id, a = l[1], l[2]
-  local q, task, tenant = holds(id, a)
+  local q, task, tenant, kind = holds(id, a)
   if q then
     redis.call('ZADD', qkey(q, 'running'), 'XX', now + lease, id)
     if task then
       redis.call('ZADD', semkey(task), 'XX', now + lease, id)
-      redis.call('ZADD', semkey(task, tenant), 'XX', now + lease, id)
+      if kind == '2' then
+        redis.call('ZADD', semkey(task, tenant), 'XX', now + lease, id)
+      end
     end
   else
     table.insert(lost, id)
