@@ -18,3 +18,4 @@ pub mod job;
 pub mod limit;
 pub mod node;
 pub mod queue_order;
+pub mod schedule;

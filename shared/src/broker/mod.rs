@@ -230,6 +230,32 @@ pub struct QueueCounts {
     pub counts: BTreeMap<JobState, u64>,
 }
 
+/// One tick of a schedule: the run to enqueue at most once, whichever
+/// scheduler replica gets there first. Its job id is
+/// [`JobId::for_tick`] of the schedule and fire time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tick {
+    /// Schedule name.
+    pub schedule: String,
+    /// The fire time (UTC), as every replica computes it.
+    pub fire_time: Millis,
+    /// The run.
+    pub job: EnqueueRequest,
+}
+
+/// What the broker records about a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleState {
+    /// Schedule name.
+    pub name: String,
+    /// The latest tick enqueued.
+    pub last_fire: Option<Millis>,
+    /// The job of that tick.
+    pub last_job: Option<JobId>,
+    /// True while paused: no tick fires.
+    pub paused: bool,
+}
+
 /// Where a queued job waits in its queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
@@ -339,6 +365,17 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Checks that the broker answers.
     async fn ping(&self) -> BrokerResult<()>;
+
+    /// Enqueues a schedule's tick unless any caller already did: keyed by
+    /// (schedule, fire time) in the same atomic step as the enqueue. Returns
+    /// the job when this call enqueued it, `None` when the tick had fired.
+    async fn fire(&self, tick: Tick) -> BrokerResult<Option<Job>>;
+
+    /// The recorded state of each named schedule (defaults for one never seen).
+    async fn schedule_states(&self, names: &[String]) -> BrokerResult<Vec<ScheduleState>>;
+
+    /// Pauses or resumes a schedule.
+    async fn set_schedule_paused(&self, name: &str, paused: bool) -> BrokerResult<()>;
 
     /// Where a queued job stands in its queue (zeros for a job not queued).
     async fn position(&self, job: &Job) -> BrokerResult<Position>;

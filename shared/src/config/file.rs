@@ -14,6 +14,38 @@ pub(super) struct ConfigFile {
     pub queues: QueuesFile,
     #[serde(default)]
     pub tasks: BTreeMap<String, TaskFile>,
+    #[serde(default)]
+    pub schedules: Vec<ScheduleFile>,
+    #[serde(default)]
+    pub warmup: BTreeMap<String, WarmupFile>,
+}
+
+/// `[[schedules]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ScheduleFile {
+    pub name: String,
+    pub cron: String,
+    pub tz: Option<String>,
+    pub task: String,
+    pub queue: Option<String>,
+    pub payload: Option<toml::Value>,
+    pub priority: Option<i64>,
+    pub misfire: Option<String>,
+    pub grace: Option<String>,
+}
+
+/// `[warmup.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WarmupFile {
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub query: String,
+    pub key: String,
+    pub ttl: String,
+    pub jitter: Option<f64>,
+    pub batch: Option<usize>,
 }
 
 /// `[queues]`.

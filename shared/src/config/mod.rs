@@ -52,12 +52,13 @@ pub const DEFAULT_QUEUES: [&str; 10] = [
 ];
 
 /// Tasks every worker knows.
-pub const BUILTIN_TASKS: [&str; 5] = [
+pub const BUILTIN_TASKS: [&str; 6] = [
     "weir.noop",
     "weir.echo",
     "weir.sleep",
     "weir.cpu",
     "weir.fail",
+    "cache.warmup",
 ];
 
 /// The default broker: the embedded SQLite file.
@@ -98,6 +99,30 @@ pub struct Settings {
     pub auth: auth::AuthSettings,
     /// Global caps and rate limits per task (file, then environment).
     pub limits: crate::limit::Limits,
+    /// `[[schedules]]`, in file order.
+    pub schedules: Vec<crate::schedule::Schedule>,
+    /// `[warmup.NAME]`: what `cache.warmup {"target": NAME}` does.
+    pub warmup: BTreeMap<String, WarmupTarget>,
+}
+
+/// A cache warm-up target: a query whose rows become Redis keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmupTarget {
+    /// `postgres://...` or `sqlite://...`.
+    pub database_url: String,
+    /// Where the keys go; `None` for the broker's Redis.
+    pub redis_url: Option<String>,
+    /// The query; each row becomes one key holding the row as JSON.
+    pub query: String,
+    /// Key template: `{column}` is replaced by that column's value.
+    pub key: String,
+    /// Time to live of each key.
+    pub ttl: Duration,
+    /// Up to this fraction of `ttl` is added at random per key (default
+    /// 0.1), so a whole cache does not expire at the same moment.
+    pub jitter: f64,
+    /// Keys written per pipelined round trip.
+    pub batch: usize,
 }
 
 /// How one task runs.

@@ -20,6 +20,23 @@ impl JobId {
     pub fn new() -> Self {
         JobId(uuid::Uuid::now_v7())
     }
+
+    /// The id of the run a schedule fires at `fire_time`: the same on every
+    /// scheduler replica (a UUIDv7 whose time is the fire time and whose
+    /// other bits are a digest of the schedule and the time), so a tick
+    /// enqueued twice is recognised as one job.
+    pub fn for_tick(schedule: &str, fire_time: Millis) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(schedule.as_bytes())
+            .chain_update(b"@")
+            .chain_update(fire_time.0.to_be_bytes())
+            .finalize();
+        let mut random = [0u8; 10];
+        random.copy_from_slice(&digest[..10]);
+        let ms = u64::try_from(fire_time.0).unwrap_or(0);
+        JobId(uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid())
+    }
 }
 
 impl Default for JobId {

@@ -11,8 +11,10 @@
 //! test (its own file, key prefix or schema), so the tests run in parallel.
 
 mod limits;
+mod schedules;
 
 pub use limits::*;
+pub use schedules::*;
 
 use super::{
     BrokerError, ClaimRequest, ClaimedJob, Completion, EnqueueRequest, ListRequest, Outcome, Scope,
@@ -717,7 +719,7 @@ macro_rules! broker_conformance {
             release_returns_without_spending, list_and_scope, counts_and_purge,
             heartbeats, cap_bounds_running_jobs, tenant_cap, permit_follows_the_lease,
             rate_spaces_starts_without_attempts, fair_share_across_tenants,
-            usage_and_position);
+            usage_and_position, ticks_fire_once);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(

@@ -29,9 +29,10 @@ pub use limiter::RedisRateLimiter;
 
 use super::{
     Broker, BrokerError, BrokerResult, ClaimRequest, ClaimedJob, Completion, EnqueueRequest,
-    Enqueued, JobPage, Lease, ListRequest, Maintenance, Outcome, Position, QueueCounts, Scope,
+    Enqueued, JobPage, Lease, ListRequest, Maintenance, Outcome, Position, QueueCounts,
+    ScheduleState, Scope, Tick,
 };
-use crate::job::{Job, JobId, JobState, now_ms};
+use crate::job::{Job, JobId, JobState, Millis, now_ms};
 use crate::limit::{Holder, TaskLimit, Usage};
 use crate::node::WorkerInfo;
 use async_trait::async_trait;
@@ -64,6 +65,7 @@ struct Scripts {
     counts: Script,
     usage: Script,
     position: Script,
+    fire: Script,
 }
 
 impl Scripts {
@@ -81,6 +83,11 @@ impl Scripts {
             counts: script(include_str!("lua/counts.lua")),
             usage: script(include_str!("lua/usage.lua")),
             position: script(include_str!("lua/position.lua")),
+            fire: script(&format!(
+                "{}\n{}",
+                include_str!("lua/fire.lua"),
+                include_str!("lua/enqueue.lua")
+            )),
         }
     }
 }
@@ -223,17 +230,7 @@ impl Broker for RedisBroker {
         let mut invocation = self.scripts.enqueue.prepare_invoke();
         invocation.arg(&*self.prefix);
         for (id, delay, r) in &planned {
-            invocation
-                .arg(id.to_string())
-                .arg(&r.tenant)
-                .arg(&r.task)
-                .arg(&r.queue)
-                .arg(r.priority)
-                .arg(r.payload.to_string())
-                .arg(r.max_retries)
-                .arg(r.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
-                .arg(r.unique_key.as_deref().unwrap_or(""))
-                .arg(*delay);
+            job_args(&mut invocation, *id, *delay, r);
         }
         // A connection lost after the call was sent leaves it unknown whether
         // the jobs went in. The script is idempotent on the job ids, so the
@@ -650,6 +647,73 @@ impl Broker for RedisBroker {
             .map_err(from_redis)
     }
 
+    async fn fire(&self, tick: Tick) -> BrokerResult<Option<Job>> {
+        let id = JobId::for_tick(&tick.schedule, tick.fire_time);
+        let local_now = now_ms();
+        let delay = tick
+            .job
+            .run_at
+            .map(|t| (t.0 - local_now.0).max(0))
+            .unwrap_or(0);
+        let name = format!("{}:{}", tick.schedule.len(), tick.schedule);
+        let mut invocation = self.scripts.fire.prepare_invoke();
+        invocation
+            .key(format!("{}:cron:{name}:{}", self.prefix, tick.fire_time.0))
+            .key(format!("{}:sched:{name}", self.prefix))
+            .arg(&*self.prefix);
+        job_args(&mut invocation, id, delay, &tick.job);
+        invocation.arg(tick.fire_time.0).arg(ms(TICK_MEMORY));
+        let mut conn = self.conn.clone();
+        let reply: Vec<redis::Value> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        if reply.len() < 3 {
+            return Ok(None);
+        }
+        let now = jobs::int(&reply[0])?;
+        if jobs::int(&reply[2])? != 1 {
+            return Ok(None);
+        }
+        Ok(Some(jobs::new_job(id, tick.job, now, delay)))
+    }
+
+    async fn schedule_states(&self, names: &[String]) -> BrokerResult<Vec<ScheduleState>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for name in names {
+            pipe.hgetall(format!("{}:sched:{}:{name}", self.prefix, name.len()));
+        }
+        let mut conn = self.conn.clone();
+        let hashes: Vec<HashMap<String, String>> =
+            pipe.query_async(&mut conn).await.map_err(from_redis)?;
+        Ok(names
+            .iter()
+            .zip(hashes)
+            .map(|(name, h)| ScheduleState {
+                name: name.clone(),
+                last_fire: h.get("last_fire").and_then(|v| v.parse().ok()).map(Millis),
+                last_job: h.get("last_job").and_then(|v| v.parse().ok()),
+                paused: h.get("paused").is_some_and(|v| v == "1"),
+            })
+            .collect())
+    }
+
+    async fn set_schedule_paused(&self, name: &str, paused: bool) -> BrokerResult<()> {
+        let mut conn = self.conn.clone();
+        let _: () = conn
+            .hset(
+                format!("{}:sched:{}:{name}", self.prefix, name.len()),
+                "paused",
+                if paused { "1" } else { "0" },
+            )
+            .await
+            .map_err(from_redis)?;
+        Ok(())
+    }
+
     async fn position(&self, job: &Job) -> BrokerResult<Position> {
         if job.state != JobState::Queued {
             return Ok(Position::default());
@@ -719,6 +783,30 @@ impl Broker for RedisBroker {
         let _ = tokio::time::timeout(max, self.wake.notified()).await;
     }
 }
+
+/// The 10 values enqueue.lua reads per job.
+fn job_args(
+    invocation: &mut redis::ScriptInvocation<'_>,
+    id: JobId,
+    delay: i64,
+    r: &EnqueueRequest,
+) {
+    invocation
+        .arg(id.to_string())
+        .arg(&r.tenant)
+        .arg(&r.task)
+        .arg(&r.queue)
+        .arg(r.priority)
+        .arg(r.payload.to_string())
+        .arg(r.max_retries)
+        .arg(r.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
+        .arg(r.unique_key.as_deref().unwrap_or(""))
+        .arg(delay);
+}
+
+/// How long a fired tick's key is kept: longer than any catch-up grace
+/// and clock skew a deployment should have.
+const TICK_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 impl RedisBroker {
     /// Reads several jobs in one round trip.

@@ -87,6 +87,17 @@ async fn insert(writer: &SqlitePool, jobs: Vec<EnqueueRequest>) -> BrokerResult<
     let now = now_ms();
     let planned: Vec<Job> = jobs.into_iter().map(|r| row::new_job(r, now)).collect();
     let mut tx = begin(writer).await?;
+    let out = insert_in(&mut tx, planned, now).await?;
+    tx.commit().await.map_err(from_sqlx)?;
+    Ok(out)
+}
+
+/// Inserts planned jobs within the caller's transaction.
+pub(super) async fn insert_in(
+    tx: &mut sqlx::SqliteConnection,
+    planned: Vec<Job>,
+    now: crate::job::Millis,
+) -> BrokerResult<Vec<Enqueued>> {
     // Jobs due now take their fair-share place at once; delayed ones when
     // they become due.
     let pairs: Vec<(String, String)> = planned
@@ -94,7 +105,7 @@ async fn insert(writer: &SqlitePool, jobs: Vec<EnqueueRequest>) -> BrokerResult<
         .filter(|j| j.state == JobState::Queued)
         .map(|j| (j.queue.clone(), j.tenant.clone()))
         .collect();
-    let mut seqs = super::flow::assign_seqs(&mut tx, &pairs).await?.into_iter();
+    let mut seqs = super::flow::assign_seqs(tx, &pairs).await?.into_iter();
     let batch = Value::Array(
         planned
             .iter()
@@ -146,6 +157,5 @@ async fn insert(writer: &SqlitePool, jobs: Vec<EnqueueRequest>) -> BrokerResult<
             created: false,
         });
     }
-    tx.commit().await.map_err(from_sqlx)?;
     Ok(out)
 }

@@ -27,6 +27,8 @@
 --   P:tenants             SET   tenants with listed jobs
 --   P:queues              SET   every queue that ever had a job or a flag
 local P = ARGV[1]
+-- Where a script's own arguments end (fire.lua keeps two after the job).
+local ARGV_END = #ARGV
 
 -- Runs `cmd key args...` with the accumulated args in chunks: one call
 -- per chunk instead of one per job, and never past Lua's unpack limit.

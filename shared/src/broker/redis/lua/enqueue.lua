@@ -25,7 +25,7 @@ local function next_seq(q, tenant)
   l[tenant] = s
   return s
 end
-for i = 2, #ARGV, 10 do
+for i = 2, ARGV_END, 10 do
   local id, tenant, task, queue = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local priority, timeout, unique = ARGV[i + 4], ARGV[i + 7], ARGV[i + 8]
   local holder, uk = nil, nil
