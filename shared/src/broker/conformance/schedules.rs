@@ -18,8 +18,7 @@ pub async fn ticks_fire_once(t: TestBroker) {
     let results = futures::future::join_all(fires).await;
     let created: Vec<_> = results
         .into_iter()
-        .map(|r| r.expect("fire"))
-        .flatten()
+        .filter_map(|r| r.expect("fire"))
         .collect();
     assert_eq!(created.len(), 1, "one job per tick");
     let id = JobId::for_tick("warm", ft);
