@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/queues/{name}/resume", post(queues::resume))
         .route("/v1/workers", get(queues::workers))
         .route("/v1/limits", get(queues::limits))
+        .route("/v1/schedules", get(queues::schedules))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             caller::authenticate,

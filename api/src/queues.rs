@@ -149,6 +149,17 @@ pub(crate) async fn limits(
     Ok(Json(json!({"data": views})))
 }
 
+/// `GET /v1/schedules` (admin keys only): cron schedules with their last
+/// and next fire times and the state of their latest run.
+pub(crate) async fn schedules(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let views = weir_scheduler::views(&state.broker, &state.settings).await?;
+    Ok(Json(json!({"data": views})))
+}
+
 /// `GET /v1/workers` (admin keys only).
 pub(crate) async fn workers(
     State(state): State<AppState>,

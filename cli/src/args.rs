@@ -31,6 +31,10 @@ pub enum Command {
     Workers(JsonFlag),
     /// Concurrency caps and rate limits in force, their holders and waiting jobs.
     Limits(JsonFlag),
+    /// The cron scheduler; run several for availability: each tick is enqueued once.
+    Scheduler,
+    /// Cron schedules with their last and next fire; trigger, pause or resume one.
+    Schedules(SchedulesArgs),
     /// API keys.
     Keys(KeysArgs),
 }
@@ -159,6 +163,36 @@ pub enum QueueAction {
         /// Confirm: purging cannot be undone.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+/// `weir schedules [trigger|pause|resume]`.
+#[derive(Debug, Args)]
+pub struct SchedulesArgs {
+    /// Without an action: list schedules.
+    #[command(subcommand)]
+    pub action: Option<ScheduleAction>,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+/// Schedule actions.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleAction {
+    /// Enqueue one run of a schedule now.
+    Trigger {
+        /// Schedule name.
+        name: String,
+    },
+    /// Stop a schedule from firing (on every scheduler replica).
+    Pause {
+        /// Schedule name.
+        name: String,
+    },
+    /// Let a paused schedule fire again.
+    Resume {
+        /// Schedule name.
+        name: String,
     },
 }
 

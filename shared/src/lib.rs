@@ -12,6 +12,7 @@
 //! - [`queue_order`]: strict and weighted order across a worker's queues.
 
 pub mod broker;
+pub mod cache;
 pub mod config;
 pub mod explain;
 pub mod job;

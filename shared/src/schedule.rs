@@ -145,6 +145,15 @@ impl Schedule {
             .map(|next: DateTime<Tz>| Millis(next.with_timezone(&Utc).timestamp_millis()))
     }
 
+    /// The latest fire time at or before `t`.
+    pub fn latest_until(&self, t: Millis) -> Option<Millis> {
+        let start = self.tz.timestamp_millis_opt(t.0).single()?;
+        self.parsed
+            .find_previous_occurrence(&start, true)
+            .ok()
+            .map(|prev: DateTime<Tz>| Millis(prev.with_timezone(&Utc).timestamp_millis()))
+    }
+
     /// Fire times in `(after, until]`, oldest first, at most `limit`.
     pub fn ticks(&self, after: Millis, until: Millis, limit: usize) -> Vec<Millis> {
         let mut out = Vec::new();

@@ -22,6 +22,7 @@ mod executor;
 pub mod node;
 mod supervisor;
 pub mod task;
+mod warmup;
 
 pub use node::{NodeOptions, NodeStats, run_node};
 pub use supervisor::spread;
@@ -67,10 +68,11 @@ pub fn node_id() -> String {
 /// handed back.
 pub async fn run(
     broker: SharedBroker,
-    registry: Registry,
+    mut registry: Registry,
     settings: Arc<Settings>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
+    warmup::register(&mut registry, &settings);
     match std::env::var(child::CHILD_ENV) {
         Ok(node) => {
             let slots = std::env::var(child::SLOTS_ENV)
@@ -90,10 +92,11 @@ pub async fn run(
 /// slots in one runtime, with its own heartbeat.
 pub async fn run_in_process(
     broker: SharedBroker,
-    registry: Registry,
+    mut registry: Registry,
     settings: Arc<Settings>,
     shutdown: CancellationToken,
 ) {
+    warmup::register(&mut registry, &settings);
     let node = node_id();
     let stats = Arc::new(NodeStats::default());
     let slots = settings.worker.concurrency;

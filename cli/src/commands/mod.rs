@@ -4,6 +4,7 @@
 mod enqueue;
 mod inspect;
 mod keys;
+mod schedules;
 mod serve;
 
 use crate::args::{Cli, Command};
@@ -25,6 +26,8 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Jobs(args) => inspect::jobs(settings, args).await,
         Command::Workers(flag) => inspect::workers(settings, flag).await,
         Command::Limits(flag) => inspect::limits(settings, flag).await,
+        Command::Scheduler => serve::scheduler(settings).await,
+        Command::Schedules(args) => schedules::run(settings, args).await,
         Command::Keys(args) => keys::run(args),
     }
 }

@@ -63,7 +63,30 @@ pub async fn dev(mut settings: Settings, args: ServeArgs) -> Outcome {
         settings.clone(),
         shutdown.clone(),
     ));
-    serve_api(listener, api_state(&settings, connected), shutdown, worker).await
+    let scheduler = tokio::spawn(weir_scheduler::run(
+        broker.clone(),
+        settings.clone(),
+        shutdown.clone(),
+    ));
+    let companions = tokio::spawn(async move {
+        let _ = tokio::join!(worker, scheduler);
+    });
+    serve_api(
+        listener,
+        api_state(&settings, connected),
+        shutdown,
+        companions,
+    )
+    .await
+}
+
+/// `weir scheduler`: the cron scheduler alone.
+pub async fn scheduler(settings: Settings) -> Outcome {
+    let settings = Arc::new(settings);
+    let broker = super::connect(&settings).await?;
+    let shutdown = shutdown_token();
+    weir_scheduler::run(broker, settings, shutdown).await;
+    Ok(())
 }
 
 /// Serves the API until `shutdown`, then waits for `companion` (the
