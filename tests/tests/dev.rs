@@ -167,3 +167,40 @@ async fn a_paused_queue_holds_its_jobs_until_resumed() {
     dev.wait_state(id, "succeeded", Duration::from_secs(10))
         .await;
 }
+
+#[tokio::test]
+async fn weir_dev_runs_the_schedules_on_sqlite() {
+    let mut sandbox = Sandbox::new();
+    sandbox.config(
+        r#"
+[[schedules]]
+name = "heartbeat"
+cron = "* * * * * *"
+task = "weir.echo"
+payload = { from = "cron" }
+"#,
+    );
+    let dev = sandbox.dev().await;
+    let ran = weir_tests::wait_until(Duration::from_secs(10), || async {
+        let (_, page) = dev.get("/v1/jobs?task=weir.echo&state=succeeded").await;
+        page["data"].as_array().is_some_and(|d| d.len() >= 2)
+    })
+    .await;
+    assert!(ran, "ticks were enqueued and run by the in-process worker");
+    let (status, schedules) = dev.get("/v1/schedules").await;
+    assert_eq!(status, 200);
+    let s = &schedules["data"][0];
+    assert_eq!(s["name"], "heartbeat");
+    assert_eq!(s["tz"], "UTC");
+    assert!(
+        s["last_job"].is_string() && s["next_fire"].is_string(),
+        "{s}"
+    );
+    let (_, job) = dev
+        .get(&format!(
+            "/v1/jobs/{}",
+            s["last_job"].as_str().unwrap_or("-")
+        ))
+        .await;
+    assert_eq!(job["payload"]["from"], "cron");
+}

@@ -314,7 +314,18 @@ impl Settings {
             Some(path) => file::read(path, &mut problems),
             None => file::ConfigFile::default(),
         };
-        let settings = env::apply(file, file_path, env, &mut problems);
+        let settings = env::apply(file, file_path.clone(), env, &mut problems);
+        // Keys that come from the file are named with the file.
+        if let Some(path) = &file_path {
+            for p in &mut problems {
+                if ["tasks.", "queues.", "schedules[", "warmup."]
+                    .iter()
+                    .any(|prefix| p.key.starts_with(prefix))
+                {
+                    p.key = format!("{} {}", path.display(), p.key);
+                }
+            }
+        }
         if problems.is_empty() {
             Ok(settings)
         } else {

@@ -113,8 +113,14 @@ fn file_errors_name_the_file_and_key() {
     .expect("write");
     let path = file.path().to_str().expect("utf-8").to_owned();
     let err = load(&[("WEIR_CONFIG", &path)]).expect_err("invalid");
-    let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(keys, ["tasks.\"x\".retry_delay", "tasks.\"x\".queue"]);
+    let keys: Vec<_> = err.problems.iter().map(|p| p.key.clone()).collect();
+    assert_eq!(
+        keys,
+        [
+            format!("{path} tasks.\"x\".retry_delay"),
+            format!("{path} tasks.\"x\".queue")
+        ]
+    );
 }
 
 #[test]
@@ -280,4 +286,76 @@ concurrency_limit = 4
         text.contains("WEIR_RATE_LIMITS: `mail.send` is not TASK=VALUE"),
         "{text}"
     );
+}
+
+#[test]
+fn schedules_and_warmups_are_checked_at_start() {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    write!(
+        file,
+        r#"
+[[schedules]]
+name = "app-config-warmup"
+cron = "*/10 * * * *"
+tz = "Asia/Shanghai"
+task = "cache.warmup"
+payload = {{ target = "app_config" }}
+misfire = "catch_up"
+grace = "10m"
+
+[warmup.app_config]
+database_url = "postgres://localhost/dify"
+query = "SELECT id, name FROM apps"
+key = "app_config:{{id}}"
+ttl = "1h"
+"#
+    )
+    .expect("write");
+    let path = file.path().to_str().expect("utf-8").to_owned();
+    let s = load(&[("WEIR_CONFIG", &path)]).expect("loads");
+    assert_eq!(s.schedules.len(), 1);
+    assert_eq!(s.schedules[0].tz.name(), "Asia/Shanghai");
+    assert_eq!(
+        s.schedules[0].misfire,
+        crate::schedule::Misfire::CatchUp {
+            grace: Duration::from_secs(600)
+        }
+    );
+    let w = &s.warmup["app_config"];
+    assert_eq!(
+        (w.ttl, w.batch, w.jitter),
+        (Duration::from_secs(3600), 500, 0.1)
+    );
+
+    let mut bad = tempfile::NamedTempFile::new().expect("temp file");
+    write!(
+        bad,
+        r#"
+[[schedules]]
+name = "a"
+cron = "*/10 * * *"
+task = "weir.noop"
+
+[[schedules]]
+name = "b"
+cron = "0 9 * * *"
+tz = "Mars/Base"
+task = "cache.warmup"
+payload = {{ target = "nowhere" }}
+misfire = "sometimes"
+"#
+    )
+    .expect("write");
+    let path = bad.path().to_str().expect("utf-8").to_owned();
+    let text = load(&[("WEIR_CONFIG", &path)])
+        .expect_err("bad")
+        .to_string();
+    for expected in [
+        "schedules[0] (a).cron: `*/10 * * *` has 4 fields",
+        "schedules[1] (b).tz: `Mars/Base` is not an IANA time zone",
+        "schedules[1] (b).payload: target `nowhere` has no [warmup.nowhere] section",
+        "schedules[1] (b).misfire: `sometimes` is neither `skip` nor `catch_up`",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
 }
