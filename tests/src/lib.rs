@@ -107,6 +107,24 @@ impl Sandbox {
         })
     }
 
+    /// Every job, read with `weir jobs list` page by page (newest first).
+    pub fn all_jobs(&self) -> Vec<Value> {
+        let mut jobs = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut args = vec!["jobs", "list", "--limit", "500", "--json"];
+            if let Some(c) = &cursor {
+                args.extend(["--cursor", c.as_str()]);
+            }
+            let page = self.cli_json(&args);
+            jobs.extend(page["data"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(c) if page["has_more"] != false => cursor = Some(c.to_owned()),
+                _ => return jobs,
+            }
+        }
+    }
+
     /// Starts a long-running role; its log goes to `<name>.log` in the sandbox.
     pub fn spawn(&self, name: &str, args: &[&str]) -> Proc {
         let log_path = self.dir.path().join(format!("{name}.log"));

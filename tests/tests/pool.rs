@@ -20,23 +20,6 @@ fn succeeded(sandbox: &Sandbox) -> u64 {
         .unwrap_or(0)
 }
 
-/// Every job of the default queue, read page by page.
-fn all_jobs(sandbox: &Sandbox) -> Vec<Value> {
-    let mut jobs = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = vec!["jobs", "list", "--limit", "500", "--json"];
-        if let Some(c) = &cursor {
-            args.extend(["--cursor", c.as_str()]);
-        }
-        let page = sandbox.cli_json(&args);
-        jobs.extend(page["data"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return jobs,
-        }
-    }
-}
 
 #[tokio::test]
 async fn children_are_recycled_after_their_tasks_without_losing_capacity_or_jobs() {
@@ -72,7 +55,7 @@ async fn children_are_recycled_after_their_tasks_without_losing_capacity_or_jobs
         assert!(samples < 600, "jobs did not finish:\n{}", worker.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let jobs = all_jobs(&sandbox);
+    let jobs = sandbox.all_jobs();
     assert_eq!(jobs.len() as u64, total);
     for job in &jobs {
         assert_eq!(job["state"], "succeeded", "{job}");

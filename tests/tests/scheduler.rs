@@ -12,23 +12,6 @@ fn redis_url() -> Option<String> {
     service_url("WEIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 }
 
-/// Every job as JSON (newest first), all pages.
-fn all_jobs(sandbox: &Sandbox) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = vec!["jobs", "list", "--limit", "500", "--json"];
-        if let Some(c) = &cursor {
-            args.extend(["--cursor", c.as_str()]);
-        }
-        let page = sandbox.cli_json(&args);
-        out.extend(page["data"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_str() {
-            Some(next) if page["has_more"] == true => cursor = Some(next.to_owned()),
-            _ => return out,
-        }
-    }
-}
 
 /// A tick's fire time, from its job id (a UUIDv7 whose time is the tick).
 fn fire_time(job: &Value) -> i64 {
@@ -43,7 +26,7 @@ fn fire_time(job: &Value) -> i64 {
 /// Fire times per schedule (the payload names it), sorted.
 fn ticks(sandbox: &Sandbox) -> BTreeMap<String, Vec<i64>> {
     let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for job in all_jobs(sandbox) {
+    for job in sandbox.all_jobs() {
         let name = job["payload"]["s"].as_str().unwrap_or("-").to_owned();
         out.entry(name).or_default().push(fire_time(&job));
     }
@@ -83,7 +66,7 @@ payload = { s = "every-second" }
     drop(replicas);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let jobs = all_jobs(&sandbox);
+    let jobs = sandbox.all_jobs();
     let fired = &ticks(&sandbox)["every-second"];
     let mut distinct = fired.clone();
     distinct.dedup();
@@ -155,10 +138,10 @@ grace = "1m"
         );
         assert_eq!(v["last_state"], "queued", "{v}");
     }
-    let before = all_jobs(&sandbox).len();
+    let before = sandbox.all_jobs().len();
     let triggered = sandbox.cli_json(&["schedules", "trigger", "skip", "--json"]);
     assert_eq!(triggered["task"], "weir.noop");
-    assert_eq!(all_jobs(&sandbox).len(), before + 1);
+    assert_eq!(sandbox.all_jobs().len(), before + 1);
     let bad = sandbox.cli(&["schedules", "trigger", "nope"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("configured: skip, catch-up"));
