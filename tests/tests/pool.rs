@@ -20,7 +20,6 @@ fn succeeded(sandbox: &Sandbox) -> u64 {
         .unwrap_or(0)
 }
 
-
 #[tokio::test]
 async fn children_are_recycled_after_their_tasks_without_losing_capacity_or_jobs() {
     let mut sandbox = Sandbox::new();
