@@ -20,6 +20,8 @@ local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = math.floor(now_us / 1000)
 local deadline = now + lease
+-- Numbers go to Redis as strings, formatted once (see enqueue.lua).
+local now_s, deadline_s = num(now), num(deadline)
 local out = {}
 
 -- Per call caches: permits in use and rate state per task; permits taken
@@ -69,12 +71,12 @@ local function admit(task, tenant, id)
     if cap >= 0 then
       counts[k] = in_use(k) + 1
     end
-    push(taken, k, deadline, id)
+    push(taken, k, deadline_s, id)
   end
   if tcap >= 0 then
     local k = semkey(task, tenant)
     counts[k] = in_use(k) + 1
-    push(taken, k, deadline, id)
+    push(taken, k, deadline_s, id)
   end
   return nil
 end
@@ -190,13 +192,13 @@ for i = 6, #ARGV do
               elseif l and l[1] >= 0 then
                 permit = '1'
               end
-              redis.call('HSET', key, 'attempts', attempt, 'state', 'running', 'started_at', now, 'owner', worker, 'permit', permit)
+              redis.call('HSET', key, 'attempts', tostring(attempt), 'state', 'running', 'started_at', now_s, 'owner', worker, 'permit', permit)
             else
-              redis.call('HSET', key, 'attempts', attempt, 'state', 'running', 'started_at', now, 'owner', worker)
+              redis.call('HSET', key, 'attempts', tostring(attempt), 'state', 'running', 'started_at', now_s, 'owner', worker)
             end
             local seq = score % SEQ
             if seq > top then top = seq end
-            table.insert(leased, deadline)
+            table.insert(leased, deadline_s)
             table.insert(leased, id)
             table.insert(out, id)
             table.insert(out, q)

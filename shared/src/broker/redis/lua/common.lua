@@ -104,11 +104,11 @@ local function finish_with(q, id, state, now, retention, tenant, task, key, extr
   release_unique_of(id, tenant, task, key)
   local key_j = jkey(id)
   if extra then
-    redis.call('HSET', key_j, 'state', state, 'finished_at', now, 'owner', '', extra[1], extra[2])
+    redis.call('HSET', key_j, 'state', state, 'finished_at', num(now), 'owner', '', extra[1], extra[2])
   else
-    redis.call('HSET', key_j, 'state', state, 'finished_at', now, 'owner', '')
+    redis.call('HSET', key_j, 'state', state, 'finished_at', num(now), 'owner', '')
   end
-  redis.call('ZADD', qkey(q, state), now, id)
+  redis.call('ZADD', qkey(q, state), num(now), id)
   redis.call('PEXPIRE', key_j, retention)
 end
 

@@ -2,8 +2,9 @@
 -- k = "s" succeeded (v = result JSON), "f" failed (v = error, d = retry
 -- delay ms or null for no retry), "r" released (handed back unfinished).
 -- Each is fenced on (id, attempt). Returns the ids that were stale.
-local retention = tonumber(ARGV[2])
 local now = now_ms()
+-- Numbers go to Redis as strings, formatted once (see enqueue.lua).
+local now_s = num(now)
 local stale = {}
 -- Set updates are gathered per queue and sent once at the end.
 local unleased, succeeded, failed = {}, {}, {}
@@ -13,9 +14,9 @@ local permits, freed = {}, {}
 local function finished(q, id, state, f, field, value, into)
   release_unique_of(id, f[5], f[6], f[7])
   local key = jkey(id)
-  redis.call('HSET', key, 'state', state, 'finished_at', now, 'owner', '', field, value)
-  redis.call('PEXPIRE', key, retention)
-  push(into, q, now, id)
+  redis.call('HSET', key, 'state', state, 'finished_at', now_s, 'owner', '', field, value)
+  redis.call('PEXPIRE', key, ARGV[2])
+  push(into, q, now_s, id)
 end
 for _, c in ipairs(cjson.decode(ARGV[3])) do
   local id = c.id
@@ -49,7 +50,7 @@ for _, c in ipairs(cjson.decode(ARGV[3])) do
     else
       local used = tonumber(f[2]) - tonumber(f[3])
       if c.d ~= cjson.null and c.d ~= nil and used <= tonumber(f[4]) then
-        local run_at = now + tonumber(c.d)
+        local run_at = num(now + tonumber(c.d))
         redis.call('HSET', key, 'state', 'retrying', 'run_at', run_at, 'owner', '', 'error', c.v)
         redis.call('ZADD', qkey(q, 'retrying'), run_at, id)
       else

@@ -7,6 +7,9 @@
 -- again (same ids, after a lost reply) adds nothing and answers the same.
 local now = now_ms()
 local out = {now}
+-- Numbers go to Redis as strings, formatted once: Redis converts Lua
+-- numbers passed to redis.call slowly.
+local now_s = num(now)
 local ready, scheduled, by_tenant = {}, {}, {}
 -- Fair-share sequence state, read once per queue and tenant in the batch.
 local clocks, lasts = {}, {}
@@ -43,6 +46,8 @@ for i = 2, ARGV_END, 10 do
   else
     local delay = tonumber(ARGV[i + 9])
     local run_at = now + math.max(delay, 0)
+    local run_at_s = now_s
+    if delay > 0 then run_at_s = num(run_at) end
     local state = 'queued'
     if delay > 0 then state = 'scheduled' end
     local key = jkey(id)
@@ -51,8 +56,8 @@ for i = 2, ARGV_END, 10 do
       seq = next_seq(queue, tenant)
     end
     redis.call('HSET', key, 'id', id, 'tenant', tenant, 'task', task, 'queue', queue,
-      'state', state, 'priority', priority, 'payload', ARGV[i + 5], 'attempts', 0, 'base', 0,
-      'max_retries', ARGV[i + 6], 'created_at', now, 'run_at', run_at, 'seq', num(seq))
+      'state', state, 'priority', priority, 'payload', ARGV[i + 5], 'attempts', '0', 'base', '0',
+      'max_retries', ARGV[i + 6], 'created_at', now_s, 'run_at', run_at_s, 'seq', num(seq))
     if timeout ~= '' then
       redis.call('HSET', key, 'timeout_ms', timeout)
     end
@@ -61,11 +66,11 @@ for i = 2, ARGV_END, 10 do
       redis.call('SET', uk, id)
     end
     if state == 'scheduled' then
-      push(scheduled, queue, run_at, id)
+      push(scheduled, queue, run_at_s, id)
     else
       push(ready, queue, (9 - tonumber(priority)) * SEQ + seq, id)
     end
-    push(by_tenant, tenant, 0, id)
+    push(by_tenant, tenant, '0', id)
     out[#out + 1] = id
     out[#out + 1] = 1
   end
