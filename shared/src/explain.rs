@@ -185,7 +185,15 @@ pub async fn explain(broker: &dyn Broker, job: &Job, limits: &Limits) -> BrokerR
         };
         reasons.push(Reason::new(
             "jobs_ahead",
-            format!("{} jobs are ahead of it {place}{higher}", position.ahead),
+            format!(
+                "{} {} ahead of it {place}{higher}",
+                position.ahead,
+                if position.ahead == 1 {
+                    "job is"
+                } else {
+                    "jobs are"
+                }
+            ),
         ));
     }
     if reasons.is_empty() {

@@ -261,3 +261,20 @@ pub async fn usage_and_position(t: TestBroker) {
     assert_eq!(t.broker.position(&a).await.expect("position").ahead, 1);
     let _ = b;
 }
+
+/// Jobs a limit held back run first, in their place, once the limit is
+/// lifted, even while newer jobs keep the queue busy.
+pub async fn lifting_a_limit_frees_waiting_jobs_at_once(t: TestBroker) {
+    let mut capped = Vec::new();
+    for _ in 0..3 {
+        capped.push(enqueue_one(&t, request("capped", "default")).await.id);
+    }
+    let l = limits("capped", cap(1));
+    assert_eq!(claim_under(&t, &["default"], 10, LEASE, &l).await.len(), 1);
+    for _ in 0..5 {
+        enqueue_one(&t, request("free", "default")).await;
+    }
+    let next = claim(&t, &["default"], 2, LEASE).await;
+    let ids: Vec<_> = next.iter().map(|c| c.lease.id).collect();
+    assert_eq!(ids, capped[1..], "the held jobs first, oldest first");
+}

@@ -719,7 +719,7 @@ macro_rules! broker_conformance {
             release_returns_without_spending, list_and_scope, counts_and_purge,
             heartbeats, cap_bounds_running_jobs, tenant_cap, permit_follows_the_lease,
             rate_spaces_starts_without_attempts, fair_share_across_tenants,
-            usage_and_position, ticks_fire_once);
+            usage_and_position, ticks_fire_once, lifting_a_limit_frees_waiting_jobs_at_once);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(

@@ -115,16 +115,17 @@ local function room(task, tenant)
     r = l[1] - in_use(semkey(task))
   end
   if l[3] > 0 then
+    -- Starts the rate allows right now (GCRA): the burst, less what the
+    -- stored arrival time has used up.
     local tat = tats[task] or tonumber(redis.call('GET', P .. ':rate:' .. lenc(task)) or '0')
-    if math.max(tat, now_us) + l[3] - l[4] * l[3] > now_us then
-      return 0
-    end
+    local allowed = math.floor((now_us + l[4] * l[3] - math.max(tat, now_us)) / l[3])
+    r = math.min(r, allowed)
   end
   return r
 end
 
--- When a queue runs out of ready jobs: brings back held jobs that the
--- limits in force would admit. Returns how many came back.
+-- Brings back held jobs that the limits in force would admit, up to n per
+-- held set. Returns how many came back.
 local function refill(q, n)
   local moved = 0
   for _, suffix in ipairs(redis.call('SMEMBERS', qkey(q, 'holds'))) do
@@ -159,6 +160,11 @@ for i = 6, #ARGV do
     -- Jobs looked at in this queue, parked ones included: bounded, so a
     -- long run of refused jobs costs one claim a fixed amount.
     local budget = want + 64
+    -- Held jobs the limits in force now admit (a permit freed elsewhere, a
+    -- raised cap, a limit removed) come back first, in their old place.
+    if redis.call('SCARD', qkey(q, 'holds')) > 0 then
+      refill(q, want)
+    end
     local refilled = false
     while want > 0 and budget > 0 do
       local popped = redis.call('ZPOPMIN', qkey(q, 'ready'), math.min(want, budget))
