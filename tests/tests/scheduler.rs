@@ -211,7 +211,7 @@ async fn warmup_writes_recent_rows_to_redis_keys() {
         r#"
 [warmup.app_config]
 database_url = "{pg}"
-query = "SELECT id, name, config FROM {table} WHERE updated_at > now() - interval '7 days'"
+query = "SELECT id, name, config FROM {table} WHERE updated_at > now() - interval '7 days';"
 key = "{prefix}:app_config:{{id}}"
 ttl = "1h"
 batch = 7

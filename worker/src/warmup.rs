@@ -63,6 +63,8 @@ async fn warm(ctx: &Context, settings: &Settings, name: &str) -> Result<Value, T
             TaskError::retry(format!("warm-up target `{name}`: Redis unreachable: {e}"))
         })?;
     let template = KeyTemplate::parse(&target.key);
+    // The query is wrapped in a subquery below: a trailing `;` would end it.
+    let query = target.query.trim().trim_end_matches(';');
     let mut written = Writer {
         name,
         target,
@@ -78,7 +80,7 @@ async fn warm(ctx: &Context, settings: &Settings, name: &str) -> Result<Value, T
             .connect(&target.database_url)
             .await
             .map_err(|e| unreachable_db(name, &e))?;
-        let sql = format!("SELECT * FROM ({}) AS warmup_rows", target.query);
+        let sql = format!("SELECT * FROM ({query}) AS warmup_rows");
         let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(&pool);
         while let Some(row) = rows.try_next().await.map_err(|e| query_failed(name, e))? {
             written.add(ctx, &mut redis, sqlite_row(&row)).await?;
@@ -93,10 +95,7 @@ async fn warm(ctx: &Context, settings: &Settings, name: &str) -> Result<Value, T
             .await
             .map_err(|e| unreachable_db(name, &e))?;
         // Postgres turns each row into JSON itself, whatever its column types.
-        let sql = format!(
-            "SELECT row_to_json(warmup_rows)::text FROM ({}) AS warmup_rows",
-            target.query
-        );
+        let sql = format!("SELECT row_to_json(warmup_rows)::text FROM ({query}) AS warmup_rows");
         let mut rows = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).fetch(&pool);
         while let Some(text) = rows.try_next().await.map_err(|e| query_failed(name, e))? {
             let row: Map<String, Value> = serde_json::from_str(&text)
