@@ -42,7 +42,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         }
     }
     if let Ok(limits) =
-        weir_shared::explain::limit_views(state.broker.as_ref(), &state.settings.limits).await
+        weir_shared::inspect::limit_views(state.broker.as_ref(), &state.settings.limits).await
     {
         for l in limits {
             metrics::gauge!("weir_limit_holders", "task" => l.task.clone())

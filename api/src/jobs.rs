@@ -77,7 +77,7 @@ pub(crate) async fn explain(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<weir_shared::explain::Explanation>, ApiError> {
+) -> Result<Json<weir_shared::inspect::Explanation>, ApiError> {
     let id = parse_id(&id)?;
     let job = state
         .broker
@@ -85,7 +85,7 @@ pub(crate) async fn explain(
         .await?
         .ok_or_else(ApiError::job_not_found)?;
     let why =
-        weir_shared::explain::explain(state.broker.as_ref(), &job, &state.settings.limits).await?;
+        weir_shared::inspect::explain(state.broker.as_ref(), &job, &state.settings.limits).await?;
     Ok(Json(why))
 }
 

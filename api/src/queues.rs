@@ -51,10 +51,7 @@ pub async fn queue_views(
         if let Some(q) = q {
             counts.extend(q.counts);
         }
-        let consumers = workers
-            .iter()
-            .filter(|w| w.queues.iter().any(|q| q == name))
-            .count();
+        let consumers = weir_shared::inspect::consumers(&workers, name);
         QueueView {
             name: name.to_owned(),
             paused,
@@ -145,7 +142,7 @@ pub(crate) async fn limits(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let views =
-        weir_shared::explain::limit_views(state.broker.as_ref(), &state.settings.limits).await?;
+        weir_shared::inspect::limit_views(state.broker.as_ref(), &state.settings.limits).await?;
     Ok(Json(json!({"data": views})))
 }
 

@@ -155,7 +155,7 @@ pub async fn run(broker: SharedBroker, settings: Arc<Settings>, shutdown: Cancel
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+    use weir_shared::schedule::ScheduleSpec;
 
     fn every_second(misfire: Misfire) -> Schedule {
         Schedule::new(

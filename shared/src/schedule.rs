@@ -103,35 +103,63 @@ pub fn parse_cron(text: &str) -> Result<Cron, String> {
         .map_err(|e| format!("`{text}` is not a valid cron expression: {e}"))
 }
 
+/// A schedule as configured, before its expression and time zone are checked.
+#[derive(Debug, Clone)]
+pub struct ScheduleSpec<'a> {
+    /// Unique name.
+    pub name: &'a str,
+    /// Cron expression.
+    pub cron: &'a str,
+    /// IANA time zone; `None` for UTC.
+    pub tz: Option<&'a str>,
+    /// Task each run enqueues.
+    pub task: &'a str,
+    /// Queue; `None` for the task's default.
+    pub queue: Option<String>,
+    /// Payload of each run.
+    pub payload: Value,
+    /// Priority of each run.
+    pub priority: u8,
+    /// Missed ticks.
+    pub misfire: Misfire,
+}
+
+impl<'a> ScheduleSpec<'a> {
+    /// A spec with the defaults: UTC, the task's queue, an empty payload,
+    /// priority 5, `skip`.
+    pub fn new(name: &'a str, cron: &'a str, task: &'a str) -> Self {
+        ScheduleSpec {
+            name,
+            cron,
+            tz: None,
+            task,
+            queue: None,
+            payload: Value::Object(serde_json::Map::new()),
+            priority: 5,
+            misfire: Misfire::Skip,
+        }
+    }
+}
+
 impl Schedule {
-    /// A schedule from its parts; `cron` and `tz` are checked here.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        name: &str,
-        cron: &str,
-        tz: Option<&str>,
-        task: &str,
-        queue: Option<String>,
-        payload: Value,
-        priority: u8,
-        misfire: Misfire,
-    ) -> Result<Self, String> {
-        let parsed = parse_cron(cron)?;
-        let tz = match tz {
+    /// A schedule from its spec; the expression and time zone are checked here.
+    pub fn new(spec: ScheduleSpec<'_>) -> Result<Self, String> {
+        let parsed = parse_cron(spec.cron)?;
+        let tz = match spec.tz {
             None => Tz::UTC,
             Some(name) => name
                 .parse::<Tz>()
                 .map_err(|_| format!("`{name}` is not an IANA time zone such as Asia/Shanghai"))?,
         };
         Ok(Schedule {
-            name: name.to_owned(),
-            cron: cron.to_owned(),
+            name: spec.name.to_owned(),
+            cron: spec.cron.to_owned(),
             tz,
-            task: task.to_owned(),
-            queue,
-            payload,
-            priority,
-            misfire,
+            task: spec.task.to_owned(),
+            queue: spec.queue,
+            payload: spec.payload,
+            priority: spec.priority,
+            misfire: spec.misfire,
             parsed,
         })
     }
@@ -242,16 +270,10 @@ mod tests {
         assert!(parse_cron("* * *").is_err());
         assert!(parse_cron("61 * * * *").is_err());
         assert!(
-            Schedule::new(
-                "s",
-                "* * * * *",
-                Some("Mars/Base"),
-                "t",
-                None,
-                Value::Null,
-                5,
-                Misfire::Skip
-            )
+            Schedule::new(ScheduleSpec {
+                tz: Some("Mars/Base"),
+                ..ScheduleSpec::new("s", "* * * * *", "t")
+            })
             .is_err()
         );
     }

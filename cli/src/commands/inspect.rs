@@ -230,7 +230,7 @@ pub async fn jobs(settings: Settings, args: JobsArgs) -> Outcome {
                 .await?
                 .ok_or_else(|| Failure::usage(format!("no job {id}")))?;
             let why =
-                weir_shared::explain::explain(broker.as_ref(), &job, &settings.limits).await?;
+                weir_shared::inspect::explain(broker.as_ref(), &job, &settings.limits).await?;
             if flag.json {
                 output::json(&why);
                 return Ok(());
@@ -247,7 +247,7 @@ pub async fn jobs(settings: Settings, args: JobsArgs) -> Outcome {
 /// `weir limits`.
 pub async fn limits(settings: Settings, flag: JsonFlag) -> Outcome {
     let broker = super::connect(&settings).await?;
-    let views = weir_shared::explain::limit_views(broker.as_ref(), &settings.limits).await?;
+    let views = weir_shared::inspect::limit_views(broker.as_ref(), &settings.limits).await?;
     if flag.json {
         output::json(&json!({"data": views}));
         return Ok(());

@@ -626,7 +626,7 @@ fn schedules(
     warmup: &BTreeMap<String, super::WarmupTarget>,
     problems: &mut Vec<Problem>,
 ) -> Vec<crate::schedule::Schedule> {
-    use crate::schedule::{Misfire, Schedule};
+    use crate::schedule::{Misfire, Schedule, ScheduleSpec};
     let mut out: Vec<Schedule> = Vec::new();
     for (i, s) in raw.into_iter().enumerate() {
         let key = |field: &str| format!("schedules[{i}] ({}).{field}", s.name);
@@ -702,16 +702,16 @@ fn schedules(
                 Misfire::Skip
             }
         };
-        match Schedule::new(
-            &s.name,
-            &s.cron,
-            s.tz.as_deref(),
-            &s.task,
-            s.queue.clone(),
+        match Schedule::new(ScheduleSpec {
+            name: &s.name,
+            cron: &s.cron,
+            tz: s.tz.as_deref(),
+            task: &s.task,
+            queue: s.queue.clone(),
             payload,
-            u8::try_from(priority.clamp(0, 9)).unwrap_or(5),
+            priority: u8::try_from(priority.clamp(0, 9)).unwrap_or(5),
             misfire,
-        ) {
+        }) {
             Ok(schedule) => out.push(schedule),
             Err(message) => {
                 let field = if message.contains("time zone") {

@@ -1,7 +1,8 @@
-//! "Why is this job not running?": the reasons, from what the broker knows
-//! now (queue flags, live workers, permits, rates, the queue ahead), for
-//! `weir jobs explain` and `GET /v1/jobs/{id}/explain`. Also the views of
-//! limits in force and queues that nobody consumes.
+//! Read-only views for the CLI and the API. "Why is this job not running?":
+//! the reasons, from what the broker knows now (queue flags, live workers,
+//! permits, rates, the queue ahead), for `weir jobs explain` and
+//! `GET /v1/jobs/{id}/explain`; the limits in force with their holders; the
+//! consumers of a queue.
 
 use crate::broker::{Broker, BrokerResult};
 use crate::job::{Job, JobState, Millis, now_ms};
@@ -69,9 +70,12 @@ fn holders_text(holders: &[Holder]) -> String {
     }
 }
 
-/// True when a live worker serves `queue`.
-pub fn consumed(workers: &[WorkerInfo], queue: &str) -> bool {
-    workers.iter().any(|w| w.queues.iter().any(|q| q == queue))
+/// How many live worker nodes serve `queue`.
+pub fn consumers(workers: &[WorkerInfo], queue: &str) -> usize {
+    workers
+        .iter()
+        .filter(|w| w.queues.iter().any(|q| q == queue))
+        .count()
 }
 
 /// Explains `job` under the `limits` in force.
@@ -146,7 +150,7 @@ pub async fn explain(broker: &dyn Broker, job: &Job, limits: &Limits) -> BrokerR
         ));
     }
     let workers = broker.workers().await?;
-    if !consumed(&workers, &job.queue) {
+    if consumers(&workers, &job.queue) == 0 {
         reasons.push(Reason::new(
             "no_consumer",
             format!(
