@@ -158,16 +158,10 @@ mod tests {
     use weir_shared::schedule::ScheduleSpec;
 
     fn every_second(misfire: Misfire) -> Schedule {
-        Schedule::new(
-            "s",
-            "* * * * * *",
-            None,
-            "weir.noop",
-            None,
-            Value::Null,
-            5,
+        Schedule::new(ScheduleSpec {
             misfire,
-        )
+            ..ScheduleSpec::new("s", "* * * * * *", "weir.noop")
+        })
         .expect("valid")
     }
 
