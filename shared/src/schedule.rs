@@ -214,16 +214,10 @@ mod tests {
     }
 
     fn schedule(cron: &str, tz: Option<&str>) -> Schedule {
-        Schedule::new(
-            "s",
-            cron,
+        Schedule::new(ScheduleSpec {
             tz,
-            "weir.noop",
-            None,
-            Value::Null,
-            5,
-            Misfire::Skip,
-        )
+            ..ScheduleSpec::new("s", cron, "weir.noop")
+        })
         .expect("valid")
     }
 
