@@ -81,6 +81,8 @@ pub struct SqliteBroker {
     work: Arc<Notify>,
     /// Commits concurrent enqueues together (group commit).
     enqueuer: enqueue::Enqueuer,
+    /// The queue clocks this process wrote (fair share).
+    clocks: Arc<flow::Clocks>,
 }
 
 impl SqliteBroker {
@@ -147,6 +149,7 @@ impl SqliteBroker {
             writer,
             reader,
             work,
+            clocks: Arc::default(),
         })
     }
 
@@ -391,7 +394,7 @@ impl Broker for SqliteBroker {
                 ))
             })
             .collect::<BrokerResult<Vec<(String, i64)>>>()?;
-        flow::advance_clocks(&mut tx, seqs).await?;
+        self.clocks.advance(&mut tx, seqs).await?;
         let mut claimed = rows
             .iter()
             .map(row::claimed)
