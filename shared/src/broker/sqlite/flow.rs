@@ -33,50 +33,45 @@ pub(super) async fn assign_seqs(
     if pairs.is_empty() {
         return Ok(Vec::new());
     }
-    let mut last: BTreeMap<(String, String), i64> = pairs.iter().map(|p| (p.clone(), 0)).collect();
-    let keys = Value::Array(last.keys().map(|(q, t)| json!([q, t])).collect()).to_string();
-    let rows = sqlx::query(
-        "SELECT f.queue, f.tenant, f.last FROM json_each(?1) AS k \
-         JOIN fair AS f ON f.queue = k.value ->> 0 AND f.tenant = k.value ->> 1",
-    )
-    .bind(&keys)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(from_sqlx)?;
-    for row in &rows {
-        let key = (
-            row.try_get("queue").map_err(from_sqlx)?,
-            row.try_get("tenant").map_err(from_sqlx)?,
-        );
-        last.insert(key, row.try_get("last").map_err(from_sqlx)?);
+    let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for (q, t) in pairs {
+        *counts.entry((q.as_str(), t.as_str())).or_default() += 1;
     }
-    let clocks: HashMap<String, i64> = sqlx::query_as(
-        "SELECT queue, clock FROM clocks WHERE queue IN (SELECT k.value ->> 0 FROM json_each(?1) AS k)",
-    )
-    .bind(&keys)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(from_sqlx)?
-    .into_iter()
-    .collect();
-    let mut seqs = Vec::with_capacity(pairs.len());
-    for pair in pairs {
-        let clock = clocks.get(&pair.0).copied().unwrap_or(0);
-        let entry = last.entry(pair.clone()).or_insert(0);
-        *entry = (*entry).max(clock) + 1;
-        seqs.push(*entry);
-    }
-    let rows = Value::Array(last.iter().map(|((q, t), s)| json!([q, t, s])).collect());
-    sqlx::query(
+    let keys = Value::Array(counts.iter().map(|((q, t), n)| json!([q, t, n])).collect());
+    // One statement: each pair's numbers start one past the later of its
+    // last one and the queue's clock; `last` moves past all of them.
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "INSERT INTO fair (queue, tenant, last) \
-         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true \
-         ON CONFLICT (queue, tenant) DO UPDATE SET last = excluded.last",
+         SELECT k.value ->> 0, k.value ->> 1, \
+                max(coalesce((SELECT f.last FROM fair AS f \
+                               WHERE f.queue = k.value ->> 0 AND f.tenant = k.value ->> 1), 0), \
+                    coalesce((SELECT c.clock FROM clocks AS c WHERE c.queue = k.value ->> 0), 0)) \
+                + (k.value ->> 2) \
+         FROM json_each(?1) AS k WHERE true \
+         ON CONFLICT (queue, tenant) DO UPDATE SET last = excluded.last \
+         RETURNING queue, tenant, last",
     )
-    .bind(rows.to_string())
-    .execute(&mut *conn)
+    .bind(keys.to_string())
+    .fetch_all(&mut *conn)
     .await
     .map_err(from_sqlx)?;
-    Ok(seqs)
+    // The next number to hand out per pair: last - count + 1, upwards.
+    let mut next: HashMap<(String, String), i64> = rows
+        .into_iter()
+        .map(|(q, t, last)| {
+            let n = counts.get(&(q.as_str(), t.as_str())).copied().unwrap_or(1);
+            ((q, t), last - n + 1)
+        })
+        .collect();
+    Ok(pairs
+        .iter()
+        .map(|pair| {
+            let slot = next.entry(pair.clone()).or_insert(1);
+            let seq = *slot;
+            *slot += 1;
+            seq
+        })
+        .collect())
 }
 
 /// Queues due scheduled and retrying jobs (at most `limit`), each with a
