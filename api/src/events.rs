@@ -10,7 +10,6 @@
 //! same whether the worker runs in this process or on another host.
 
 use crate::error::ApiError;
-use crate::jobs::parse_id;
 use crate::{AppState, Caller};
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -31,16 +30,11 @@ pub(crate) async fn stream(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let id = parse_id(&id)?;
-    let job = state
-        .broker
-        .get(&caller.scope, id)
-        .await?
-        .ok_or_else(ApiError::job_not_found)?;
+    let job = crate::jobs::visible_job(&state, &caller, &id).await?;
     let follow = Follow {
         broker: state.broker.clone(),
         scope: caller.scope,
-        id,
+        id: job.id,
         last: None,
         pending: std::collections::VecDeque::new(),
         wait: Duration::ZERO,

@@ -57,19 +57,27 @@ pub(crate) async fn enqueue_batch(
     Ok((StatusCode::CREATED, Json(json!({"ids": ids}))))
 }
 
+/// The job a path names, if the caller may see it; 404 otherwise.
+pub(crate) async fn visible_job(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Job, ApiError> {
+    let id = parse_id(id)?;
+    state
+        .broker
+        .get(&caller.scope, id)
+        .await?
+        .ok_or_else(ApiError::job_not_found)
+}
+
 /// `GET /v1/jobs/{id}`.
 pub(crate) async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    let id = parse_id(&id)?;
-    state
-        .broker
-        .get(&caller.scope, id)
-        .await?
-        .map(Json)
-        .ok_or_else(ApiError::job_not_found)
+    visible_job(&state, &caller, &id).await.map(Json)
 }
 
 /// `GET /v1/jobs/{id}/explain`: why the job is not running.
@@ -78,12 +86,7 @@ pub(crate) async fn explain(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<weir_shared::inspect::Explanation>, ApiError> {
-    let id = parse_id(&id)?;
-    let job = state
-        .broker
-        .get(&caller.scope, id)
-        .await?
-        .ok_or_else(ApiError::job_not_found)?;
+    let job = visible_job(&state, &caller, &id).await?;
     let why =
         weir_shared::inspect::explain(state.broker.as_ref(), &job, &state.settings.limits).await?;
     Ok(Json(why))
