@@ -150,6 +150,7 @@ async fn the_auth_matrix() {
         (Method::DELETE, format!("/v1/jobs/{id}")),
         (Method::POST, format!("/v1/jobs/{id}/retry")),
         (Method::GET, format!("/v1/jobs/{id}/events")),
+        (Method::GET, format!("/v1/jobs/{id}/explain")),
     ] {
         let a = call(s, method.clone(), &uri, Some(GLOBEX), None).await;
         assert_eq!(
@@ -175,6 +176,8 @@ async fn the_auth_matrix() {
         (Method::POST, "/v1/queues/mail/pause"),
         (Method::POST, "/v1/queues/mail/resume"),
         (Method::GET, "/v1/workers"),
+        (Method::GET, "/v1/limits"),
+        (Method::GET, "/v1/schedules"),
     ] {
         let a = call(s, method.clone(), uri, Some(ACME), None).await;
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{uri}");
