@@ -1,8 +1,8 @@
 //! Flow control checks: caps, tenant caps, rates and fair share, the same
 //! on every backend.
 
-use super::{LEASE, TestBroker, claim, claim_under, enqueue_one, request, state_of};
-use crate::broker::{Completion, Outcome, Scope};
+use super::{LEASE, TestBroker, claim, claim_under, enqueue_one, job_of, request, state_of};
+use crate::broker::{Completion, Outcome};
 use crate::job::JobState;
 use crate::limit::{Limits, TaskLimit, flow::parse_task_rate};
 use serde_json::json;
@@ -73,12 +73,7 @@ pub async fn cap_bounds_running_jobs(t: TestBroker) {
     );
 
     for job in &capped {
-        let j = t
-            .broker
-            .get(&Scope::All, job.id)
-            .await
-            .expect("get")
-            .expect("job");
+        let j = job_of(&t, job.id).await;
         if j.state == JobState::Queued {
             assert_eq!(j.attempts, 0, "a refused job spends no attempt");
         }
@@ -186,12 +181,7 @@ pub async fn rate_spaces_starts_without_attempts(t: TestBroker) {
         "throttled"
     );
     for job in &jobs[1..] {
-        let j = t
-            .broker
-            .get(&Scope::All, job.id)
-            .await
-            .expect("get")
-            .expect("job");
+        let j = job_of(&t, job.id).await;
         assert_eq!((j.state, j.attempts), (JobState::Queued, 0));
     }
     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -251,7 +241,7 @@ pub async fn usage_and_position(t: TestBroker) {
     assert_eq!(usage.throttled_until, None);
 
     let a = enqueue_one(&t, request("free", "other")).await;
-    let b = enqueue_one(&t, request("free", "other")).await;
+    enqueue_one(&t, request("free", "other")).await;
     let c = enqueue_one(&t, request("free", "other")).await;
     let mut high = request("free", "other");
     high.priority = 9;
@@ -259,7 +249,6 @@ pub async fn usage_and_position(t: TestBroker) {
     let pos = t.broker.position(&c).await.expect("position");
     assert_eq!((pos.ahead, pos.ahead_higher_priority), (3, 1));
     assert_eq!(t.broker.position(&a).await.expect("position").ahead, 1);
-    let _ = b;
 }
 
 /// Jobs a limit held back run first, in their place, once the limit is

@@ -107,13 +107,17 @@ async fn claim_under(
         .expect("claim")
 }
 
-async fn state_of(t: &TestBroker, id: crate::job::JobId) -> JobState {
+/// The stored job, which must exist.
+async fn job_of(t: &TestBroker, id: crate::job::JobId) -> crate::job::Job {
     t.broker
         .get(&Scope::All, id)
         .await
         .expect("get")
         .expect("job exists")
-        .state
+}
+
+async fn state_of(t: &TestBroker, id: crate::job::JobId) -> JobState {
+    job_of(t, id).await.state
 }
 
 /// Enqueue, claim, acknowledge: the result is stored and the job is done.

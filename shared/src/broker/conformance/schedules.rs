@@ -1,8 +1,8 @@
 //! Schedule ticks: each (schedule, fire time) enqueues one job, however
 //! many callers fire it at once.
 
-use super::{TestBroker, request};
-use crate::broker::{Scope, Tick};
+use super::{TestBroker, job_of, request};
+use crate::broker::Tick;
 use crate::job::{JobId, JobState, Millis, now_ms};
 
 /// Five concurrent fires of one tick enqueue one job, with the tick's id;
@@ -23,12 +23,7 @@ pub async fn ticks_fire_once(t: TestBroker) {
     assert_eq!(created.len(), 1, "one job per tick");
     let id = JobId::for_tick("warm", ft);
     assert_eq!(created[0].id, id);
-    let job = t
-        .broker
-        .get(&Scope::All, id)
-        .await
-        .expect("get")
-        .expect("stored");
+    let job = job_of(&t, id).await;
     assert_eq!(job.state, JobState::Queued);
     assert!(
         t.broker.fire(tick(ft)).await.expect("fire").is_none(),

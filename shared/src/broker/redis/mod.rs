@@ -504,15 +504,8 @@ impl Broker for RedisBroker {
             return Ok(Vec::new());
         }
         queues.sort();
-        let sets: [JobState; 7] = [
-            JobState::Scheduled,
-            JobState::Queued,
-            JobState::Running,
-            JobState::Retrying,
-            JobState::Succeeded,
-            JobState::Failed,
-            JobState::Cancelled,
-        ];
+        // counts.lua answers in lifecycle order, as JobState::ALL lists them.
+        let sets = JobState::ALL;
         let mut invocation = self.scripts.counts.prepare_invoke();
         invocation.arg(&*self.prefix);
         for q in &queues {
