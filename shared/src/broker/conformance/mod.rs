@@ -389,6 +389,75 @@ pub async fn unique_keys(t: TestBroker) {
     assert_ne!(fresh[0].job.id, out[0].job.id);
 }
 
+/// One batch mixing tasks, queues, priorities, delays, timeouts and
+/// unique keys: every job is stored as asked, reads back as enqueue
+/// answered, and is claimed in priority, then batch, order.
+pub async fn mixed_batch(t: TestBroker) {
+    let later = Millis(crate::job::now_ms().0 + 3_600_000);
+    let requests: Vec<EnqueueRequest> = (0..9)
+        .map(|n| {
+            let mut r = request("weir.noop", "default");
+            r.payload = json!({"n": n});
+            match n {
+                2 => {
+                    r.task = "weir.echo".into();
+                    r.priority = 9;
+                }
+                3 => {
+                    r.queue = "mail".into();
+                    r.run_at = Some(later);
+                }
+                4 | 5 => r.unique_key = Some("u".into()),
+                6 => r.timeout_ms = Some(5_000),
+                7 => r.max_retries = 0,
+                _ => {}
+            }
+            r
+        })
+        .collect();
+    let out = t.broker.enqueue(requests.clone()).await.expect("enqueue");
+    assert_eq!(out.len(), requests.len());
+    for (n, (e, r)) in out.iter().zip(&requests).enumerate() {
+        assert_eq!(
+            e.created,
+            n != 5,
+            "job {n}: only the second unique job is not added"
+        );
+        if n == 5 {
+            assert_eq!(e.job.id, out[4].job.id, "the holder of the unique key");
+            continue;
+        }
+        let stored = job_of(&t, e.job.id).await;
+        assert_eq!(stored, e.job, "job {n} reads back as enqueue answered it");
+        assert_eq!(stored.task, r.task);
+        assert_eq!(stored.queue, r.queue);
+        assert_eq!(stored.priority, r.priority);
+        assert_eq!(stored.payload, r.payload);
+        assert_eq!(stored.max_retries, r.max_retries);
+        assert_eq!(stored.timeout_ms, r.timeout_ms);
+        assert_eq!(stored.unique_key, r.unique_key);
+        assert_eq!(stored.attempts, 0);
+        if n == 3 {
+            assert_eq!(stored.state, JobState::Scheduled);
+            assert!(
+                stored.run_at >= later,
+                "run_at {:?} < {later:?}",
+                stored.run_at
+            );
+        } else {
+            assert_eq!(stored.state, JobState::Queued);
+            assert_eq!(stored.run_at, stored.created_at);
+        }
+    }
+    let order: Vec<_> = claim(&t, &["default"], 20, LEASE)
+        .await
+        .iter()
+        .map(|c| c.payload["n"].clone())
+        .collect();
+    assert_eq!(order, [2, 0, 1, 4, 6, 7, 8].map(|n| json!(n)));
+    assert!(claim(&t, &["mail"], 20, LEASE).await.is_empty());
+}
+
 /// Nothing is claimed from a paused queue; resuming releases its jobs.
 pub async fn pause_and_resume(t: TestBroker) {
     enqueue_one(&t, request("weir.noop", "mail")).await;
@@ -718,7 +787,7 @@ macro_rules! broker_conformance {
         $crate::broker_conformance!(@tests $make;
             enqueue_claim_ack, nack_with_delay, lease_expiry_redelivers,
             stale_ack_rejected, priority_order, queue_order_and_limit,
-            delayed_promotion, unique_keys, pause_and_resume, cancel_scheduled,
+            delayed_promotion, unique_keys, mixed_batch, pause_and_resume, cancel_scheduled,
             cancel_running, dead_letters_and_replay, crash_loop_ends_dead,
             release_returns_without_spending, list_and_scope, counts_and_purge,
             heartbeats, cap_bounds_running_jobs, tenant_cap, permit_follows_the_lease,
