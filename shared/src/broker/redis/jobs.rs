@@ -31,13 +31,6 @@ fn field<'a>(h: &'a HashMap<String, String>, name: &str) -> BrokerResult<&'a str
         .ok_or_else(|| bad(format!("missing {name}")))
 }
 
-fn number<T: FromStr>(h: &HashMap<String, String>, name: &str) -> BrokerResult<T>
-where
-    T::Err: std::fmt::Display,
-{
-    field(h, name)?.parse().map_err(bad)
-}
-
 fn optional<T: FromStr>(h: &HashMap<String, String>, name: &str) -> BrokerResult<Option<T>>
 where
     T::Err: std::fmt::Display,
@@ -55,28 +48,67 @@ fn json(h: &HashMap<String, String>, name: &str) -> BrokerResult<Value> {
     }
 }
 
-/// A job from its hash; `None` for an empty hash (expired or never there).
-pub(super) fn from_hash(h: &HashMap<String, String>) -> BrokerResult<Option<Job>> {
+/// A job's fixed attributes as enqueue.lua packs them into its `spec`
+/// field, one per line (see `spec` in common.lua).
+struct Spec<'a> {
+    tenant: &'a str,
+    task: &'a str,
+    queue: &'a str,
+    priority: &'a str,
+    max_retries: &'a str,
+    timeout_ms: &'a str,
+    created_at: &'a str,
+    unique_key: &'a str,
+}
+
+impl<'a> Spec<'a> {
+    fn parse(s: &'a str) -> BrokerResult<Self> {
+        let mut f = s.splitn(8, '\n');
+        let mut next = || f.next().ok_or_else(|| bad("short spec"));
+        Ok(Spec {
+            tenant: next()?,
+            task: next()?,
+            queue: next()?,
+            priority: next()?,
+            max_retries: next()?,
+            timeout_ms: next()?,
+            created_at: next()?,
+            unique_key: next()?,
+        })
+    }
+}
+
+/// Job `id` from its hash; `None` for an empty hash (expired or never
+/// there). Enqueue leaves out what has its default: no `attempts` is 0, no
+/// `run_at` is created_at.
+pub(super) fn from_hash(id: &str, h: &HashMap<String, String>) -> BrokerResult<Option<Job>> {
     if h.is_empty() {
         return Ok(None);
     }
+    let spec = Spec::parse(field(h, "spec")?)?;
+    let created_at: i64 = spec.created_at.parse().map_err(bad)?;
     Ok(Some(Job {
-        id: number(h, "id")?,
-        task: field(h, "task")?.to_owned(),
-        queue: field(h, "queue")?.to_owned(),
-        tenant: field(h, "tenant")?.to_owned(),
+        id: id.parse().map_err(bad)?,
+        task: spec.task.to_owned(),
+        queue: spec.queue.to_owned(),
+        tenant: spec.tenant.to_owned(),
         state: JobState::from_str(field(h, "state")?).map_err(bad)?,
-        priority: number(h, "priority")?,
+        priority: spec.priority.parse().map_err(bad)?,
         payload: json(h, "payload")?,
-        attempts: number(h, "attempts")?,
-        max_retries: number(h, "max_retries")?,
+        attempts: optional(h, "attempts")?.unwrap_or(0),
+        max_retries: spec.max_retries.parse().map_err(bad)?,
         result: json(h, "result")?,
         error: h.get("error").filter(|e| !e.is_empty()).cloned(),
         progress: json(h, "progress")?,
-        timeout_ms: optional(h, "timeout_ms")?,
-        unique_key: h.get("unique_key").filter(|k| !k.is_empty()).cloned(),
-        created_at: Millis(number(h, "created_at")?),
-        run_at: Millis(number(h, "run_at")?),
+        timeout_ms: match spec.timeout_ms {
+            "" => None,
+            t => Some(t.parse().map_err(bad)?),
+        },
+        unique_key: Some(spec.unique_key)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned),
+        created_at: Millis(created_at),
+        run_at: Millis(optional(h, "run_at")?.unwrap_or(created_at)),
         started_at: optional::<i64>(h, "started_at")?.map(Millis),
         finished_at: optional::<i64>(h, "finished_at")?.map(Millis),
     }))

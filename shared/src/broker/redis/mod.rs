@@ -177,7 +177,7 @@ impl RedisBroker {
         let mut conn = self.conn.clone();
         let fields: HashMap<String, String> =
             conn.hgetall(self.job_key(id)).await.map_err(from_redis)?;
-        jobs::from_hash(&fields)
+        jobs::from_hash(id, &fields)
     }
 
     /// Starts listening for wake-ups (once per broker), reconnecting as needed.
@@ -219,6 +219,9 @@ impl Broker for RedisBroker {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
+        for r in &requests {
+            check_names(r)?;
+        }
         let local_now = now_ms();
         let planned: Vec<(JobId, i64, EnqueueRequest)> = requests
             .into_iter()
@@ -229,9 +232,7 @@ impl Broker for RedisBroker {
             .collect();
         let mut invocation = self.scripts.enqueue.prepare_invoke();
         invocation.arg(&*self.prefix);
-        for (id, delay, r) in &planned {
-            job_args(&mut invocation, *id, *delay, r);
-        }
+        job_args(&mut invocation, &planned);
         // A connection lost after the call was sent leaves it unknown whether
         // the jobs went in. The script is idempotent on the job ids, so the
         // same call is repeated a few times before the client hears 503:
@@ -254,22 +255,30 @@ impl Broker for RedisBroker {
             .map(jobs::int)
             .transpose()?
             .unwrap_or(local_now.0);
+        // The reply names only the jobs not created (by 1-based place)
+        // with the job holding their unique key.
+        let mut held = HashMap::new();
+        for pair in reply.get(1..).unwrap_or_default().chunks(2) {
+            if let [place, holder] = pair {
+                held.insert(jobs::int(place)?, jobs::string(holder)?);
+            }
+        }
         let mut out = Vec::with_capacity(planned.len());
-        for ((id, delay, r), pair) in planned.into_iter().zip(reply[1..].chunks(2)) {
-            let holder = jobs::string(&pair[0])?;
-            if jobs::int(&pair[1])? == 1 {
-                out.push(Enqueued {
+        for (place, (id, delay, r)) in (1i64..).zip(planned) {
+            match held.get(&place) {
+                None => out.push(Enqueued {
                     job: jobs::new_job(id, r, now, delay),
                     created: true,
-                });
-            } else {
-                let job = self.load(&holder).await?.ok_or_else(|| {
-                    BrokerError::Internal(format!("unique key holder {holder} vanished"))
-                })?;
-                out.push(Enqueued {
-                    job,
-                    created: false,
-                });
+                }),
+                Some(holder) => {
+                    let job = self.load(holder).await?.ok_or_else(|| {
+                        BrokerError::Internal(format!("unique key holder {holder} vanished"))
+                    })?;
+                    out.push(Enqueued {
+                        job,
+                        created: false,
+                    });
+                }
             }
         }
         Ok(out)
@@ -641,6 +650,7 @@ impl Broker for RedisBroker {
     }
 
     async fn fire(&self, tick: Tick) -> BrokerResult<Option<Job>> {
+        check_names(&tick.job)?;
         let id = JobId::for_tick(&tick.schedule, tick.fire_time);
         let local_now = now_ms();
         let delay = tick
@@ -654,21 +664,21 @@ impl Broker for RedisBroker {
             .key(format!("{}:cron:{name}:{}", self.prefix, tick.fire_time.0))
             .key(format!("{}:sched:{name}", self.prefix))
             .arg(&*self.prefix);
-        job_args(&mut invocation, id, delay, &tick.job);
-        invocation.arg(tick.fire_time.0).arg(ms(TICK_MEMORY));
+        job_args(&mut invocation, &[(id, delay, &tick.job)]);
+        invocation
+            .arg(id.to_string())
+            .arg(tick.fire_time.0)
+            .arg(ms(TICK_MEMORY));
         let mut conn = self.conn.clone();
         let reply: Vec<redis::Value> = invocation
             .invoke_async(&mut conn)
             .await
             .map_err(from_redis)?;
-        if reply.len() < 3 {
-            return Ok(None);
+        // Empty: the tick had fired; more than `now`: a unique key held it.
+        match reply.as_slice() {
+            [now] => Ok(Some(jobs::new_job(id, tick.job, jobs::int(now)?, delay))),
+            _ => Ok(None),
         }
-        let now = jobs::int(&reply[0])?;
-        if jobs::int(&reply[2])? != 1 {
-            return Ok(None);
-        }
-        Ok(Some(jobs::new_job(id, tick.job, now, delay)))
     }
 
     async fn schedule_states(&self, names: &[String]) -> BrokerResult<Vec<ScheduleState>> {
@@ -777,24 +787,60 @@ impl Broker for RedisBroker {
     }
 }
 
-/// The 10 values enqueue.lua reads per job.
-fn job_args(
+/// Refuses names the job's packed `spec` cannot hold (a line break; the
+/// API and the configuration never let one through).
+fn check_names(r: &EnqueueRequest) -> BrokerResult<()> {
+    for (what, name) in [
+        ("tenant", &r.tenant),
+        ("task", &r.task),
+        ("queue", &r.queue),
+    ] {
+        if name.contains('\n') {
+            return Err(BrokerError::Invalid(format!(
+                "{what} name {name:?} holds a line break"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The jobs as enqueue.lua reads them: runs of jobs (id, delay, request)
+/// that share their attributes, each run as the attributes once, then its
+/// jobs' ids and payloads.
+fn job_args<R: std::borrow::Borrow<EnqueueRequest>>(
     invocation: &mut redis::ScriptInvocation<'_>,
-    id: JobId,
-    delay: i64,
-    r: &EnqueueRequest,
+    jobs: &[(JobId, i64, R)],
 ) {
-    invocation
-        .arg(id.to_string())
-        .arg(&r.tenant)
-        .arg(&r.task)
-        .arg(&r.queue)
-        .arg(r.priority)
-        .arg(r.payload.to_string())
-        .arg(r.max_retries)
-        .arg(r.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
-        .arg(r.unique_key.as_deref().unwrap_or(""))
-        .arg(delay);
+    let same = |a: &(JobId, i64, R), b: &(JobId, i64, R)| {
+        let (x, y) = (a.2.borrow(), b.2.borrow());
+        a.1 == b.1
+            && x.tenant == y.tenant
+            && x.task == y.task
+            && x.queue == y.queue
+            && x.priority == y.priority
+            && x.max_retries == y.max_retries
+            && x.timeout_ms == y.timeout_ms
+            && x.unique_key == y.unique_key
+    };
+    for run in jobs.chunk_by(same) {
+        let (_, delay, first) = &run[0];
+        let r = first.borrow();
+        invocation
+            .arg(&r.tenant)
+            .arg(&r.task)
+            .arg(&r.queue)
+            .arg(r.priority)
+            .arg(r.max_retries)
+            .arg(r.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
+            .arg(r.unique_key.as_deref().unwrap_or(""))
+            .arg(*delay)
+            .arg(run.len());
+        for (id, _, r) in run {
+            invocation
+                .arg(id.to_string())
+                .arg(r.borrow().payload.to_string());
+        }
+    }
 }
 
 /// How long a fired tick's key is kept: longer than any catch-up grace
@@ -814,7 +860,10 @@ impl RedisBroker {
         }
         let hashes: Vec<HashMap<String, String>> =
             pipe.query_async(&mut conn).await.map_err(from_redis)?;
-        hashes.iter().map(jobs::from_hash).collect()
+        ids.iter()
+            .zip(&hashes)
+            .map(|(id, h)| jobs::from_hash(id, h))
+            .collect()
     }
 
     /// Runs a cancel or retry script on a job the scope may see.

@@ -166,9 +166,10 @@ async fn main() -> Result<()> {
     match std::env::args().nth(1).as_deref().unwrap_or("sqlite") {
         "sqlite" => sqlite_report().await,
         "redis" => redis_bench::report().await,
+        "redis-http" => redis_bench::http_report().await,
         "pool" => pool_report().await,
         "flow" => flow_report().await,
-        other => bail!("unknown benchmark `{other}`: sqlite, redis, pool or flow"),
+        other => bail!("unknown benchmark `{other}`: sqlite, redis, redis-http, pool or flow"),
     }
 }
 

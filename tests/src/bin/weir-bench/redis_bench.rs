@@ -135,15 +135,7 @@ pub async fn report() -> Result<()> {
         "| 10,000 `weir.sleep` 50 ms | `--processes 1 -c 1000` (bound: 20,000/s) | - | {d:.0} jobs/s |"
     );
 
-    let run = Run::new()?;
-    let api = run.sandbox.api().await;
-    let (status, _) = api.post("/v1/queues/default/pause", &json!({})).await;
-    if status != 200 {
-        bail!("pause failed");
-    }
-    println!("\n### HTTP enqueue into `weir api` (queue paused: enqueue alone)\n");
-    http_table(&api.base, &[1, 16, 64]).await?;
-    drop(api);
+    http_report().await?;
 
     // Latency: a warm worker, jobs at a fixed rate, start - enqueue from Redis time.
     let mut run = Run::new()?;
@@ -181,11 +173,13 @@ pub async fn report() -> Result<()> {
     let mut lat = Vec::new();
     for id in &ids {
         let key = format!("{}:j:{id}", run.prefix);
-        let (created, started): (Option<f64>, Option<f64>) = redis::cmd("HMGET")
+        let (spec, started): (Option<String>, Option<f64>) = redis::cmd("HMGET")
             .arg(&key)
-            .arg("created_at")
+            .arg("spec")
             .arg("started_at")
             .query(&mut run.conn)?;
+        // created_at is the 7th line of the job's spec (see common.lua).
+        let created = spec.and_then(|s| s.split('\n').nth(6).and_then(|c| c.parse::<f64>().ok()));
         if let (Some(c), Some(s)) = (created, started) {
             lat.push(s - c);
         }
@@ -203,6 +197,19 @@ pub async fn report() -> Result<()> {
     );
     latency_table(&lat);
     Ok(())
+}
+
+/// HTTP enqueue alone: single jobs and batches into `weir api` with the
+/// queue paused.
+pub async fn http_report() -> Result<()> {
+    let run = Run::new()?;
+    let api = run.sandbox.api().await;
+    let (status, _) = api.post("/v1/queues/default/pause", &json!({})).await;
+    if status != 200 {
+        bail!("pause failed");
+    }
+    println!("\n### HTTP enqueue into `weir api` (queue paused: enqueue alone)\n");
+    http_table(&api.base, &[1, 16, 64]).await
 }
 
 /// Limits that never bind: a cap far above the slots and a rate far above

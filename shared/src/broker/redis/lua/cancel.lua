@@ -2,9 +2,9 @@
 -- Returns 'ok', 'missing', or the terminal state that forbids cancelling.
 local id = ARGV[2]
 local key = jkey(id)
-local f = redis.call('HMGET', key, 'state', 'tenant', 'queue', 'held', 'permit', 'task')
-local q = f[3]
-if not f[1] or (ARGV[3] ~= '' and f[2] ~= ARGV[3]) then
+local f = redis.call('HMGET', key, 'state', 'spec', 'held', 'permit')
+local tenant, task, q = spec(f[2])
+if not f[1] or (ARGV[3] ~= '' and tenant ~= ARGV[3]) then
   return 'missing'
 end
 local state = f[1]
@@ -12,14 +12,14 @@ if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
   return state
 end
 -- A running job loses its lease here; its worker learns at the next renewal.
-if state == 'queued' and f[4] then
-  redis.call('ZREM', qkey(q, f[4]), id)
+if state == 'queued' and f[3] then
+  redis.call('ZREM', qkey(q, f[3]), id)
   redis.call('HDEL', key, 'held')
 else
   redis.call('ZREM', qkey(q, state == 'queued' and 'ready' or state), id)
 end
-if state == 'running' and (f[5] == '1' or f[5] == '2') then
-  release_permit(id, f[6], f[2], f[5])
+if state == 'running' and (f[4] == '1' or f[4] == '2') then
+  release_permit(id, task, tenant, f[4])
 end
 finish(q, id, 'cancelled', now_ms(), tonumber(ARGV[4]))
 return 'ok'

@@ -176,23 +176,24 @@ for i = 6, #ARGV do
         local id, score = popped[n], tonumber(popped[n + 1])
         budget = budget - 1
         local key = jkey(id)
-        local f = redis.call('HMGET', key, 'tenant', 'task', 'priority', 'payload', 'base', 'max_retries', 'timeout_ms', 'attempts')
+        local f = redis.call('HMGET', key, 'spec', 'payload', 'base', 'attempts')
+        local tenant, task, _, priority, max_retries, timeout = spec(f[1])
         -- A job whose hash is gone (purged meanwhile) is skipped.
-        if f[1] then
+        if tenant then
           local parked, wake = nil, nil
           if limits then
-            parked, wake = admit(f[2], f[1], id)
+            parked, wake = admit(task, tenant, id)
           end
           if parked then
-            hold(q, parked, f[2], score, id)
+            hold(q, parked, task, score, id)
             if wake then
               redis.call('ZADD', P .. ':wakeups', 'LT', wake, q .. '\n' .. parked)
             end
           else
-            local attempt = tonumber(f[8]) + 1
+            local attempt = tonumber(f[4] or '0') + 1
             if limits then
               -- Which permits the job holds: '1' its task's, '2' also its tenant's.
-              local l, permit = limits[f[2]], ''
+              local l, permit = limits[task], ''
               if l and l[2] >= 0 then
                 permit = '2'
               elseif l and l[1] >= 0 then
@@ -208,14 +209,14 @@ for i = 6, #ARGV do
             table.insert(leased, id)
             table.insert(out, id)
             table.insert(out, q)
-            table.insert(out, f[1])
+            table.insert(out, tenant)
+            table.insert(out, task)
+            table.insert(out, priority)
             table.insert(out, f[2])
-            table.insert(out, f[3])
-            table.insert(out, f[4])
             table.insert(out, attempt)
-            table.insert(out, f[5])
-            table.insert(out, f[6])
-            table.insert(out, f[7] or '')
+            table.insert(out, f[3] or '0')
+            table.insert(out, max_retries)
+            table.insert(out, timeout)
             want = want - 1
           end
         end

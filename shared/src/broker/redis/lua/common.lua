@@ -21,7 +21,11 @@
 --   P:{q:NAME}:running    ZSET  score lease deadline (ms, Redis time)
 --   P:{q:NAME}:succeeded|failed|cancelled  ZSET  score finished_at
 --   P:{q:NAME}:paused     STRING present while paused
---   P:j:ID                HASH  the job (its `queue` field names its sets)
+--   P:j:ID                HASH  the job: `spec` (its fixed attributes, see
+--                               spec()), `state`, `payload`, `seq` or
+--                               `run_at`, then what running adds; no
+--                               `attempts` or `base` means 0, no `run_at`
+--                               means created_at
 --   P:uniq:TENANT:TASK:KEY STRING id of the unfinished job holding the key
 --   P:list:t:TENANT       ZSET  score 0, members ids (lexical = time order)
 --   P:tenants             SET   tenants with listed jobs
@@ -77,6 +81,17 @@ local function jkey(id)
   return P .. ':j:' .. id
 end
 
+-- A job's fixed attributes, written once at enqueue as its `spec` field,
+-- one per line: tenant, task, queue, priority, max_retries, timeout_ms (''
+-- for none), created_at, unique_key ('' for none; last, so it may hold any
+-- byte). One field instead of eight: each hash field costs every enqueue.
+-- Returns them in that order, or nothing for a missing job.
+local function spec(s)
+  if s then
+    return string.match(s, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
+  end
+end
+
 local function ukey(tenant, task, key)
   return P .. ':uniq:' .. string.len(tenant) .. ':' .. tenant .. ':' .. string.len(task) .. ':' .. task .. ':' .. key
 end
@@ -93,8 +108,8 @@ end
 
 -- Frees the job's unique key if it still holds it.
 local function release_unique(q, id)
-  local f = redis.call('HMGET', jkey(id), 'tenant', 'task', 'unique_key')
-  release_unique_of(id, f[1], f[2], f[3])
+  local tenant, task, _, _, _, _, _, key = spec(redis.call('HGET', jkey(id), 'spec'))
+  release_unique_of(id, tenant, task, key)
 end
 
 -- Moves a job to a terminal state. `extra` holds more fields to set (the
@@ -113,8 +128,8 @@ local function finish_with(q, id, state, now, retention, tenant, task, key, extr
 end
 
 local function finish(q, id, state, now, retention)
-  local f = redis.call('HMGET', jkey(id), 'tenant', 'task', 'unique_key')
-  finish_with(q, id, state, now, retention, f[1], f[2], f[3], nil)
+  local tenant, task, _, _, _, _, _, key = spec(redis.call('HGET', jkey(id), 'spec'))
+  finish_with(q, id, state, now, retention, tenant, task, key, nil)
 end
 
 -- The next fair-share sequence number of `tenant` in queue q: one past the
@@ -135,13 +150,14 @@ end
 -- the place it had.
 local function make_ready(q, id, fresh)
   local key = jkey(id)
-  local f = redis.call('HMGET', key, 'priority', 'seq', 'tenant')
+  local f = redis.call('HMGET', key, 'spec', 'seq')
+  local tenant, _, _, priority = spec(f[1])
   local seq = tonumber(f[2] or '')
   if fresh or not seq then
-    seq = fair_seq(q, f[3] or '')
+    seq = fair_seq(q, tenant or '')
   end
   redis.call('HSET', key, 'state', 'queued', 'owner', '', 'seq', num(seq))
-  redis.call('ZADD', qkey(q, 'ready'), (9 - tonumber(f[1] or '5')) * SEQ + seq, id)
+  redis.call('ZADD', qkey(q, 'ready'), num((9 - tonumber(priority or '5')) * SEQ + seq), id)
 end
 
 local function semkey(task, tenant)
@@ -216,12 +232,13 @@ end
 -- When the job is running at attempt a (the fencing check): its queue,
 -- and its task and tenant when it holds a permit. Else nil.
 local function holds(id, a)
-  local f = redis.call('HMGET', jkey(id), 'state', 'attempts', 'queue', 'permit', 'task', 'tenant')
+  local f = redis.call('HMGET', jkey(id), 'state', 'attempts', 'spec', 'permit')
   if f[1] == 'running' and f[2] == tostring(a) then
+    local tenant, task, queue = spec(f[3])
     if f[4] == '1' or f[4] == '2' then
-      return f[3], f[5], f[6], f[4]
+      return queue, task, tenant, f[4]
     end
-    return f[3]
+    return queue
   end
   return nil
 end

@@ -11,8 +11,8 @@ local unleased, succeeded, failed = {}, {}, {}
 -- Permits to give back (per semaphore key) and how many freed per task
 -- and tenant: as many waiting jobs get another look.
 local permits, freed = {}, {}
-local function finished(q, id, state, f, field, value, into)
-  release_unique_of(id, f[5], f[6], f[7])
+local function finished(q, id, state, tenant, task, unique, field, value, into)
+  release_unique_of(id, tenant, task, unique)
   local key = jkey(id)
   redis.call('HSET', key, 'state', state, 'finished_at', now_s, 'owner', '', field, value)
   redis.call('PEXPIRE', key, ARGV[2])
@@ -22,39 +22,39 @@ for _, c in ipairs(cjson.decode(ARGV[3])) do
   local id = c.id
   local key = jkey(id)
   -- One read serves the fencing check and what finishing needs.
-  local f = redis.call('HMGET', key, 'state', 'attempts', 'base', 'max_retries', 'tenant', 'task', 'unique_key', 'queue', 'permit')
-  local q = f[8]
+  local f = redis.call('HMGET', key, 'state', 'attempts', 'base', 'spec', 'permit')
+  local tenant, task, q, _, max_retries, _, _, unique = spec(f[4])
   if f[1] ~= 'running' or f[2] ~= tostring(c.a) then
     table.insert(stale, id)
   else
     push(unleased, q, id)
-    if f[9] == '1' or f[9] == '2' then
+    if f[5] == '1' or f[5] == '2' then
       -- Permits are given back together at the end.
-      push(permits, semkey(f[6]), id)
-      local fr = freed[f[6]]
+      push(permits, semkey(task), id)
+      local fr = freed[task]
       if not fr then
         fr = {n = 0, tenants = {}}
-        freed[f[6]] = fr
+        freed[task] = fr
       end
       fr.n = fr.n + 1
-      if f[9] == '2' then
-        push(permits, semkey(f[6], f[5]), id)
-        fr.tenants[f[5]] = (fr.tenants[f[5]] or 0) + 1
+      if f[5] == '2' then
+        push(permits, semkey(task, tenant), id)
+        fr.tenants[tenant] = (fr.tenants[tenant] or 0) + 1
       end
     end
     if c.k == 's' then
-      finished(q, id, 'succeeded', f, 'result', c.v, succeeded)
+      finished(q, id, 'succeeded', tenant, task, unique, 'result', c.v, succeeded)
     elseif c.k == 'r' then
       redis.call('HINCRBY', key, 'base', 1)
       make_ready(q, id, false)
     else
-      local used = tonumber(f[2]) - tonumber(f[3])
-      if c.d ~= cjson.null and c.d ~= nil and used <= tonumber(f[4]) then
+      local used = tonumber(f[2]) - tonumber(f[3] or '0')
+      if c.d ~= cjson.null and c.d ~= nil and used <= tonumber(max_retries) then
         local run_at = num(now + tonumber(c.d))
         redis.call('HSET', key, 'state', 'retrying', 'run_at', run_at, 'owner', '', 'error', c.v)
         redis.call('ZADD', qkey(q, 'retrying'), run_at, id)
       else
-        finished(q, id, 'failed', f, 'error', c.v, failed)
+        finished(q, id, 'failed', tenant, task, unique, 'error', c.v, failed)
       end
     end
   end

@@ -1,10 +1,20 @@
--- ARGV: P, then 10 values per job: id, tenant, task, queue, priority,
--- payload (JSON text), max_retries, timeout_ms ('' for none), unique_key
--- ('' for none), delay_ms. Flat arguments, no JSON to decode per call.
--- Returns {now, id_or_holder_1, created_1, ...}. All jobs or none: a script
--- runs atomically. Index and set updates are gathered and sent once per
--- batch; only the job hash itself is written per job. Running the same call
--- again (same ids, after a lost reply) adds nothing and answers the same.
+-- ARGV: P, then groups of jobs that share their attributes: tenant, task,
+-- queue, priority, max_retries, timeout_ms ('' for none), unique_key ('' for
+-- none), delay_ms, n, then n pairs of id and payload (JSON text). Flat
+-- arguments, and each attribute once per group rather than once per job:
+-- every argument costs Redis a conversion into Lua and back.
+-- Returns {now, k_1, holder_1, ...}: the jobs not created, by their place in
+-- the call (1-based), with the id of the job that holds their unique key.
+-- Every other job is stored. All jobs or none: a script runs atomically.
+-- Index and set updates are gathered and sent once per batch; only the job
+-- hash itself is written per job, in four fields: `spec` (the attributes
+-- that never change, built once per group), `state`, `payload` and `seq`
+-- (or `run_at` when delayed); readers take a missing `attempts` or `base`
+-- as 0 and a missing `run_at` as created_at.
+-- Running the same call again (same ids, after a lost reply) adds nothing
+-- and answers the same: a call of many jobs leaves a marker under its first
+-- job's id for a while, and only a call that finds its marker (a repeat)
+-- looks up each job; a small call always looks them up.
 local now = now_ms()
 local out = {now}
 -- Numbers go to Redis as strings, formatted once: Redis converts Lua
@@ -28,51 +38,55 @@ local function next_seq(q, tenant)
   l[tenant] = s
   return s
 end
-for i = 2, ARGV_END, 10 do
-  local id, tenant, task, queue = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local priority, timeout, unique = ARGV[i + 4], ARGV[i + 7], ARGV[i + 8]
-  local holder, uk = nil, nil
-  if unique ~= '' then
-    uk = ukey(tenant, task, unique)
-    holder = redis.call('GET', uk)
+local checked = true
+if ARGV_END > 2 + 9 + 2 * 8 then
+  checked = not redis.call('SET', P .. ':call:' .. ARGV[11], '1', 'NX', 'PX', '600000')
+end
+local i, k = 2, 0
+while i <= ARGV_END do
+  local tenant, task, queue, priority = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local max_retries, timeout, unique = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local delay = tonumber(ARGV[i + 7])
+  local n = tonumber(ARGV[i + 8])
+  local delayed = delay > 0
+  local run_at_s, state = now_s, 'queued'
+  if delayed then
+    run_at_s, state = num(now + delay), 'scheduled'
   end
-  if holder == id or redis.call('EXISTS', jkey(id)) == 1 then
-    -- This very job, stored by an earlier run of this call.
-    out[#out + 1] = id
-    out[#out + 1] = 1
-  elseif holder then
-    out[#out + 1] = holder
-    out[#out + 1] = 0
-  else
-    local delay = tonumber(ARGV[i + 9])
-    local run_at = now + math.max(delay, 0)
-    local run_at_s = now_s
-    if delay > 0 then run_at_s = num(run_at) end
-    local state = 'queued'
-    if delay > 0 then state = 'scheduled' end
-    local key = jkey(id)
-    local seq = 0
-    if state == 'queued' then
-      seq = next_seq(queue, tenant)
+  local rank = (9 - tonumber(priority)) * SEQ
+  local job_spec = table.concat({tenant, task, queue, priority, max_retries, timeout, now_s, unique}, '\n')
+  local j = i + 9
+  i = j + 2 * n
+  for p = j, i - 1, 2 do
+    k = k + 1
+    local id = ARGV[p]
+    local holder, uk = nil, nil
+    if unique ~= '' then
+      uk = ukey(tenant, task, unique)
+      holder = redis.call('GET', uk)
     end
-    redis.call('HSET', key, 'id', id, 'tenant', tenant, 'task', task, 'queue', queue,
-      'state', state, 'priority', priority, 'payload', ARGV[i + 5], 'attempts', '0', 'base', '0',
-      'max_retries', ARGV[i + 6], 'created_at', now_s, 'run_at', run_at_s, 'seq', num(seq))
-    if timeout ~= '' then
-      redis.call('HSET', key, 'timeout_ms', timeout)
-    end
-    if uk then
-      redis.call('HSET', key, 'unique_key', unique)
-      redis.call('SET', uk, id)
-    end
-    if state == 'scheduled' then
-      push(scheduled, queue, run_at_s, id)
+    if holder == id or (checked and redis.call('EXISTS', jkey(id)) == 1) then
+      -- This very job, stored by an earlier run of this call.
+    elseif holder then
+      out[#out + 1] = k
+      out[#out + 1] = holder
     else
-      push(ready, queue, (9 - tonumber(priority)) * SEQ + seq, id)
+      local key = jkey(id)
+      if delayed then
+        redis.call('HSET', key, 'spec', job_spec, 'state', state, 'payload', ARGV[p + 1],
+          'run_at', run_at_s)
+        push(scheduled, queue, run_at_s, id)
+      else
+        local seq = next_seq(queue, tenant)
+        redis.call('HSET', key, 'spec', job_spec, 'state', state, 'payload', ARGV[p + 1],
+          'seq', num(seq))
+        push(ready, queue, rank + seq, id)
+      end
+      if uk then
+        redis.call('SET', uk, id)
+      end
+      push(by_tenant, tenant, '0', id)
     end
-    push(by_tenant, tenant, '0', id)
-    out[#out + 1] = id
-    out[#out + 1] = 1
   end
 end
 for q, members in pairs(ready) do

@@ -11,13 +11,14 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
   for _, id in ipairs(expired) do
     local key = jkey(id)
     redis.call('ZREM', qkey(q, 'running'), id)
-    local f = redis.call('HMGET', key, 'attempts', 'base', 'max_retries', 'permit', 'task', 'tenant')
-    if f[1] then
-      if f[4] == '1' or f[4] == '2' then
-        release_permit(id, f[5], f[6], f[4])
+    local f = redis.call('HMGET', key, 'attempts', 'base', 'permit', 'spec')
+    local tenant, task, _, _, max_retries = spec(f[4])
+    if f[1] and tenant then
+      if f[3] == '1' or f[3] == '2' then
+        release_permit(id, task, tenant, f[3])
       end
       redis.call('HSET', key, 'error', 'lease expired during attempt ' .. f[1] .. ' (worker lost or stalled)')
-      if tonumber(f[1]) - tonumber(f[2]) > tonumber(f[3]) then
+      if tonumber(f[1]) - tonumber(f[2] or '0') > tonumber(max_retries) then
         finish(q, id, 'failed', now, retention)
         dead = dead + 1
       else

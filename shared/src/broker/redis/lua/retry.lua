@@ -3,16 +3,16 @@
 -- it is the fencing token). Returns 'ok', 'missing', 'unique' or the state.
 local id = ARGV[2]
 local key = jkey(id)
-local f = redis.call('HMGET', key, 'state', 'tenant', 'task', 'unique_key', 'attempts', 'queue')
-local q = f[6]
-if not f[1] or (ARGV[3] ~= '' and f[2] ~= ARGV[3]) then
+local f = redis.call('HMGET', key, 'state', 'spec', 'attempts')
+local tenant, task, q, _, _, _, _, unique = spec(f[2])
+if not f[1] or (ARGV[3] ~= '' and tenant ~= ARGV[3]) then
   return 'missing'
 end
 if f[1] ~= 'failed' and f[1] ~= 'cancelled' then
   return f[1]
 end
-if f[4] and f[4] ~= '' then
-  local uk = ukey(f[2], f[3], f[4])
+if unique and unique ~= '' then
+  local uk = ukey(tenant, task, unique)
   if redis.call('EXISTS', uk) == 1 then
     return 'unique'
   end
@@ -20,7 +20,7 @@ if f[4] and f[4] ~= '' then
 end
 redis.call('ZREM', qkey(q, f[1]), id)
 redis.call('PERSIST', key)
-redis.call('HSET', key, 'base', f[5], 'run_at', now_ms())
+redis.call('HSET', key, 'base', f[3] or '0', 'run_at', num(now_ms()))
 redis.call('HDEL', key, 'result', 'progress', 'started_at', 'finished_at')
 make_ready(q, id, true)
 redis.call('PUBLISH', P .. ':wake', q)

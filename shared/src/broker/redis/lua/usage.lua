@@ -14,9 +14,10 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':heldq:' .. lenc(task))) do
 end
 out[2] = waiting
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', semkey(task), now, '+inf')) do
-  local f = redis.call('HMGET', jkey(id), 'tenant', 'owner')
+  local f = redis.call('HMGET', jkey(id), 'spec', 'owner')
+  local tenant = spec(f[1])
   out[#out + 1] = id
-  out[#out + 1] = f[1] or ''
+  out[#out + 1] = tenant or ''
   out[#out + 1] = f[2] or ''
 end
 return out
