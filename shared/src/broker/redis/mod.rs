@@ -230,26 +230,7 @@ impl Broker for RedisBroker {
                 (JobId::new(), delay, r)
             })
             .collect();
-        let mut invocation = self.scripts.enqueue.prepare_invoke();
-        invocation.arg(&*self.prefix);
-        job_args(&mut invocation, &planned);
-        // A connection lost after the call was sent leaves it unknown whether
-        // the jobs went in. The script is idempotent on the job ids, so the
-        // same call is repeated a few times before the client hears 503:
-        // a 5xx then almost never hides an enqueued job.
-        let mut conn = self.conn.clone();
-        let mut tries = 0u32;
-        let reply: Vec<redis::Value> = loop {
-            match invocation.invoke_async(&mut conn).await.map_err(from_redis) {
-                Ok(reply) => break reply,
-                Err(BrokerError::Unavailable(e)) if tries < 3 => {
-                    tries += 1;
-                    tracing::debug!(error = %e, tries, "Enqueue interrupted; repeating it");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let reply = self.enqueue_call(&planned).await?;
         let now: i64 = reply
             .first()
             .map(jobs::int)
@@ -848,6 +829,33 @@ fn job_args<R: std::borrow::Borrow<EnqueueRequest>>(
 const TICK_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 impl RedisBroker {
+    /// Runs enqueue.lua for jobs (id, delay, request) and returns its reply.
+    /// A connection lost after the call was sent leaves it unknown whether
+    /// the jobs went in. The script is idempotent on the job ids, so the
+    /// same call is repeated a few times before the client hears 503: a
+    /// 5xx then almost never hides an enqueued job.
+    async fn enqueue_call(
+        &self,
+        planned: &[(JobId, i64, EnqueueRequest)],
+    ) -> BrokerResult<Vec<redis::Value>> {
+        let mut invocation = self.scripts.enqueue.prepare_invoke();
+        invocation.arg(&*self.prefix);
+        job_args(&mut invocation, planned);
+        let mut conn = self.conn.clone();
+        let mut tries = 0u32;
+        loop {
+            match invocation.invoke_async(&mut conn).await.map_err(from_redis) {
+                Ok(reply) => return Ok(reply),
+                Err(BrokerError::Unavailable(e)) if tries < 3 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, tries, "Enqueue interrupted; repeating it");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Reads several jobs in one round trip.
     async fn load_many(&self, ids: &[String]) -> BrokerResult<Vec<Option<Job>>> {
         if ids.is_empty() {
@@ -894,5 +902,79 @@ impl RedisBroker {
                 state.parse().map_err(BrokerError::Internal)?,
             )),
         }
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use super::*;
+    use crate::broker::conformance::{request, service_url};
+
+    /// An enqueue repeated after a lost reply (same ids) adds nothing and
+    /// does not disturb jobs that started meanwhile, for a call large enough
+    /// to use the repeat marker and for a single job.
+    #[tokio::test]
+    async fn a_repeated_enqueue_adds_nothing() {
+        let Some(url) = service_url("WEIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15") else {
+            return;
+        };
+        let prefix = format!("weirtest-{}", uuid::Uuid::now_v7().simple());
+        let _cleanup = PrefixCleanup {
+            url: url.clone(),
+            prefix: prefix.clone(),
+        };
+        let broker = RedisBroker::open(&url, &prefix, Duration::from_secs(60)).expect("broker");
+        let mut held = request("weir.noop", "default");
+        held.unique_key = Some("u".into());
+        let holder = broker.enqueue(vec![held.clone()]).await.expect("enqueue")[0]
+            .job
+            .id;
+
+        // The first job of the call is a duplicate of `holder`: the call's
+        // marker, not its first job, tells a repeat.
+        let batch: Vec<(JobId, i64, EnqueueRequest)> = std::iter::once(held)
+            .chain((0..20).map(|_| request("weir.noop", "default")))
+            .map(|r| (JobId::new(), 0, r))
+            .collect();
+        let single = vec![(JobId::new(), 0, request("weir.noop", "default"))];
+        for planned in [&batch, &single] {
+            let first = broker.enqueue_call(planned).await.expect("enqueue");
+            let started = broker
+                .claim(ClaimRequest {
+                    worker: "w1".into(),
+                    queues: vec!["default".into()],
+                    limit: 100,
+                    lease: Duration::from_secs(30),
+                    limits: Arc::default(),
+                })
+                .await
+                .expect("claim");
+            let again = broker.enqueue_call(planned).await.expect("repeat");
+            assert_eq!(first.len(), again.len(), "same answer");
+            assert_eq!(first.get(1..), again.get(1..));
+            for c in &started {
+                let job = broker.load(&c.lease.id.to_string()).await.expect("load");
+                assert_eq!(job.map(|j| j.state), Some(JobState::Running));
+            }
+            let counts = broker.queue_counts().await.expect("counts");
+            let queued: u64 = counts
+                .iter()
+                .filter_map(|q| q.counts.get(&JobState::Queued))
+                .sum();
+            assert_eq!(queued, 0, "nothing came back to the queue: {counts:?}");
+        }
+        let listed = broker
+            .list(ListRequest {
+                scope: Scope::All,
+                queue: None,
+                state: None,
+                task: None,
+                cursor: None,
+                limit: 100,
+            })
+            .await
+            .expect("list");
+        assert_eq!(listed.data.len(), 1 + 20 + 1);
+        assert!(listed.data.iter().any(|j| j.id == holder));
     }
 }
