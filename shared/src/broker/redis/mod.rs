@@ -94,6 +94,8 @@ impl Scripts {
 
 /// Expired leases returned and due jobs promoted per queue and maintenance pass.
 const MAINTAIN_BATCH: i64 = 1000;
+/// Listing-index entries looked at per maintenance pass (expired ones are dropped).
+const SWEEP_BATCH: i64 = 5000;
 /// Ids read per round trip while listing.
 const LIST_BATCH: isize = 200;
 
@@ -545,6 +547,7 @@ impl Broker for RedisBroker {
             .arg(&*self.prefix)
             .arg(ms(self.retention))
             .arg(MAINTAIN_BATCH)
+            .arg(SWEEP_BATCH)
             .invoke_async(&mut conn)
             .await
             .map_err(from_redis)?;
@@ -976,5 +979,61 @@ mod tests {
             .expect("list");
         assert_eq!(listed.data.len(), 1 + 20 + 1);
         assert!(listed.data.iter().any(|j| j.id == holder));
+    }
+
+    /// Finished jobs leave the tenant's listing index once their hash has
+    /// expired, without anyone listing: maintenance sweeps it.
+    #[tokio::test]
+    async fn expired_jobs_leave_the_listing_index() {
+        let Some(url) = service_url("WEIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15") else {
+            return;
+        };
+        let prefix = format!("weirtest-{}", uuid::Uuid::now_v7().simple());
+        let _cleanup = PrefixCleanup {
+            url: url.clone(),
+            prefix: prefix.clone(),
+        };
+        let broker = RedisBroker::open(&url, &prefix, Duration::from_millis(100)).expect("broker");
+        let mut conn = broker.conn.clone();
+        let index = format!("{prefix}:list:t:t1");
+        let jobs: Vec<_> = (0..30).map(|_| request("weir.noop", "default")).collect();
+        broker.enqueue(jobs).await.expect("enqueue");
+        let mut kept = request("weir.noop", "mail");
+        kept.tenant = "t2".into();
+        broker.enqueue(vec![kept]).await.expect("enqueue");
+        let claimed = broker
+            .claim(ClaimRequest {
+                worker: "w1".into(),
+                queues: vec!["default".into()],
+                limit: 100,
+                lease: Duration::from_secs(30),
+                limits: Arc::default(),
+            })
+            .await
+            .expect("claim");
+        let done = claimed
+            .iter()
+            .map(|c| Completion {
+                lease: c.lease,
+                outcome: Outcome::Succeeded(serde_json::Value::Null),
+            })
+            .collect();
+        broker.complete(done).await.expect("complete");
+        let before: i64 = conn.zcard(&index).await.expect("zcard");
+        assert_eq!(before, 30);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        broker.maintain().await.expect("maintain");
+        let after: i64 = conn.zcard(&index).await.expect("zcard");
+        assert_eq!(after, 0, "expired jobs are swept from the index");
+        let tenants: Vec<String> = conn
+            .smembers(format!("{prefix}:tenants"))
+            .await
+            .expect("smembers");
+        assert_eq!(tenants, ["t2"], "a tenant with no jobs left is forgotten");
+        let left: i64 = conn
+            .zcard(format!("{prefix}:list:t:t2"))
+            .await
+            .expect("zcard");
+        assert_eq!(left, 1, "a live job stays listed");
     }
 }

@@ -29,6 +29,10 @@
 --   P:uniq:TENANT:TASK:KEY STRING id of the unfinished job holding the key
 --   P:list:t:TENANT       ZSET  score 0, members ids (lexical = time order)
 --   P:tenants             SET   tenants with listed jobs
+--   P:list:at:TENANT      STRING where the sweep in maintain.lua goes on
+--   P:list:scan           STRING SSCAN cursor of that sweep over P:tenants
+--   P:call:ID             STRING marker of an enqueue call (ID: its first
+--                               job), 10 minutes: a repeat is recognised
 --   P:queues              SET   every queue that ever had a job or a flag
 local P = ARGV[1]
 -- Where a script's own arguments end (fire.lua keeps two after the job).

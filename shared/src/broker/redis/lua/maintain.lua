@@ -1,6 +1,8 @@
--- ARGV: P, retention_ms, limit. For every queue: returns jobs whose lease
--- expired to their queue (or to the dead letters when that attempt was
--- their last), promotes due jobs and gives held jobs another look. Idempotent: every node may run it.
+-- ARGV: P, retention_ms, limit, sweep. For every queue: returns jobs whose
+-- lease expired to their queue (or to the dead letters when that attempt
+-- was their last), promotes due jobs and gives held jobs another look;
+-- then drops up to `sweep` expired jobs from the listing indexes.
+-- Idempotent: every node may run it.
 -- Returns {requeued, dead, promoted}.
 local retention = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
@@ -40,4 +42,39 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
     redis.call('ZREMRANGEBYSCORE', qkey(q, set), '-inf', now - retention)
   end
 end
+
+-- Listing indexes forget jobs whose hash has expired. Each pass goes on
+-- through the tenants (P:list:scan, an SSCAN cursor) and through each
+-- tenant's index (P:list:at:TENANT) from where the last pass stopped,
+-- looking at no more than `sweep` ids in all, so memory stays bounded by
+-- the live jobs whether or not anyone lists them.
+local budget = tonumber(ARGV[4])
+local scan = redis.call('GET', P .. ':list:scan') or '0'
+repeat
+  local page = redis.call('SSCAN', P .. ':tenants', scan, 'COUNT', 20)
+  scan = page[1]
+  for _, tenant in ipairs(page[2]) do
+    if budget <= 0 then break end
+    local index, at = P .. ':list:t:' .. tenant, P .. ':list:at:' .. tenant
+    local ids = redis.call('ZRANGEBYLEX', index, redis.call('GET', at) or '-', '+', 'LIMIT', 0, budget)
+    budget = budget - #ids
+    local gone = {}
+    for _, id in ipairs(ids) do
+      if redis.call('EXISTS', jkey(id)) == 0 then
+        gone[#gone + 1] = id
+      end
+    end
+    flush('ZREM', index, gone, 1)
+    if budget > 0 then
+      -- The end of this index: start over next time; forget an empty one.
+      redis.call('DEL', at)
+      if redis.call('EXISTS', index) == 0 then
+        redis.call('SREM', P .. ':tenants', tenant)
+      end
+    else
+      redis.call('SET', at, '(' .. ids[#ids])
+    end
+  end
+until scan == '0' or budget <= 0
+redis.call('SET', P .. ':list:scan', scan)
 return {requeued, dead, promoted}
