@@ -188,6 +188,7 @@ pub async fn nack_with_delay(t: TestBroker) {
 /// A lease that runs out hands the job to the next claimer.
 pub async fn lease_expiry_redelivers(t: TestBroker) {
     let job = enqueue_one(&t, request("weir.noop", "default")).await;
+    let behind = enqueue_one(&t, request("weir.noop", "default")).await;
     let first = claim(&t, &["default"], 1, Duration::from_millis(100)).await;
     assert_eq!(first.len(), 1);
     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -196,7 +197,12 @@ pub async fn lease_expiry_redelivers(t: TestBroker) {
     assert_eq!(state_of(&t, job.id).await, JobState::Queued);
     let second = claim(&t, &["default"], 1, LEASE).await;
     assert_eq!(second.len(), 1);
+    assert_eq!(
+        second[0].lease.id, job.id,
+        "back ahead of the job behind it"
+    );
     assert_eq!(second[0].lease.attempt, 2);
+    assert_eq!(state_of(&t, behind.id).await, JobState::Queued);
 }
 
 /// A worker that lost its lease cannot complete, renew or report progress.
@@ -604,7 +610,9 @@ pub async fn release_returns_without_spending(t: TestBroker) {
     let mut r = request("weir.noop", "default");
     r.max_retries = 0;
     let job = enqueue_one(&t, r).await;
+    let behind = enqueue_one(&t, request("weir.noop", "default")).await;
     let c = claim(&t, &["default"], 1, LEASE).await.remove(0);
+    assert_eq!(c.lease.id, job.id);
     assert_eq!(c.retries_left, 0);
     t.broker
         .complete(vec![Completion {
@@ -615,11 +623,13 @@ pub async fn release_returns_without_spending(t: TestBroker) {
         .expect("release");
     assert_eq!(state_of(&t, job.id).await, JobState::Queued);
     let again = claim(&t, &["default"], 1, LEASE).await.remove(0);
+    assert_eq!(again.lease.id, job.id, "back ahead of the job behind it");
     assert_eq!(again.lease.attempt, 2);
     assert_eq!(
         again.retries_left, 0,
         "the interrupted attempt was given back"
     );
+    assert_eq!(state_of(&t, behind.id).await, JobState::Queued);
 }
 
 /// Listing is newest first with a cursor, and every read is scoped to a tenant.

@@ -22,8 +22,8 @@
 --   P:{q:NAME}:succeeded|failed|cancelled  ZSET  score finished_at
 --   P:{q:NAME}:paused     STRING present while paused
 --   P:j:ID                HASH  the job: `spec` (its fixed attributes, see
---                               spec()), `state`, `payload`, `seq` or
---                               `run_at`, then what running adds; no
+--                               spec()), `state`, `payload`, `run_at` if
+--                               delayed, then what running adds; no
 --                               `attempts` or `base` means 0, no `run_at`
 --                               means created_at
 --   P:uniq:TENANT:TASK:KEY STRING id of the unfinished job holding the key
@@ -150,17 +150,20 @@ local function fair_seq(q, tenant)
 end
 
 -- Makes a job claimable. A `fresh` job (due after a delay, retried by
--- hand) takes a new place in the round; one handed back or reaped keeps
--- the place it had.
+-- hand) takes a new place in the round. One handed back or reaped had
+-- been claimed, so every job before it in its priority was too: it goes
+-- back at the queue's clock (the place of the latest claimed job), ahead
+-- of every job that was behind it. No per-job place is stored for that.
 local function make_ready(q, id, fresh)
   local key = jkey(id)
-  local f = redis.call('HMGET', key, 'spec', 'seq')
-  local tenant, _, _, priority = spec(f[1])
-  local seq = tonumber(f[2] or '')
-  if fresh or not seq then
+  local tenant, _, _, priority = spec(redis.call('HGET', key, 'spec'))
+  local seq
+  if fresh then
     seq = fair_seq(q, tenant or '')
+  else
+    seq = tonumber(redis.call('GET', qkey(q, 'clock')) or '0')
   end
-  redis.call('HSET', key, 'state', 'queued', 'owner', '', 'seq', num(seq))
+  redis.call('HSET', key, 'state', 'queued', 'owner', '')
   redis.call('ZADD', qkey(q, 'ready'), num((9 - tonumber(priority or '5')) * SEQ + seq), id)
 end
 

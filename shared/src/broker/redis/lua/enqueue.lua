@@ -7,10 +7,11 @@
 -- the call (1-based), with the id of the job that holds their unique key.
 -- Every other job is stored. All jobs or none: a script runs atomically.
 -- Index and set updates are gathered and sent once per batch; only the job
--- hash itself is written per job, in four fields: `spec` (the attributes
--- that never change, built once per group), `state`, `payload` and `seq`
--- (or `run_at` when delayed); readers take a missing `attempts` or `base`
--- as 0 and a missing `run_at` as created_at.
+-- hash itself is written per job, in three fields (four when delayed):
+-- `spec` (the attributes that never change, built once per group), `state`,
+-- `payload` (and `run_at`); readers take a missing `attempts` or `base` as
+-- 0 and a missing `run_at` as created_at. The job's fair-share place lives
+-- in its ready score only.
 -- Running the same call again (same ids, after a lost reply) adds nothing
 -- and answers the same: a call of many jobs leaves a marker under its first
 -- job's id for a while, and only a call that finds its marker (a repeat)
@@ -78,8 +79,7 @@ while i <= ARGV_END do
         push(scheduled, queue, run_at_s, id)
       else
         local seq = next_seq(queue, tenant)
-        redis.call('HSET', key, 'spec', job_spec, 'state', state, 'payload', ARGV[p + 1],
-          'seq', num(seq))
+        redis.call('HSET', key, 'spec', job_spec, 'state', state, 'payload', ARGV[p + 1])
         push(ready, queue, rank + seq, id)
       end
       if uk then
