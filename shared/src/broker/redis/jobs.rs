@@ -114,32 +114,31 @@ pub(super) fn from_hash(id: &str, h: &HashMap<String, String>) -> BrokerResult<O
     }))
 }
 
-/// One row of `claim.lua`: id, queue, tenant, task, priority, payload,
-/// attempt, base, max_retries, timeout_ms.
+/// One row of `claim.lua`: id, spec, payload, attempt, base.
 pub(super) fn claimed(row: &[redis::Value]) -> BrokerResult<ClaimedJob> {
-    if row.len() != 10 {
+    let [id, spec, payload, attempt, base] = row else {
         return Err(bad("short claim row"));
-    }
-    let attempt = u32::try_from(int(&row[6])?).map_err(bad)?;
-    let base: u32 = string(&row[7])?.parse().map_err(bad)?;
-    let max_retries: u32 = string(&row[8])?.parse().map_err(bad)?;
-    let timeout = string(&row[9])?;
+    };
+    let spec = string(spec)?;
+    let spec = Spec::parse(&spec)?;
+    let attempt = u32::try_from(int(attempt)?).map_err(bad)?;
+    let base: u32 = string(base)?.parse().map_err(bad)?;
+    let max_retries: u32 = spec.max_retries.parse().map_err(bad)?;
     Ok(ClaimedJob {
         lease: Lease {
-            id: string(&row[0])?.parse().map_err(bad)?,
+            id: string(id)?.parse().map_err(bad)?,
             attempt,
         },
-        queue: string(&row[1])?,
-        tenant: string(&row[2])?,
-        task: string(&row[3])?,
-        priority: string(&row[4])?.parse().map_err(bad)?,
-        payload: serde_json::from_str(&string(&row[5])?).map_err(bad)?,
+        queue: spec.queue.to_owned(),
+        tenant: spec.tenant.to_owned(),
+        task: spec.task.to_owned(),
+        priority: spec.priority.parse().map_err(bad)?,
+        payload: serde_json::from_str(&string(payload)?).map_err(bad)?,
         max_retries,
         retries_left: (max_retries + 1).saturating_sub(attempt.saturating_sub(base)),
-        timeout_ms: if timeout.is_empty() {
-            None
-        } else {
-            Some(timeout.parse().map_err(bad)?)
+        timeout_ms: match spec.timeout_ms {
+            "" => None,
+            t => Some(t.parse().map_err(bad)?),
         },
     })
 }

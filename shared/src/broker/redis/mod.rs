@@ -286,7 +286,7 @@ impl Broker for RedisBroker {
             .invoke_async(&mut conn)
             .await
             .map_err(from_redis)?;
-        rows.chunks(10).map(jobs::claimed).collect()
+        rows.chunks(5).map(jobs::claimed).collect()
     }
 
     async fn renew(&self, leases: &[Lease], lease: Duration) -> BrokerResult<Vec<Lease>> {
@@ -319,26 +319,25 @@ impl Broker for RedisBroker {
         if completions.is_empty() {
             return Ok(Vec::new());
         }
-        let entries: Vec<Value> = completions
-            .iter()
-            .map(|c| {
-                let (kind, value, delay) = match &c.outcome {
-                    Outcome::Succeeded(result) => ("s", result.to_string(), None),
-                    Outcome::Failed { error, retry_in } => {
-                        ("f", crate::job::truncate_error(error), retry_in.map(ms))
-                    }
-                    Outcome::Released => ("r", String::new(), None),
-                };
-                json!({"id": c.lease.id.to_string(), "a": c.lease.attempt, "k": kind, "v": value, "d": delay})
-            })
-            .collect();
+        let mut invocation = self.scripts.complete.prepare_invoke();
+        invocation.arg(&*self.prefix).arg(ms(self.retention));
+        for c in &completions {
+            let (kind, value, delay) = match &c.outcome {
+                Outcome::Succeeded(result) => ("s", result.to_string(), None),
+                Outcome::Failed { error, retry_in } => {
+                    ("f", crate::job::truncate_error(error), retry_in.map(ms))
+                }
+                Outcome::Released => ("r", String::new(), None),
+            };
+            invocation
+                .arg(c.lease.id.to_string())
+                .arg(c.lease.attempt)
+                .arg(kind)
+                .arg(value)
+                .arg(delay.map(|d| d.to_string()).unwrap_or_default());
+        }
         let mut conn = self.conn.clone();
-        let stale: Vec<String> = self
-            .scripts
-            .complete
-            .arg(&*self.prefix)
-            .arg(ms(self.retention))
-            .arg(Value::Array(entries).to_string())
+        let stale: Vec<String> = invocation
             .invoke_async(&mut conn)
             .await
             .map_err(from_redis)?;

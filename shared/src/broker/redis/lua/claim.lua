@@ -2,7 +2,9 @@
 -- for none), queue_1 .. queue_n (in the order to serve).
 -- Promotes due jobs, then leases up to `limit` jobs across the queues,
 -- skipping paused ones. The attempt is counted here, so a job that kills
--- its worker still uses up its retries. Returns flat rows of 10 fields.
+-- its worker still uses up its retries. Returns flat rows of 5 fields: id,
+-- spec (the caller reads the job's attributes there), payload, attempt,
+-- base.
 --
 -- Flow control happens here, in the same step as the lease: a job of a
 -- capped task takes a permit (a member of P:sem:T scored by its lease
@@ -177,11 +179,12 @@ for i = 6, #ARGV do
         budget = budget - 1
         local key = jkey(id)
         local f = redis.call('HMGET', key, 'spec', 'payload', 'base', 'attempts')
-        local tenant, task, _, priority, max_retries, timeout = spec(f[1])
         -- A job whose hash is gone (purged meanwhile) is skipped.
-        if tenant then
-          local parked, wake = nil, nil
+        if f[1] then
+          local parked, wake, task = nil, nil, nil
           if limits then
+            local tenant
+            tenant, task = spec(f[1])
             parked, wake = admit(task, tenant, id)
           end
           if parked then
@@ -205,18 +208,15 @@ for i = 6, #ARGV do
             end
             local seq = score % SEQ
             if seq > top then top = seq end
-            table.insert(leased, deadline_s)
-            table.insert(leased, id)
-            table.insert(out, id)
-            table.insert(out, q)
-            table.insert(out, tenant)
-            table.insert(out, task)
-            table.insert(out, priority)
-            table.insert(out, f[2])
-            table.insert(out, attempt)
-            table.insert(out, f[3] or '0')
-            table.insert(out, max_retries)
-            table.insert(out, timeout)
+            local n = #leased
+            leased[n + 1] = deadline_s
+            leased[n + 2] = id
+            n = #out
+            out[n + 1] = id
+            out[n + 2] = f[1]
+            out[n + 3] = f[2]
+            out[n + 4] = attempt
+            out[n + 5] = f[3] or '0'
             want = want - 1
           end
         end

@@ -1,6 +1,7 @@
--- ARGV: P, retention_ms, completions (JSON array of {id, a, k, v, d}):
--- k = "s" succeeded (v = result JSON), "f" failed (v = error, d = retry
--- delay ms or null for no retry), "r" released (handed back unfinished).
+-- ARGV: P, retention_ms, then 5 values per completion: id, attempt, kind,
+-- value, delay. kind 's' succeeded (value: result JSON), 'f' failed
+-- (value: error, delay: retry delay ms or '' for no retry), 'r' released
+-- (handed back unfinished). Flat arguments: no JSON to decode per job.
 -- Each is fenced on (id, attempt). Returns the ids that were stale.
 local now = now_ms()
 -- Numbers go to Redis as strings, formatted once (see enqueue.lua).
@@ -18,13 +19,13 @@ local function finished(q, id, state, tenant, task, unique, field, value, into)
   redis.call('PEXPIRE', key, ARGV[2])
   push(into, q, now_s, id)
 end
-for _, c in ipairs(cjson.decode(ARGV[3])) do
-  local id = c.id
+for i = 3, #ARGV, 5 do
+  local id, a, kind, value, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local key = jkey(id)
   -- One read serves the fencing check and what finishing needs.
   local f = redis.call('HMGET', key, 'state', 'attempts', 'base', 'spec', 'permit')
   local tenant, task, q, _, max_retries, _, _, unique = spec(f[4])
-  if f[1] ~= 'running' or f[2] ~= tostring(c.a) then
+  if f[1] ~= 'running' or f[2] ~= a then
     table.insert(stale, id)
   else
     push(unleased, q, id)
@@ -42,19 +43,19 @@ for _, c in ipairs(cjson.decode(ARGV[3])) do
         fr.tenants[tenant] = (fr.tenants[tenant] or 0) + 1
       end
     end
-    if c.k == 's' then
-      finished(q, id, 'succeeded', tenant, task, unique, 'result', c.v, succeeded)
-    elseif c.k == 'r' then
+    if kind == 's' then
+      finished(q, id, 'succeeded', tenant, task, unique, 'result', value, succeeded)
+    elseif kind == 'r' then
       redis.call('HINCRBY', key, 'base', 1)
       make_ready(q, id, false)
     else
       local used = tonumber(f[2]) - tonumber(f[3] or '0')
-      if c.d ~= cjson.null and c.d ~= nil and used <= tonumber(max_retries) then
-        local run_at = num(now + tonumber(c.d))
-        redis.call('HSET', key, 'state', 'retrying', 'run_at', run_at, 'owner', '', 'error', c.v)
+      if delay ~= '' and used <= tonumber(max_retries) then
+        local run_at = num(now + tonumber(delay))
+        redis.call('HSET', key, 'state', 'retrying', 'run_at', run_at, 'owner', '', 'error', value)
         redis.call('ZADD', qkey(q, 'retrying'), run_at, id)
       else
-        finished(q, id, 'failed', tenant, task, unique, 'error', c.v, failed)
+        finished(q, id, 'failed', tenant, task, unique, 'error', value, failed)
       end
     end
   end
