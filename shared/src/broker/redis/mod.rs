@@ -94,8 +94,10 @@ impl Scripts {
 
 /// Expired leases returned and due jobs promoted per queue and maintenance pass.
 const MAINTAIN_BATCH: i64 = 1000;
-/// Listing-index entries looked at per maintenance pass (expired ones are dropped).
-const SWEEP_BATCH: i64 = 5000;
+/// Listing-index entries older than the retention looked at per
+/// maintenance pass (expired ones are dropped): a pass blocks Redis about
+/// a millisecond.
+const SWEEP_BATCH: i64 = 1000;
 /// Ids read per round trip while listing.
 const LIST_BATCH: isize = 200;
 

@@ -43,12 +43,18 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
   end
 end
 
--- Listing indexes forget jobs whose hash has expired. Each pass goes on
--- through the tenants (P:list:scan, an SSCAN cursor) and through each
--- tenant's index (P:list:at:TENANT) from where the last pass stopped,
--- looking at no more than `sweep` ids in all, so memory stays bounded by
--- the live jobs whether or not anyone lists them.
+-- Listing indexes forget jobs whose hash has expired. Only ids older than
+-- the retention can have: a job expires no sooner than `retention` after
+-- it was created, and ids are UUIDv7, whose text starts with the creation
+-- time in ms (12 hex digits, a dash after the 8th), so the older ids sort
+-- below `cutoff`. Each pass goes on through the tenants (P:list:scan, an
+-- SSCAN cursor) and through each tenant's old ids (P:list:at:TENANT) from
+-- where the last pass stopped, looking at no more than `sweep` ids in all:
+-- memory stays bounded by the live jobs whether or not anyone lists them,
+-- and a pass costs nothing while no job is that old.
 local budget = tonumber(ARGV[4])
+local old = math.max(now - retention, 0)
+local cutoff = '(' .. string.format('%08x-%04x', math.floor(old / 65536), old % 65536)
 local scan = redis.call('GET', P .. ':list:scan') or '0'
 repeat
   local page = redis.call('SSCAN', P .. ':tenants', scan, 'COUNT', 20)
@@ -56,7 +62,7 @@ repeat
   for _, tenant in ipairs(page[2]) do
     if budget <= 0 then break end
     local index, at = P .. ':list:t:' .. tenant, P .. ':list:at:' .. tenant
-    local ids = redis.call('ZRANGEBYLEX', index, redis.call('GET', at) or '-', '+', 'LIMIT', 0, budget)
+    local ids = redis.call('ZRANGEBYLEX', index, redis.call('GET', at) or '-', cutoff, 'LIMIT', 0, budget)
     budget = budget - #ids
     local gone = {}
     for _, id in ipairs(ids) do
@@ -66,7 +72,8 @@ repeat
     end
     flush('ZREM', index, gone, 1)
     if budget > 0 then
-      -- The end of this index: start over next time; forget an empty one.
+      -- The end of this index's old ids: start over next time; forget an
+      -- empty index.
       redis.call('DEL', at)
       if redis.call('EXISTS', index) == 0 then
         redis.call('SREM', P .. ':tenants', tenant)
