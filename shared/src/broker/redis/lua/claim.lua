@@ -183,8 +183,9 @@ for i = 6, #ARGV do
         if f[1] then
           local parked, wake, task = nil, nil, nil
           if limits then
+            -- Only the first two lines of the spec: tenant and task.
             local tenant
-            tenant, task = spec(f[1])
+            tenant, task = string.match(f[1], '^([^\n]*)\n([^\n]*)')
             parked, wake = admit(task, tenant, id)
           end
           if parked then
