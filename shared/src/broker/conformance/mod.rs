@@ -413,7 +413,8 @@ pub async fn mixed_batch(t: TestBroker) {
                     r.queue = "mail".into();
                     r.run_at = Some(later);
                 }
-                4 | 5 => r.unique_key = Some("u".into()),
+                // Any text is a valid key, a line break included.
+                4 | 5 => r.unique_key = Some("order 7\nline 2".into()),
                 6 => r.timeout_ms = Some(5_000),
                 7 => r.max_retries = 0,
                 _ => {}
