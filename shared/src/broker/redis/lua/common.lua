@@ -1,4 +1,5 @@
--- Helpers shared by every script (prepended to each). Keys:
+-- Helpers shared by the scripts: each script gets the ones it uses (see
+-- with_helpers in mod.rs), prepended. Keys:
 --   P:{q:NAME}:ready      ZSET  score (9 - priority) * SEQ + seq, where seq is
 --                               the job's fair-share sequence in its tenant
 --                               (see fair_seq): priority first, then round
@@ -28,7 +29,7 @@
 --                               means created_at
 --   P:uniq:TENANT:TASK:KEY STRING id of the unfinished job holding the key
 --   P:list:t:TENANT       ZSET  score 0, members ids (lexical = time order)
---   P:tenants             SET   tenants with listed jobs
+--   P:tenants             SET   every tenant that ever had a job
 --   P:list:at:TENANT      STRING where the sweep in maintain.lua goes on
 --   P:list:scan           STRING SSCAN cursor of that sweep over P:tenants
 --   P:call:ID             STRING marker of an enqueue call (ID: its first

@@ -22,6 +22,11 @@ local out = {now}
 -- numbers passed to redis.call slowly.
 local now_s = num(now)
 local ready, scheduled, by_tenant = {}, {}, {}
+-- Queues and tenants to add to the registries (P:queues, P:tenants).
+-- Nothing removes a queue, a tenant or a tenant's fair-share entry, so a
+-- tenant that already has an entry in a queue's `fair` hash has both
+-- registered: only a first job (or a delayed one) pays for the SADDs.
+local new_queues, new_tenants = {}, {}
 -- Fair-share sequence state, read once per queue and tenant in the batch.
 local clocks, lasts = {}, {}
 local function next_seq(q, tenant)
@@ -33,7 +38,11 @@ local function next_seq(q, tenant)
   end
   local last = l[tenant]
   if not last then
-    last = tonumber(redis.call('HGET', qkey(q, 'fair'), tenant) or '0')
+    last = redis.call('HGET', qkey(q, 'fair'), tenant)
+    if not last then
+      new_queues[q], new_tenants[tenant] = true, true
+    end
+    last = tonumber(last or '0')
   end
   local s = math.max(last, clocks[q]) + 1
   l[tenant] = s
@@ -77,6 +86,7 @@ while i <= ARGV_END do
         redis.call('HSET', key, 'spec', job_spec, 'state', state, 'payload', ARGV[p + 1],
           'run_at', run_at_s)
         push(scheduled, queue, run_at_s, id)
+        new_queues[queue], new_tenants[tenant] = true, true
       else
         local seq = next_seq(queue, tenant)
         redis.call('HSET', key, 'spec', job_spec, 'state', state, 'payload', ARGV[p + 1])
@@ -91,7 +101,6 @@ while i <= ARGV_END do
 end
 for q, members in pairs(ready) do
   flush('ZADD', qkey(q, 'ready'), members, 2)
-  redis.call('SADD', P .. ':queues', q)
   -- Wake idle workers once per queue that got work.
   redis.call('PUBLISH', P .. ':wake', q)
 end
@@ -105,10 +114,14 @@ for q, l in pairs(lasts) do
 end
 for q, members in pairs(scheduled) do
   flush('ZADD', qkey(q, 'scheduled'), members, 2)
-  redis.call('SADD', P .. ':queues', q)
 end
 for tenant, members in pairs(by_tenant) do
   flush('ZADD', P .. ':list:t:' .. tenant, members, 2)
+end
+for q in pairs(new_queues) do
+  redis.call('SADD', P .. ':queues', q)
+end
+for tenant in pairs(new_tenants) do
   redis.call('SADD', P .. ':tenants', tenant)
 end
 return out

@@ -72,12 +72,9 @@ repeat
     end
     flush('ZREM', index, gone, 1)
     if budget > 0 then
-      -- The end of this index's old ids: start over next time; forget an
-      -- empty index.
+      -- The end of this index's old ids: start over next time. (The
+      -- tenant stays registered: enqueue registers it only once.)
       redis.call('DEL', at)
-      if redis.call('EXISTS', index) == 0 then
-        redis.call('SREM', P .. ':tenants', tenant)
-      end
     else
       redis.call('SET', at, '(' .. ids[#ids])
     end
