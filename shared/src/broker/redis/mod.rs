@@ -1004,20 +1004,37 @@ mod tests {
     use super::*;
     use crate::broker::conformance::{request, service_url};
 
+    /// A broker under a key prefix of its own (deleted with the guard), or
+    /// `None` when Redis is unreachable outside CI.
+    fn sandbox(retention: Duration) -> Option<(RedisBroker, PrefixCleanup)> {
+        let url = service_url("WEIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")?;
+        let prefix = format!("weirtest-{}", uuid::Uuid::now_v7().simple());
+        let broker = RedisBroker::open(&url, &prefix, retention).expect("broker");
+        Some((broker, PrefixCleanup { url, prefix }))
+    }
+
+    /// Up to 100 jobs of queue `default`, leased for 30 s.
+    async fn claim_default(broker: &RedisBroker) -> Vec<ClaimedJob> {
+        broker
+            .claim(ClaimRequest {
+                worker: "w1".into(),
+                queues: vec!["default".into()],
+                limit: 100,
+                lease: Duration::from_secs(30),
+                limits: Arc::default(),
+            })
+            .await
+            .expect("claim")
+    }
+
     /// An enqueue repeated after a lost reply (same ids) adds nothing and
     /// does not disturb jobs that started meanwhile, for a call large enough
     /// to use the repeat marker and for a single job.
     #[tokio::test]
     async fn a_repeated_enqueue_adds_nothing() {
-        let Some(url) = service_url("WEIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15") else {
+        let Some((broker, _cleanup)) = sandbox(Duration::from_secs(60)) else {
             return;
         };
-        let prefix = format!("weirtest-{}", uuid::Uuid::now_v7().simple());
-        let _cleanup = PrefixCleanup {
-            url: url.clone(),
-            prefix: prefix.clone(),
-        };
-        let broker = RedisBroker::open(&url, &prefix, Duration::from_secs(60)).expect("broker");
         let mut held = request("weir.noop", "default");
         held.unique_key = Some("u".into());
         let holder = broker.enqueue(vec![held.clone()]).await.expect("enqueue")[0]
@@ -1033,16 +1050,7 @@ mod tests {
         let single = vec![(JobId::new(), 0, request("weir.noop", "default"))];
         for planned in [&batch, &single] {
             let first = broker.enqueue_call(planned).await.expect("enqueue");
-            let started = broker
-                .claim(ClaimRequest {
-                    worker: "w1".into(),
-                    queues: vec!["default".into()],
-                    limit: 100,
-                    lease: Duration::from_secs(30),
-                    limits: Arc::default(),
-                })
-                .await
-                .expect("claim");
+            let started = claim_default(&broker).await;
             let again = broker.enqueue_call(planned).await.expect("repeat");
             assert_eq!(first.len(), again.len(), "same answer");
             assert_eq!(first.get(1..), again.get(1..));
@@ -1076,15 +1084,10 @@ mod tests {
     /// expired, without anyone listing: maintenance sweeps it.
     #[tokio::test]
     async fn expired_jobs_leave_the_listing_index() {
-        let Some(url) = service_url("WEIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15") else {
+        let Some((broker, _cleanup)) = sandbox(Duration::from_millis(100)) else {
             return;
         };
-        let prefix = format!("weirtest-{}", uuid::Uuid::now_v7().simple());
-        let _cleanup = PrefixCleanup {
-            url: url.clone(),
-            prefix: prefix.clone(),
-        };
-        let broker = RedisBroker::open(&url, &prefix, Duration::from_millis(100)).expect("broker");
+        let prefix = broker.prefix.to_string();
         let mut conn = broker.conn.clone();
         let index = format!("{prefix}:list:t:t1");
         let jobs: Vec<_> = (0..30).map(|_| request("weir.noop", "default")).collect();
@@ -1092,16 +1095,7 @@ mod tests {
         let mut kept = request("weir.noop", "mail");
         kept.tenant = "t2".into();
         broker.enqueue(vec![kept]).await.expect("enqueue");
-        let claimed = broker
-            .claim(ClaimRequest {
-                worker: "w1".into(),
-                queues: vec!["default".into()],
-                limit: 100,
-                lease: Duration::from_secs(30),
-                limits: Arc::default(),
-            })
-            .await
-            .expect("claim");
+        let claimed = claim_default(&broker).await;
         let done = claimed
             .iter()
             .map(|c| Completion {
