@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use weir_shared::broker::BrokerError;
+use weir_shared::job::input::InputError;
 
 /// An error answer of the API: `{"error": {"code": ..., "message": ...}}`.
 #[derive(Debug)]
@@ -52,6 +53,17 @@ impl ApiError {
     }
 }
 
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::Malformed(message) => ApiError::bad_request(message),
+            InputError::Invalid { code, message } => ApiError::invalid(code, message),
+        }
+    }
+}
+
+/// The one place a broker error becomes an answer: each variant maps to
+/// the interface's status code for it.
 impl From<BrokerError> for ApiError {
     fn from(e: BrokerError) -> Self {
         match e {
@@ -59,9 +71,10 @@ impl From<BrokerError> for ApiError {
             BrokerError::Conflict(state) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", format!("job is {state}"))
             }
-            BrokerError::Invalid(message) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            BrokerError::UniqueKeyHeld { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "unique_key_held", e.to_string())
             }
+            BrokerError::Invalid(message) => ApiError::invalid("invalid", message),
             BrokerError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "Broker unavailable");
                 ApiError::new(
@@ -70,8 +83,8 @@ impl From<BrokerError> for ApiError {
                     "the broker is unavailable; nothing was changed, try again",
                 )
             }
-            BrokerError::Internal(detail) => {
-                tracing::error!(error = %detail, "Broker error");
+            BrokerError::Config(_) | BrokerError::Internal { .. } => {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "Broker error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
@@ -120,8 +133,48 @@ mod tests {
 
     #[test]
     fn internal_errors_hide_their_detail() {
-        let e = ApiError::from(BrokerError::Internal("SELECT secret FROM x".into()));
+        let e = ApiError::from(BrokerError::internal("SELECT secret FROM x"));
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(e.message(), "internal error");
+    }
+
+    /// Every variant of the seam's error, and the status the interface
+    /// gives it. A new variant fails to compile here until it is mapped.
+    #[test]
+    fn every_broker_error_has_its_status() {
+        use weir_shared::job::JobState;
+        let table = [
+            (BrokerError::Unavailable("down".into()), 503, "unavailable"),
+            (BrokerError::NotFound, 404, "not_found"),
+            (BrokerError::Conflict(JobState::Succeeded), 409, "conflict"),
+            (
+                BrokerError::UniqueKeyHeld { holder: None },
+                409,
+                "unique_key_held",
+            ),
+            (
+                BrokerError::Invalid("tenant has a line break".into()),
+                422,
+                "invalid",
+            ),
+            (BrokerError::Config("bad URL".into()), 500, "internal"),
+            (BrokerError::internal("bug"), 500, "internal"),
+        ];
+        for (error, status, code) in table {
+            // Exhaustive on purpose: adding a variant breaks this match.
+            match &error {
+                BrokerError::Unavailable(_)
+                | BrokerError::NotFound
+                | BrokerError::Conflict(_)
+                | BrokerError::UniqueKeyHeld { .. }
+                | BrokerError::Invalid(_)
+                | BrokerError::Config(_)
+                | BrokerError::Internal { .. } => {}
+            }
+            let shown = format!("{error:?}");
+            let e = ApiError::from(error);
+            assert_eq!(e.status().as_u16(), status, "{shown}");
+            assert_eq!(e.code, code, "{shown}");
+        }
     }
 }

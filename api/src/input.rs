@@ -6,45 +6,12 @@ use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
-use chrono::DateTime;
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use weir_shared::broker::EnqueueRequest;
-use weir_shared::config::Settings;
-use weir_shared::job::{
-    DEFAULT_MAX_RETRIES, DEFAULT_PRIORITY, MAX_DELAY_MS, MAX_PRIORITY, MAX_RETRIES_LIMIT,
-    MAX_UNIQUE_KEY_LEN, Millis, now_ms,
-};
+use weir_shared::job::input::{Catalog, InputError, job_request};
 
-/// Fields a job request may carry.
-const JOB_FIELDS: [&str; 9] = [
-    "task",
-    "queue",
-    "payload",
-    "priority",
-    "delay_ms",
-    "run_at",
-    "max_retries",
-    "timeout_ms",
-    "unique_key",
-];
-/// Longest per-attempt timeout a job may ask for (24 h).
-const MAX_TIMEOUT_MS: i64 = 24 * 3600 * 1000;
 /// Most jobs in one batch request.
 pub(crate) const MAX_BATCH: usize = 1000;
-
-#[derive(Deserialize)]
-struct JobBody {
-    task: String,
-    queue: Option<String>,
-    payload: Option<Value>,
-    priority: Option<i64>,
-    delay_ms: Option<i64>,
-    run_at: Option<String>,
-    max_retries: Option<i64>,
-    timeout_ms: Option<i64>,
-    unique_key: Option<String>,
-}
 
 /// A body as JSON, or the error for why it is not: 413 past the size
 /// limit, 400 for anything that is not JSON.
@@ -62,161 +29,6 @@ pub(crate) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, Ap
     })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
-}
-
-/// The configuration a job request is checked against.
-#[derive(Clone, Copy)]
-pub struct Catalog<'a> {
-    /// Declared queues and task settings.
-    pub settings: &'a Settings,
-    /// Task names handled by custom worker binaries.
-    pub extra_tasks: &'a [String],
-}
-
-impl Catalog<'_> {
-    fn knows_task(&self, name: &str) -> bool {
-        self.settings.knows_task(name) || self.extra_tasks.iter().any(|t| t == name)
-    }
-}
-
-/// One job request (the JSON of `POST /v1/jobs`), checked against the
-/// configuration. `at` prefixes messages in a batch (`jobs[3]: `).
-pub fn job_request(
-    catalog: Catalog<'_>,
-    tenant: &str,
-    value: Value,
-    at: &str,
-) -> Result<EnqueueRequest, ApiError> {
-    let invalid = |code, msg: String| ApiError::invalid(code, format!("{at}{msg}"));
-    let Value::Object(map) = value else {
-        return Err(ApiError::bad_request(format!(
-            "{at}a job must be a JSON object"
-        )));
-    };
-    if let Some(field) = map.keys().find(|k| !JOB_FIELDS.contains(&k.as_str())) {
-        return Err(invalid(
-            "invalid_field",
-            format!(
-                "unknown field `{field}`; a job takes {}",
-                JOB_FIELDS.join(", ")
-            ),
-        ));
-    }
-    let body: JobBody = serde_json::from_value(Value::Object(map))
-        .map_err(|e| ApiError::bad_request(format!("{at}{e}")))?;
-
-    if !catalog.knows_task(&body.task) {
-        return Err(invalid(
-            "unknown_task",
-            format!(
-                "unknown task `{}`: declare it under [tasks.\"{}\"] in WEIR_CONFIG or use a built-in task",
-                body.task, body.task
-            ),
-        ));
-    }
-    let task = catalog.settings.task(&body.task);
-    let queue = body
-        .queue
-        .or(task.queue)
-        .unwrap_or_else(|| "default".to_owned());
-    if !catalog.settings.declared_queues.contains(&queue) {
-        return Err(invalid(
-            "unknown_queue",
-            format!(
-                "unknown queue `{queue}`; declared queues: {}",
-                catalog.settings.declared_queues.join(", ")
-            ),
-        ));
-    }
-    let priority = body.priority.unwrap_or(i64::from(DEFAULT_PRIORITY));
-    let priority = u8::try_from(priority)
-        .ok()
-        .filter(|p| *p <= MAX_PRIORITY)
-        .ok_or_else(|| {
-            invalid(
-                "invalid_field",
-                format!("priority must be 0 to 9, got {priority}"),
-            )
-        })?;
-    let now = now_ms();
-    let run_at = match (body.delay_ms, body.run_at) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "invalid_field",
-                "give delay_ms or run_at, not both".into(),
-            ));
-        }
-        (Some(delay), None) => {
-            if !(0..=MAX_DELAY_MS).contains(&delay) {
-                return Err(invalid(
-                    "invalid_field",
-                    format!("delay_ms must be 0 to {MAX_DELAY_MS} (30 days)"),
-                ));
-            }
-            Some(Millis(now.0 + delay))
-        }
-        (None, Some(text)) => {
-            let at_time = DateTime::parse_from_rfc3339(&text)
-                .map_err(|e| {
-                    invalid(
-                        "invalid_field",
-                        format!("run_at `{text}` is not an RFC 3339 time: {e}"),
-                    )
-                })?
-                .timestamp_millis();
-            if at_time - now.0 > MAX_DELAY_MS {
-                return Err(invalid(
-                    "invalid_field",
-                    "run_at is more than 30 days ahead".into(),
-                ));
-            }
-            Some(Millis(at_time))
-        }
-        (None, None) => None,
-    };
-    let max_retries = body
-        .max_retries
-        .unwrap_or(i64::from(task.max_retries.unwrap_or(DEFAULT_MAX_RETRIES)));
-    let max_retries = u32::try_from(max_retries)
-        .ok()
-        .filter(|n| *n <= MAX_RETRIES_LIMIT)
-        .ok_or_else(|| {
-            invalid(
-                "invalid_field",
-                format!("max_retries must be 0 to {MAX_RETRIES_LIMIT}, got {max_retries}"),
-            )
-        })?;
-    let timeout_ms = match body.timeout_ms {
-        None => None,
-        Some(t) if (1..=MAX_TIMEOUT_MS).contains(&t) => u64::try_from(t).ok(),
-        Some(t) => {
-            return Err(invalid(
-                "invalid_field",
-                format!("timeout_ms must be 1 to {MAX_TIMEOUT_MS} (24 h), got {t}"),
-            ));
-        }
-    };
-    if let Some(key) = &body.unique_key
-        && (key.is_empty()
-            || key.len() > MAX_UNIQUE_KEY_LEN
-            || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
-    {
-        return Err(invalid(
-            "invalid_field",
-            format!("unique_key must be 1 to {MAX_UNIQUE_KEY_LEN} printable ASCII characters"),
-        ));
-    }
-    Ok(EnqueueRequest {
-        tenant: tenant.to_owned(),
-        task: body.task,
-        queue,
-        payload: body.payload.unwrap_or_else(|| Value::Object(Map::new())),
-        priority,
-        run_at,
-        max_retries,
-        timeout_ms,
-        unique_key: body.unique_key,
-    })
 }
 
 /// `{"jobs": [...]}`: every job checked before any is enqueued.
@@ -246,13 +58,10 @@ pub(crate) fn batch_request(
     jobs.into_iter()
         .enumerate()
         .map(|(i, job)| {
-            job_request(catalog, tenant, job, &format!("jobs[{i}]: ")).map_err(|e| {
+            job_request(catalog, tenant, job, &format!("jobs[{i}]: ")).map_err(|e| match e {
                 // In a batch every bad job is 422, naming its index.
-                if e.status() == StatusCode::BAD_REQUEST {
-                    ApiError::invalid("invalid_field", e.message().to_owned())
-                } else {
-                    e
-                }
+                InputError::Malformed(message) => ApiError::invalid("invalid_field", message),
+                invalid => ApiError::from(invalid),
             })
         })
         .collect()

@@ -1,7 +1,7 @@
 //! `/v1/jobs`: enqueue (one or a batch), show, list, cancel, retry.
 
 use crate::error::ApiError;
-use crate::input::{batch_request, job_request, json_body};
+use crate::input::{batch_request, json_body};
 use crate::{AppState, Caller};
 use axum::Json;
 use axum::body::Bytes;
@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::str::FromStr;
 use weir_shared::broker::{JobPage, ListRequest};
+use weir_shared::job::input::job_request;
 use weir_shared::job::{Job, JobId, JobState};
 
 /// Default and largest page sizes of `GET /v1/jobs`.
@@ -33,8 +34,8 @@ pub(crate) async fn enqueue(
     let request = job_request(state.catalog(), &caller.tenant, json_body(body)?, "")?;
     let mut out = state.broker.enqueue(vec![request]).await?;
     let enqueued = out.pop().ok_or_else(|| {
-        ApiError::from(weir_shared::broker::BrokerError::Internal(
-            "enqueue returned nothing".into(),
+        ApiError::from(weir_shared::broker::BrokerError::internal(
+            "enqueue returned nothing",
         ))
     })?;
     let status = if enqueued.created {

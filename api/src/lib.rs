@@ -20,7 +20,7 @@ mod queues;
 
 pub use caller::Caller;
 pub use error::ApiError;
-pub use input::{Catalog, job_request};
+
 pub use queues::{QueueView, queue_views};
 
 use axum::Router;
@@ -66,8 +66,8 @@ impl AppState {
         }
     }
 
-    pub(crate) fn catalog(&self) -> Catalog<'_> {
-        Catalog {
+    pub(crate) fn catalog(&self) -> weir_shared::job::input::Catalog<'_> {
+        weir_shared::job::input::Catalog {
             settings: &self.settings,
             extra_tasks: &self.extra_tasks,
         }

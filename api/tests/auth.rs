@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 use weir_api::{AppState, router};
+use weir_shared::broker::SharedBroker;
 use weir_shared::broker::conformance::service_url;
 use weir_shared::broker::redis::{PrefixCleanup, RedisBroker};
 use weir_shared::broker::sqlite::{Durability, SqliteBroker};
 use weir_shared::config::Settings;
+use weir_shared::limit::BrokerRateLimiter;
 
 const ACME: &str = "weir_acmeAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 const GLOBEX: &str = "weir_globexBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
@@ -295,9 +297,10 @@ async fn api_replicas_share_the_limit_through_redis() {
     };
     let settings = Arc::new(settings(&[("WEIR_RATE_LIMIT_KEY", "4/m")]));
     let replica = || {
-        let broker = RedisBroker::open(&url, &prefix, Duration::from_secs(60)).expect("broker");
-        let mut state = AppState::new(Arc::new(broker.clone()), settings.clone());
-        state.limiter = Arc::new(broker.rate_limiter());
+        let broker: SharedBroker =
+            Arc::new(RedisBroker::open(&url, &prefix, Duration::from_secs(60)).expect("broker"));
+        let mut state = AppState::new(broker.clone(), settings.clone());
+        state.limiter = Arc::new(BrokerRateLimiter(broker));
         state
     };
     let (a, b) = (replica(), replica());

@@ -4,7 +4,7 @@
 //! `GET /v1/jobs/{id}/explain`; the limits in force with their holders; the
 //! consumers of a queue.
 
-use crate::broker::{Broker, BrokerResult};
+use crate::broker::{Backend, BrokerResult};
 use crate::job::{Job, JobState, Millis, now_ms};
 use crate::limit::{Holder, Limits, TaskLimit, TaskRate};
 use crate::node::WorkerInfo;
@@ -79,7 +79,11 @@ pub fn consumers(workers: &[WorkerInfo], queue: &str) -> usize {
 }
 
 /// Explains `job` under the `limits` in force.
-pub async fn explain(broker: &dyn Broker, job: &Job, limits: &Limits) -> BrokerResult<Explanation> {
+pub async fn explain(
+    broker: &dyn Backend,
+    job: &Job,
+    limits: &Limits,
+) -> BrokerResult<Explanation> {
     let now = now_ms();
     let mut reasons = Vec::new();
     match job.state {
@@ -220,7 +224,7 @@ pub async fn explain(broker: &dyn Broker, job: &Job, limits: &Limits) -> BrokerR
 }
 
 async fn limit_reasons(
-    broker: &dyn Broker,
+    broker: &dyn Backend,
     job: &Job,
     limit: &TaskLimit,
     now: Millis,
@@ -310,7 +314,7 @@ pub struct LimitView {
 }
 
 /// Every limited task with its usage.
-pub async fn limit_views(broker: &dyn Broker, limits: &Limits) -> BrokerResult<Vec<LimitView>> {
+pub async fn limit_views(broker: &dyn Backend, limits: &Limits) -> BrokerResult<Vec<LimitView>> {
     let mut out = Vec::new();
     for (task, limit) in limits.iter() {
         let usage = broker.usage(task, limit).await?;

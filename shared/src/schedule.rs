@@ -1,7 +1,7 @@
 //! Schedules: cron expressions in a time zone, and the fire times every
 //! scheduler replica computes identically. Which ticks fire, and the
 //! scheduler loop, live in the `weir-scheduler` crate; enqueueing a tick
-//! exactly once is the broker's [`crate::broker::Broker::fire`].
+//! exactly once is the broker's [`crate::broker::CronStore::fire`].
 
 use crate::job::Millis;
 use chrono::{DateTime, TimeZone, Utc};

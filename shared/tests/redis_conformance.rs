@@ -10,11 +10,13 @@ use weir_shared::broker::redis::{PrefixCleanup, RedisBroker};
 async fn redis_broker() -> Option<TestBroker> {
     let url = service_url("WEIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")?;
     let prefix = format!("weirtest-{}", uuid::Uuid::now_v7().simple());
-    let broker = RedisBroker::open(&url, &prefix, Duration::from_secs(60)).expect("Redis broker");
+    let open = || RedisBroker::open(&url, &prefix, Duration::from_secs(60)).expect("Redis broker");
     Some(TestBroker {
-        broker: Arc::new(broker),
+        broker: Arc::new(open()),
+        peer: Arc::new(open()),
         guard: Box::new(PrefixCleanup { url, prefix }),
     })
 }
 
 weir_shared::broker_conformance!(redis_broker());
+weir_shared::coordination_conformance!(redis_broker());

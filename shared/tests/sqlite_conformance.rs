@@ -8,13 +8,18 @@ use weir_shared::broker::sqlite::{Durability, SqliteBroker};
 async fn sqlite() -> Option<TestBroker> {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("weir.db");
-    let broker = SqliteBroker::open(path.to_str().expect("utf-8 path"), Durability::Normal)
-        .await
-        .expect("open SQLite broker");
+    let path = path.to_str().expect("utf-8 path");
+    let open = || async {
+        SqliteBroker::open(path, Durability::Normal)
+            .await
+            .expect("open SQLite broker")
+    };
     Some(TestBroker {
-        broker: Arc::new(broker),
+        broker: Arc::new(open().await),
+        peer: Arc::new(open().await),
         guard: Box::new(dir),
     })
 }
 
 weir_shared::broker_conformance!(sqlite());
+weir_shared::coordination_conformance!(sqlite());

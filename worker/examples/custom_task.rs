@@ -57,8 +57,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let settings = Arc::new(Settings::from_env()?);
-    let broker =
-        weir_shared::broker::connect(&settings.broker_url, &settings.broker_options()).await?;
+    let broker = settings.broker.open().await?;
     let mut registry = Registry::with_builtins();
     registry.register("demo.greet", greet);
 

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use weir_shared::broker::{ClaimRequest, ClaimedJob, Completion, Lease, Outcome, SharedBroker};
+use weir_shared::broker::{
+    ClaimRequest, ClaimedJob, Completion, Lease, Outcome, SharedBroker, maintain,
+};
 use weir_shared::config::Settings;
 use weir_shared::job::JobId;
 use weir_shared::queue_order::QueueOrder;
@@ -33,8 +35,6 @@ use weir_shared::queue_order::QueueOrder;
 const FLUSH_BATCH: usize = 512;
 /// Longest idle wait between two claims when the broker has no wake-up signal.
 const MAX_IDLE_WAIT: Duration = Duration::from_millis(25);
-/// How often a node returns expired leases and promotes due jobs.
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
 
 /// What a node runtime needs to know.
 #[derive(Debug, Clone)]
@@ -104,7 +104,11 @@ pub async fn run_node(
         lease,
         background.clone(),
     ));
-    let maintainer = tokio::spawn(maintain(broker.clone(), background.clone()));
+    let maintainer = tokio::spawn(maintain::run(
+        broker.clone(),
+        maintain::MAINTENANCE_EVERY,
+        background.clone().cancelled_owned(),
+    ));
 
     let slots = Arc::new(Semaphore::new(options.slots as usize));
     stats.slots.store(options.slots, Ordering::Relaxed);
@@ -381,27 +385,6 @@ async fn renew(
                 }
             }
             Err(e) => tracing::warn!(error = %e, "Lease renewal failed; will retry"),
-        }
-    }
-}
-
-/// Returns expired leases and promotes due jobs, every second.
-async fn maintain(broker: SharedBroker, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(MAINTENANCE_EVERY) => {},
-            () = stop.cancelled() => return,
-        }
-        match broker.maintain().await {
-            Ok(m) if m.requeued + m.dead > 0 => {
-                tracing::info!(
-                    requeued = m.requeued,
-                    dead = m.dead,
-                    "Returned jobs whose lease expired"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "Maintenance failed"),
         }
     }
 }

@@ -45,10 +45,10 @@ async fn warm(ctx: &Context, settings: &Settings, name: &str) -> Result<Value, T
             }
         ))
     })?;
-    let redis_url = match (&target.redis_url, settings.broker_url.starts_with("redis")) {
+    let redis_url = match (&target.redis_url, settings.broker.redis_url()) {
         (Some(url), _) => url.clone(),
-        (None, true) => settings.broker_url.clone(),
-        (None, false) => {
+        (None, Some(url)) => url.to_owned(),
+        (None, None) => {
             return Err(TaskError::fatal(format!(
                 "warm-up target `{name}` has no redis_url and the broker is not Redis"
             )));

@@ -5,8 +5,8 @@ use crate::failure::{Failure, Outcome};
 use crate::output;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
-use weir_api::{Catalog, job_request};
 use weir_shared::config::{Settings, parse_duration};
+use weir_shared::job::input::{Catalog, job_request};
 
 /// Jobs per broker call in a bulk enqueue: one transaction each.
 const CHUNK: u64 = 1000;
@@ -53,7 +53,7 @@ pub async fn run(settings: Settings, args: EnqueueArgs) -> Outcome {
         extra_tasks: &[],
     };
     let request = job_request(catalog, &args.tenant, body(&args)?, "")
-        .map_err(|e| Failure::usage(e.message()))?;
+        .map_err(|e| Failure::usage(e.to_string()))?;
     let broker = super::connect(&settings).await?;
 
     if args.count == 1 {

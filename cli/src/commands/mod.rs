@@ -54,12 +54,10 @@ pub(crate) async fn connect(settings: &Settings) -> Result<SharedBroker, Failure
 pub(crate) async fn connect_with_limiter(
     settings: &Settings,
 ) -> Result<broker::Connected, Failure> {
-    broker::connect_with_limiter(&settings.broker_url, &settings.broker_options())
-        .await
-        .map_err(|e| match e {
-            weir_shared::broker::BrokerError::Invalid(m) => {
-                Failure::usage(format!("WEIR_BROKER_URL: {m}"))
-            }
-            other => Failure::Runtime(anyhow::anyhow!("cannot open the broker: {other}")),
-        })
+    settings.broker.connect().await.map_err(|e| match e {
+        weir_shared::broker::BrokerError::Config(m) => {
+            Failure::usage(format!("WEIR_BROKER_URL: {m}"))
+        }
+        other => Failure::Runtime(anyhow::anyhow!("cannot open the broker: {other}")),
+    })
 }

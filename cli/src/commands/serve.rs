@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use std::sync::Arc;
 use weir_api::AppState;
+use weir_shared::broker::maintain;
 use weir_shared::config::Settings;
 use weir_shared::queue_order::QueueOrder;
 use weir_worker::Registry;
@@ -53,7 +54,7 @@ pub async fn dev(mut settings: Settings, args: ServeArgs) -> Outcome {
     let shutdown = shutdown_token();
     tracing::info!(
         api = %format!("http://{addr}"),
-        broker = %settings.broker_url,
+        broker = %settings.broker.display_url(),
         slots = settings.worker.concurrency,
         "weir dev is up; try: curl -s -XPOST http://{addr}/v1/jobs -d '{{\"task\":\"weir.echo\",\"payload\":{{\"hello\":\"world\"}}}}'"
     );
@@ -120,22 +121,14 @@ pub async fn api(mut settings: Settings, args: ServeArgs) -> Outcome {
     let broker = connected.broker.clone();
     let listener = listen(settings.http.addr).await?;
     let shutdown = shutdown_token();
-    tracing::info!(addr = %settings.http.addr, broker = %settings.broker_url, "API listening");
+    tracing::info!(addr = %settings.http.addr, broker = %settings.broker.display_url(), "API listening");
     // The API keeps due jobs promoted and expired leases returned even when
     // no worker runs, so counts and states stay true.
     let maintainer = {
         let broker = broker.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {},
-                    () = stop.cancelled() => return,
-                }
-                if let Err(e) = broker.maintain().await {
-                    tracing::warn!(error = %e, "Maintenance failed");
-                }
-            }
+            maintain::run(broker, maintain::MAINTENANCE_EVERY, stop.cancelled_owned()).await;
         })
     };
     serve_api(

@@ -4,9 +4,8 @@
 
 use super::file::{ConfigFile, TaskFile};
 use super::{
-    DEFAULT_BROKER_URL, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUES, HttpSettings, LogFormat,
-    LogSettings, MAX_PAYLOAD_BYTES_LIMIT, Problem, Settings, TaskSettings, WorkerSettings,
-    cpu_cores,
+    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUES, HttpSettings, LogFormat, LogSettings,
+    MAX_PAYLOAD_BYTES_LIMIT, Problem, Settings, TaskSettings, WorkerSettings, cpu_cores,
 };
 use crate::job::{MAX_RETRIES_LIMIT, validate_queue_name};
 use crate::limit::{Limits, TaskLimit, flow};
@@ -366,19 +365,6 @@ pub(super) fn apply(
         });
     }
 
-    let sqlite_full_sync = match lookup(env, &["WEIR_SQLITE_SYNC"]) {
-        None => false,
-        Some((_, v)) if v.eq_ignore_ascii_case("normal") => false,
-        Some((_, v)) if v.eq_ignore_ascii_case("full") => true,
-        Some((key, v)) => {
-            problems.push(Problem {
-                key: key.into(),
-                message: format!("`{v}` is neither `normal` nor `full`"),
-            });
-            false
-        }
-    };
-
     let format = match lookup(env, &["WEIR_LOG_FORMAT"]) {
         None => LogFormat::Pretty,
         Some((_, v)) if v.eq_ignore_ascii_case("pretty") => LogFormat::Pretty,
@@ -392,25 +378,6 @@ pub(super) fn apply(
         }
     };
 
-    let redis_prefix = lookup(env, &["WEIR_REDIS_PREFIX"])
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| "weir".into());
-    if !redis_prefix
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        || redis_prefix.len() > 64
-    {
-        problems.push(Problem {
-            key: "WEIR_REDIS_PREFIX".into(),
-            message: format!("`{redis_prefix}` must be 1-64 letters, digits, `_`, `.` or `-`"),
-        });
-    }
-    let retention = duration(
-        env,
-        "WEIR_RETENTION",
-        Duration::from_secs(24 * 3600),
-        problems,
-    );
     let auth_disabled = match lookup(env, &["WEIR_AUTH"]) {
         None => false,
         Some((_, v)) if v == "disabled" => true,
@@ -457,15 +424,11 @@ pub(super) fn apply(
     let schedules = schedules(file.schedules, &tasks, &declared_queues, &warmup, problems);
 
     Settings {
-        redis_prefix,
-        retention,
         auth,
         limits,
         schedules,
         warmup,
-        broker_url: lookup(env, &["WEIR_BROKER_URL"])
-            .map(|(_, v)| v)
-            .unwrap_or_else(|| DEFAULT_BROKER_URL.into()),
+        broker: crate::broker::BrokerConfig::from_env(env, problems),
         declared_queues,
         tasks,
         worker,
@@ -473,7 +436,6 @@ pub(super) fn apply(
             addr,
             max_payload_bytes,
         },
-        sqlite_full_sync,
         log: LogSettings {
             filter: lookup(env, &["WEIR_LOG"])
                 .map(|(_, v)| v)

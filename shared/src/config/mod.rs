@@ -61,8 +61,7 @@ pub const BUILTIN_TASKS: [&str; 6] = [
     "cache.warmup",
 ];
 
-/// The default broker: the embedded SQLite file.
-pub const DEFAULT_BROKER_URL: &str = "sqlite://./weir-data/weir.db";
+pub use crate::broker::config::DEFAULT_BROKER_URL;
 /// Largest request body accepted when none is configured (1 MiB).
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 20;
 /// Hard ceiling for `WEIR_MAX_PAYLOAD_BYTES` (16 MiB).
@@ -75,8 +74,8 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 /// Everything a role needs to start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// Where jobs live.
-    pub broker_url: String,
+    /// Where jobs live: the backend and its own options.
+    pub broker: crate::broker::BrokerConfig,
     /// Queues jobs may be enqueued to.
     pub declared_queues: Vec<String>,
     /// Per-task settings from `[tasks."NAME"]`.
@@ -85,16 +84,10 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// HTTP API settings.
     pub http: HttpSettings,
-    /// `synchronous=FULL` for the SQLite broker.
-    pub sqlite_full_sync: bool,
     /// Logging.
     pub log: LogSettings,
     /// The file settings were read from, if any.
     pub file: Option<PathBuf>,
-    /// Prefix of every Redis key.
-    pub redis_prefix: String,
-    /// How long finished jobs are kept where the broker expires them (Redis).
-    pub retention: Duration,
     /// API keys and rate limits.
     pub auth: auth::AuthSettings,
     /// Global caps and rate limits per task (file, then environment).
@@ -341,15 +334,6 @@ impl Settings {
     /// True when `name` is a task that workers can run: built in or configured.
     pub fn knows_task(&self, name: &str) -> bool {
         BUILTIN_TASKS.contains(&name) || self.tasks.contains_key(name)
-    }
-
-    /// The broker options these settings give.
-    pub fn broker_options(&self) -> crate::broker::BrokerOptions {
-        crate::broker::BrokerOptions {
-            redis_prefix: self.redis_prefix.clone(),
-            retention: self.retention,
-            sqlite_full_sync: self.sqlite_full_sync,
-        }
     }
 
     /// The queues a worker serves.

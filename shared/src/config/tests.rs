@@ -13,7 +13,7 @@ fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
 #[test]
 fn defaults_need_no_environment() {
     let s = load(&[]).expect("defaults load");
-    assert_eq!(s.broker_url, DEFAULT_BROKER_URL);
+    assert_eq!(s.broker.display_url(), DEFAULT_BROKER_URL);
     assert_eq!(s.declared_queues.len(), 10);
     assert_eq!(s.worker.concurrency, cpu_cores());
     assert_eq!(s.worker.processes, cpu_cores());

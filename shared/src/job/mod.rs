@@ -1,6 +1,7 @@
 //! The job model: what a job is, the states it moves through, and the limits
 //! on what a client may submit. Depends on nothing else in the crate.
 
+pub mod input;
 mod time;
 
 use serde::{Deserialize, Serialize};
@@ -8,7 +9,7 @@ use serde_json::Value;
 use std::fmt;
 use std::str::FromStr;
 
-pub use time::{Millis, now_ms};
+pub use time::{Millis, duration_ms, duration_us, now_ms, now_us};
 
 /// A job's id: a UUIDv7, so ids sort by creation time and cursors can use them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

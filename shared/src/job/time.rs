@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::time::Duration;
 
 /// A point in time, in milliseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -11,6 +12,23 @@ pub struct Millis(pub i64);
 /// The current wall-clock time.
 pub fn now_ms() -> Millis {
     Millis(Utc::now().timestamp_millis())
+}
+
+/// The current wall-clock time in microseconds (rate-limit state).
+pub fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+/// A duration in whole milliseconds, saturating at `i64::MAX`: the one
+/// conversion every backend uses for leases, delays and expiries.
+pub fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A duration in whole microseconds, saturating at `i64::MAX` (rate-limit
+/// arithmetic keeps microseconds so that `1000/s` stays exact).
+pub fn duration_us(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 impl Millis {

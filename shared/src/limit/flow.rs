@@ -3,63 +3,14 @@
 //! its claim, in the same atomic step that leases the job, and frees a
 //! permit inside the step that ends the lease (ack, nack, reap, cancel).
 
-use super::Rate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 /// A task rate: `rate` sustained, with up to `burst` jobs started at once
-/// after an idle spell (1 by default: evenly spaced starts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskRate {
-    /// Sustained rate.
-    #[serde(with = "rate_text")]
-    pub rate: Rate,
-    /// Jobs that may start back to back.
-    pub burst: u32,
-}
-
-impl TaskRate {
-    /// Time between two starts at the sustained rate, in microseconds.
-    pub fn interval_us(&self) -> i64 {
-        i64::try_from(self.rate.interval().as_micros())
-            .unwrap_or(i64::MAX)
-            .max(1)
-    }
-
-    /// When the next start is allowed, given the stored theoretical arrival
-    /// time `tat` (microseconds; GCRA): `tat + interval - burst * interval`.
-    pub fn next_allowed_us(&self, tat: i64) -> i64 {
-        let t = self.interval_us();
-        tat.saturating_add(t)
-            .saturating_sub(i64::from(self.burst.max(1)).saturating_mul(t))
-    }
-}
-
-impl fmt::Display for TaskRate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.burst > 1 {
-            write!(f, "{} (burst {})", self.rate, self.burst)
-        } else {
-            write!(f, "{}", self.rate)
-        }
-    }
-}
-
-mod rate_text {
-    use super::Rate;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(rate: &Rate, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(rate)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Rate, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+/// after an idle spell (1 by default: evenly spaced starts), enforced by
+/// the claim with the one GCRA of [`super::gcra`].
+pub type TaskRate = super::KeyedRate;
 
 /// The limits of one task. `None` means unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

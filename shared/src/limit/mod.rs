@@ -1,12 +1,15 @@
 //! Rate limits: a rate (`100/s`, `1000/m`, `10/h`) and limiters that admit
 //! or refuse one event under a key. The in-process limiter serves a single
-//! node (the SQLite default); the Redis one (in `broker/redis/`) is shared
-//! by every replica. Both run the same algorithm, GCRA: one stored time per
-//! key, a burst of up to `count` events, then one event per `period/count`.
+//! API replica; [`BrokerRateLimiter`] is shared by every replica through the
+//! broker's [`Coordination`]. Both run the one algorithm in [`gcra`].
 
 pub mod flow;
+pub mod gcra;
 
 pub use flow::{Holder, Limits, TaskLimit, TaskRate, Usage};
+pub use gcra::KeyedRate;
+
+use crate::broker::SharedBroker;
 
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -84,37 +87,6 @@ pub trait RateLimiter: Send + Sync + 'static {
     async fn check(&self, key: &str, rate: Rate) -> Result<Decision, LimitError>;
 }
 
-/// GCRA on one stored "theoretical arrival time" (`tat`, microseconds; 0
-/// for a key never seen). Returns the decision and the new tat when allowed.
-pub fn gcra(tat: i64, now: i64, rate: Rate) -> (Decision, Option<i64>) {
-    let t = i64::try_from(rate.interval().as_micros())
-        .unwrap_or(i64::MAX)
-        .max(1);
-    let burst = i64::from(rate.count);
-    let tat = tat.max(now);
-    let new_tat = tat.saturating_add(t);
-    let allow_at = new_tat.saturating_sub(burst.saturating_mul(t));
-    if allow_at > now {
-        return (
-            Decision {
-                allowed: false,
-                remaining: 0,
-                retry_after: Duration::from_micros(u64::try_from(allow_at - now).unwrap_or(0)),
-            },
-            None,
-        );
-    }
-    let remaining = u32::try_from((now - allow_at) / t).unwrap_or(u32::MAX);
-    (
-        Decision {
-            allowed: true,
-            remaining,
-            retry_after: Duration::ZERO,
-        },
-        Some(new_tat),
-    )
-}
-
 /// An in-process limiter for a single node.
 #[derive(Debug)]
 pub struct LocalRateLimiter {
@@ -140,16 +112,31 @@ impl RateLimiter for LocalRateLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let tat = tats.get(key).copied().unwrap_or(0);
-        let (decision, new_tat) = gcra(tat, now, rate);
-        if let Some(new_tat) = new_tat {
-            tats.insert(key.to_owned(), new_tat);
+        let step = KeyedRate::with_full_burst(rate).step(tat, now, 1);
+        if step.allowed {
+            tats.insert(key.to_owned(), step.tat);
         }
         // Keys whose bucket is full again carry no state; drop them now and
         // then so the map does not grow with every key ever seen.
         if tats.len() > 10_000 {
             tats.retain(|_, t| *t > now);
         }
-        Ok(decision)
+        Ok(step.decision())
+    }
+}
+
+/// A limiter whose state lives in the broker, shared by every process that
+/// uses it (API replicas on Redis).
+#[derive(Clone)]
+pub struct BrokerRateLimiter(pub SharedBroker);
+
+#[async_trait]
+impl RateLimiter for BrokerRateLimiter {
+    async fn check(&self, key: &str, rate: Rate) -> Result<Decision, LimitError> {
+        self.0
+            .admit(key, KeyedRate::with_full_burst(rate), 1)
+            .await
+            .map_err(|e| LimitError(e.to_string()))
     }
 }
 
@@ -173,23 +160,5 @@ mod tests {
         assert!("0/s".parse::<Rate>().is_err());
         assert!("5/d".parse::<Rate>().is_err());
         assert!("fast".parse::<Rate>().is_err());
-    }
-
-    #[test]
-    fn gcra_allows_the_burst_then_one_per_interval() {
-        let rate: Rate = "5/s".parse().expect("rate");
-        let mut tat = 0;
-        let now = 1_000_000;
-        for expected_remaining in (0..5).rev() {
-            let (d, t) = gcra(tat, now, rate);
-            assert!(d.allowed);
-            assert_eq!(d.remaining, expected_remaining);
-            tat = t.expect("allowed");
-        }
-        let (d, _) = gcra(tat, now, rate);
-        assert!(!d.allowed);
-        assert_eq!(d.retry_after, Duration::from_millis(200));
-        let (d, _) = gcra(tat, now + 200_000, rate);
-        assert!(d.allowed, "one more after one interval");
     }
 }

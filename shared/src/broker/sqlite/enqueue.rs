@@ -5,13 +5,17 @@
 //! Each caller is answered only after the commit that holds its jobs, so a
 //! reply still means the jobs are on disk.
 
-use super::{JOB_COLUMNS, Q_ENQUEUE, begin, from_sqlx, ids, row};
+use super::codec::{self as row, ids};
+use super::connect::begin;
+use super::{JOB_COLUMNS, from_sqlx};
 use crate::broker::{BrokerError, BrokerResult, EnqueueRequest, Enqueued};
 use crate::job::{Job, JobState, now_ms};
 use serde_json::Value;
 use sqlx::sqlite::SqlitePool;
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
+
+const Q_ENQUEUE: &str = include_str!("queries/enqueue.sql");
 
 /// Jobs committed in one transaction at most; a bigger backlog waits for the next.
 const GROUP_JOBS: usize = 5000;
@@ -147,7 +151,7 @@ pub(super) async fn insert_in(
             .await
             .map_err(from_sqlx)?
             .ok_or_else(|| {
-                BrokerError::Internal(format!(
+                BrokerError::internal(format!(
                     "job {} was neither inserted nor a duplicate",
                     job.id
                 ))

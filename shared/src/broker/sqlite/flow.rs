@@ -158,13 +158,10 @@ impl Clocks {
     }
 }
 
-/// GCRA: the new theoretical arrival time if one more start is allowed now.
+/// The new theoretical arrival time if one more start is allowed now.
 fn rate_allows(limit: &TaskLimit, tat: i64, now_us: i64) -> Option<i64> {
-    let rate = limit.rate?;
-    let t = rate.interval_us();
-    let new_tat = tat.max(now_us).saturating_add(t);
-    let allow_at = new_tat.saturating_sub(i64::from(rate.burst.max(1)).saturating_mul(t));
-    (allow_at <= now_us).then_some(new_tat)
+    let step = limit.rate?.step(tat, now_us, 1);
+    step.allowed.then_some(step.tat)
 }
 
 /// Picks up to `want` jobs from `queues` (already in the order to serve)

@@ -58,10 +58,9 @@ local function admit(task, tenant, id)
     if not tat then
       tat = tonumber(redis.call('GET', P .. ':rate:' .. lenc(task)) or '0')
     end
-    local new_tat = math.max(tat, now_us) + interval
-    local allow_at = new_tat - burst * interval
-    if allow_at > now_us then
-      return held_suffix(task), math.ceil(allow_at / 1000)
+    local ok, new_tat, _, wait = gcra(tat, now_us, interval, burst, 1)
+    if ok == 0 then
+      return held_suffix(task), math.ceil((now_us + wait) / 1000)
     end
     tats[task] = new_tat
     rated[task] = l

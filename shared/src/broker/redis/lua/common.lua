@@ -250,3 +250,17 @@ local function holds(id, a)
   end
   return nil
 end
+
+-- GCRA, the one algorithm of shared/src/limit/gcra.rs, held to the same
+-- table of cases: may `cost` events happen at `now` (us) given the stored
+-- theoretical arrival time `tat`? Returns 1 or 0, the tat to store (when
+-- allowed), the events still allowed, and the wait (us) when refused.
+local function gcra(tat, now, interval, burst, cost)
+  if tat < now then tat = now end
+  local new_tat = tat + cost * interval
+  local allow_at = new_tat - burst * interval
+  if allow_at > now then
+    return 0, tat, 0, allow_at - now
+  end
+  return 1, new_tat, math.floor((now - allow_at) / interval), 0
+end

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 fn bad(e: impl std::fmt::Display) -> BrokerError {
-    BrokerError::Internal(format!("corrupt job in Redis: {e}"))
+    BrokerError::internal(format!("corrupt job in Redis: {e}"))
 }
 
 /// An integer reply.

@@ -1,10 +1,12 @@
 //! Conversions between SQLite rows and the job model.
 
+use super::from_sqlx;
 use crate::broker::{BrokerError, BrokerResult, ClaimedJob, EnqueueRequest, Lease};
 use crate::job::{Job, JobId, JobState, Millis};
 use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
+use std::collections::HashSet;
 use std::str::FromStr;
 
 /// The job an enqueue request becomes, with its id and timestamps.
@@ -32,7 +34,7 @@ pub(super) fn insert_json(job: &Job, seq: i64) -> Value {
 }
 
 fn bad(e: impl std::fmt::Display) -> BrokerError {
-    BrokerError::Internal(format!("corrupt job row: {e}"))
+    BrokerError::internal(format!("corrupt job row: {e}"))
 }
 
 fn json_column(row: &SqliteRow, name: &str) -> BrokerResult<Value> {
@@ -117,4 +119,31 @@ pub(super) fn claimed(row: &SqliteRow) -> BrokerResult<ClaimedJob> {
         retries_left: (max_retries + 1).saturating_sub(used),
         timeout_ms: timeout_column(row)?,
     })
+}
+
+pub(super) fn lease_json(leases: impl IntoIterator<Item = Lease>) -> String {
+    Value::Array(
+        leases
+            .into_iter()
+            .map(|l| json!({"id": l.id.to_string(), "attempt": l.attempt}))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// The leases whose ids the statement did not return: those it did not touch.
+pub(super) fn missing(
+    requested: impl IntoIterator<Item = Lease>,
+    touched: &HashSet<String>,
+) -> Vec<Lease> {
+    requested
+        .into_iter()
+        .filter(|l| !touched.contains(&l.id.to_string()))
+        .collect()
+}
+
+pub(super) fn ids(rows: &[sqlx::sqlite::SqliteRow]) -> BrokerResult<HashSet<String>> {
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(0).map_err(from_sqlx))
+        .collect()
 }

@@ -1,0 +1,184 @@
+//! [`BrokerConfig`]: which backend a process uses and that backend's own
+//! options, parsed from `WEIR_BROKER_URL` and the backend's environment
+//! variables inside the backend's module (`sqlite/config.rs`,
+//! `redis/config.rs`). Adding a backend adds one variant, one line of
+//! [`REGISTRY`] and one arm of [`BrokerConfig::connect`].
+
+use super::{BrokerResult, SharedBroker, redis, sqlite};
+use crate::config::Problem;
+use crate::limit::RateLimiter;
+use std::sync::Arc;
+
+/// The broker when `WEIR_BROKER_URL` names none: the embedded SQLite file.
+pub const DEFAULT_BROKER_URL: &str = "sqlite://./weir-data/weir.db";
+
+/// The environment as a lookup function (the process's, or a test's).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// A backend and its options.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerConfig {
+    /// `sqlite://PATH`: the embedded default.
+    Sqlite(sqlite::SqliteConfig),
+    /// `redis://HOST:PORT/DB` or `rediss://...`.
+    Redis(redis::RedisConfig),
+}
+
+/// One backend: the URL schemes it serves and how it reads its options.
+struct Entry {
+    schemes: &'static [&'static str],
+    parse: fn(&str, Env<'_>, &mut Vec<Problem>) -> BrokerConfig,
+}
+
+/// Every backend this build has.
+const REGISTRY: &[Entry] = &[
+    Entry {
+        schemes: &["sqlite"],
+        parse: |url, env, problems| {
+            BrokerConfig::Sqlite(sqlite::SqliteConfig::parse(url, env, problems))
+        },
+    },
+    Entry {
+        schemes: &["redis", "rediss"],
+        parse: |url, env, problems| {
+            BrokerConfig::Redis(redis::RedisConfig::parse(url, env, problems))
+        },
+    },
+];
+
+/// A broker and the rate limiter the API uses with it: shared through the
+/// broker where a request's round trip is cheap (Redis), in-process
+/// otherwise (a row write per HTTP request would cost more than it protects).
+pub struct Connected {
+    /// The broker.
+    pub broker: SharedBroker,
+    /// The API's rate limiter.
+    pub limiter: Arc<dyn RateLimiter>,
+}
+
+impl BrokerConfig {
+    /// Reads `WEIR_BROKER_URL` (default [`DEFAULT_BROKER_URL`]) and the
+    /// chosen backend's variables, adding what is wrong to `problems`.
+    pub fn from_env(env: Env<'_>, problems: &mut Vec<Problem>) -> BrokerConfig {
+        let url = env("WEIR_BROKER_URL")
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| DEFAULT_BROKER_URL.into());
+        Self::parse(&url, env, problems)
+    }
+
+    /// The backend `url` names, with its options from `env`.
+    pub fn parse(url: &str, env: Env<'_>, problems: &mut Vec<Problem>) -> BrokerConfig {
+        let scheme = url.split("://").next().unwrap_or(url);
+        match REGISTRY.iter().find(|e| e.schemes.contains(&scheme)) {
+            Some(entry) => (entry.parse)(url, env, problems),
+            None => {
+                let known: Vec<String> = REGISTRY
+                    .iter()
+                    .flat_map(|e| e.schemes.iter().map(|s| format!("{s}://")))
+                    .collect();
+                problems.push(Problem {
+                    key: "WEIR_BROKER_URL".into(),
+                    message: format!(
+                        "unsupported broker URL scheme `{scheme}`: this build supports {}",
+                        known.join(", ")
+                    ),
+                });
+                Self::default()
+            }
+        }
+    }
+
+    /// The URL this configuration came from, with any password hidden.
+    pub fn display_url(&self) -> String {
+        let url = match self {
+            BrokerConfig::Sqlite(c) => return format!("sqlite://{}", c.path),
+            BrokerConfig::Redis(c) => &c.url,
+        };
+        match (url.find("://"), url.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+            _ => url.clone(),
+        }
+    }
+
+    /// The Redis server this broker lives on, if it is Redis (the cache
+    /// warm-up writes there when a target names no other).
+    pub fn redis_url(&self) -> Option<&str> {
+        match self {
+            BrokerConfig::Redis(c) => Some(&c.url),
+            BrokerConfig::Sqlite(_) => None,
+        }
+    }
+
+    /// Opens the broker and the API's rate limiter.
+    pub async fn connect(&self) -> BrokerResult<Connected> {
+        match self {
+            BrokerConfig::Sqlite(c) => c.connect().await,
+            BrokerConfig::Redis(c) => c.connect(),
+        }
+    }
+
+    /// Opens the broker alone.
+    pub async fn open(&self) -> BrokerResult<SharedBroker> {
+        Ok(self.connect().await?.broker)
+    }
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let mut ignored = Vec::new();
+        Self::parse(DEFAULT_BROKER_URL, &|_| None, &mut ignored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str, vars: &[(&str, &str)]) -> (BrokerConfig, Vec<Problem>) {
+        let env = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        let mut problems = Vec::new();
+        (BrokerConfig::parse(url, &env, &mut problems), problems)
+    }
+
+    #[test]
+    fn each_scheme_finds_its_backend() {
+        let (c, p) = parse("sqlite://./x.db", &[("WEIR_SQLITE_SYNC", "full")]);
+        assert!(p.is_empty(), "{p:?}");
+        assert!(
+            matches!(c, BrokerConfig::Sqlite(ref s) if s.path == "./x.db" && s.durability == sqlite::Durability::Full)
+        );
+        let (c, p) = parse(
+            "redis://:pw@127.0.0.1:6379/0",
+            &[("WEIR_REDIS_PREFIX", "blue")],
+        );
+        assert!(p.is_empty(), "{p:?}");
+        assert!(matches!(c, BrokerConfig::Redis(ref r) if r.prefix == "blue"));
+        assert_eq!(c.display_url(), "redis://***@127.0.0.1:6379/0");
+        assert_eq!(c.redis_url(), Some("redis://:pw@127.0.0.1:6379/0"));
+    }
+
+    #[test]
+    fn a_backends_own_variables_are_checked_only_when_it_is_chosen() {
+        let (_, p) = parse("redis://127.0.0.1/0", &[("WEIR_SQLITE_SYNC", "sometimes")]);
+        assert!(p.is_empty(), "{p:?}");
+        let (_, p) = parse("sqlite://x.db", &[("WEIR_SQLITE_SYNC", "sometimes")]);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "WEIR_SQLITE_SYNC");
+    }
+
+    #[test]
+    fn an_unknown_scheme_names_the_known_ones() {
+        let (_, p) = parse("kafka://nowhere", &[]);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "WEIR_BROKER_URL");
+        assert!(
+            p[0].message.contains("sqlite://, redis://, rediss://"),
+            "{}",
+            p[0].message
+        );
+    }
+}

@@ -1,0 +1,521 @@
+//! The job lifecycle on every backend: enqueue, claim, leases and fencing,
+//! priorities, delays, unique keys, cancel, dead letters and release.
+
+use super::{LEASE, TestBroker, claim, enqueue_one, job_of, request, state_of};
+use crate::broker::{BrokerError, Completion, EnqueueRequest, Outcome, Scope};
+use crate::job::{JobState, Millis, now_ms};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Enqueue, claim, acknowledge: the result is stored and the job is done.
+pub async fn enqueue_claim_ack(t: TestBroker) {
+    let job = enqueue_one(&t, request("weir.echo", "default")).await;
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.attempts, 0);
+    let claimed = claim(&t, &["default"], 10, LEASE).await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].lease.id, job.id);
+    assert_eq!(claimed[0].lease.attempt, 1);
+    assert_eq!(claimed[0].payload, json!({"n": 1}));
+    assert_eq!(state_of(&t, job.id).await, JobState::Running);
+    let stale = t
+        .broker
+        .complete(vec![Completion {
+            lease: claimed[0].lease,
+            outcome: Outcome::Succeeded(json!({"ok": true})),
+        }])
+        .await
+        .expect("complete");
+    assert!(stale.is_empty());
+    let done = t
+        .broker
+        .get(&Scope::All, job.id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.result, json!({"ok": true}));
+    assert_eq!(done.attempts, 1);
+    assert!(done.started_at.is_some() && done.finished_at.is_some());
+    assert!(claim(&t, &["default"], 10, LEASE).await.is_empty());
+}
+
+/// A failed attempt with a delay waits, then runs again as the next attempt.
+pub async fn nack_with_delay(t: TestBroker) {
+    let job = enqueue_one(&t, request("weir.fail", "default")).await;
+    let c = claim(&t, &["default"], 1, LEASE).await.remove(0);
+    t.broker
+        .complete(vec![Completion {
+            lease: c.lease,
+            outcome: Outcome::Failed {
+                error: "boom".into(),
+                retry_in: Some(Duration::from_millis(300)),
+            },
+        }])
+        .await
+        .expect("complete");
+    let waiting = t
+        .broker
+        .get(&Scope::All, job.id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(waiting.state, JobState::Retrying);
+    assert_eq!(waiting.error.as_deref(), Some("boom"));
+    assert!(
+        claim(&t, &["default"], 1, LEASE).await.is_empty(),
+        "not before its delay"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let again = claim(&t, &["default"], 1, LEASE).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].lease.attempt, 2);
+}
+
+/// A lease that runs out hands the job to the next claimer.
+pub async fn lease_expiry_redelivers(t: TestBroker) {
+    let job = enqueue_one(&t, request("weir.noop", "default")).await;
+    let behind = enqueue_one(&t, request("weir.noop", "default")).await;
+    let first = claim(&t, &["default"], 1, Duration::from_millis(100)).await;
+    assert_eq!(first.len(), 1);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let report = t.broker.maintain().await.expect("maintain");
+    assert_eq!(report.requeued, 1);
+    assert_eq!(state_of(&t, job.id).await, JobState::Queued);
+    let second = claim(&t, &["default"], 1, LEASE).await;
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        second[0].lease.id, job.id,
+        "back ahead of the job behind it"
+    );
+    assert_eq!(second[0].lease.attempt, 2);
+    assert_eq!(state_of(&t, behind.id).await, JobState::Queued);
+}
+
+/// A worker that lost its lease cannot complete, renew or report progress.
+pub async fn stale_ack_rejected(t: TestBroker) {
+    let job = enqueue_one(&t, request("weir.noop", "default")).await;
+    let old = claim(&t, &["default"], 1, Duration::from_millis(50))
+        .await
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    t.broker.maintain().await.expect("maintain");
+    let new = claim(&t, &["default"], 1, LEASE).await.remove(0);
+    assert_eq!(new.lease.attempt, old.lease.attempt + 1);
+
+    let stale = t
+        .broker
+        .complete(vec![Completion {
+            lease: old.lease,
+            outcome: Outcome::Succeeded(json!("stale")),
+        }])
+        .await
+        .expect("complete");
+    assert_eq!(stale, vec![old.lease]);
+    assert_eq!(
+        t.broker.renew(&[old.lease], LEASE).await.expect("renew"),
+        vec![old.lease]
+    );
+    assert!(
+        !t.broker
+            .set_progress(old.lease, json!(50))
+            .await
+            .expect("progress")
+    );
+    assert_eq!(state_of(&t, job.id).await, JobState::Running);
+
+    assert!(
+        t.broker
+            .renew(&[new.lease], LEASE)
+            .await
+            .expect("renew")
+            .is_empty()
+    );
+    assert!(
+        t.broker
+            .set_progress(new.lease, json!(50))
+            .await
+            .expect("progress")
+    );
+    let stale = t
+        .broker
+        .complete(vec![Completion {
+            lease: new.lease,
+            outcome: Outcome::Succeeded(json!("fresh")),
+        }])
+        .await
+        .expect("complete");
+    assert!(stale.is_empty());
+    let done = t
+        .broker
+        .get(&Scope::All, job.id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(done.result, json!("fresh"));
+    assert_eq!(done.progress, json!(50));
+}
+
+/// Higher priority first; first in, first out within a priority.
+pub async fn priority_order(t: TestBroker) {
+    let mut ids = Vec::new();
+    for priority in [1, 9, 5, 9, 0] {
+        let mut r = request("weir.noop", "default");
+        r.priority = priority;
+        ids.push(enqueue_one(&t, r).await.id);
+    }
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        order.push(claim(&t, &["default"], 1, LEASE).await.remove(0).lease.id);
+    }
+    assert_eq!(order, vec![ids[1], ids[3], ids[2], ids[0], ids[4]]);
+    // A batch claim comes out in the same order.
+    let mut batch_ids = Vec::new();
+    for priority in [2, 7] {
+        let mut r = request("weir.noop", "default");
+        r.priority = priority;
+        batch_ids.push(enqueue_one(&t, r).await.id);
+    }
+    let batch: Vec<_> = claim(&t, &["default"], 10, LEASE)
+        .await
+        .into_iter()
+        .map(|c| c.lease.id)
+        .collect();
+    assert_eq!(batch, vec![batch_ids[1], batch_ids[0]]);
+}
+
+/// Queues are drained in the order the claim names them (strict order; a
+/// weighted worker draws that order per claim), and never past the limit.
+pub async fn queue_order_and_limit(t: TestBroker) {
+    let a = enqueue_one(&t, request("weir.noop", "a")).await;
+    let b1 = enqueue_one(&t, request("weir.noop", "b")).await;
+    let b2 = enqueue_one(&t, request("weir.noop", "b")).await;
+    let first = claim(&t, &["b", "a"], 1, LEASE).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].lease.id, b1.id);
+    let rest: Vec<_> = claim(&t, &["b", "a"], 5, LEASE)
+        .await
+        .into_iter()
+        .map(|c| c.lease.id)
+        .collect();
+    assert_eq!(rest, vec![b2.id, a.id]);
+    for _ in 0..10 {
+        enqueue_one(&t, request("weir.noop", "c")).await;
+    }
+    assert_eq!(claim(&t, &["c"], 3, LEASE).await.len(), 3);
+    assert!(claim(&t, &["c"], 0, LEASE).await.is_empty());
+    assert!(claim(&t, &["elsewhere"], 3, LEASE).await.is_empty());
+}
+
+/// A delayed job is `scheduled` until due, then claimable.
+pub async fn delayed_promotion(t: TestBroker) {
+    let mut r = request("weir.noop", "default");
+    r.run_at = Some(Millis(now_ms().0 + 300));
+    let job = enqueue_one(&t, r).await;
+    assert_eq!(job.state, JobState::Scheduled);
+    assert!(claim(&t, &["default"], 1, LEASE).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let report = t.broker.maintain().await.expect("maintain");
+    assert_eq!(report.promoted, 1);
+    assert_eq!(state_of(&t, job.id).await, JobState::Queued);
+    assert_eq!(claim(&t, &["default"], 1, LEASE).await.len(), 1);
+}
+
+/// A unique key is held by one unfinished job per tenant and task.
+pub async fn unique_keys(t: TestBroker) {
+    let keyed = |tenant: &str, task: &str| {
+        let mut r = request(task, "default");
+        r.tenant = tenant.into();
+        r.unique_key = Some("k1".into());
+        r
+    };
+    let out = t
+        .broker
+        .enqueue(vec![keyed("t1", "weir.noop"), keyed("t1", "weir.noop")])
+        .await
+        .expect("enqueue");
+    assert!(out[0].created);
+    assert!(
+        !out[1].created,
+        "a duplicate in the same batch is not added"
+    );
+    assert_eq!(out[0].job.id, out[1].job.id);
+    let again = t
+        .broker
+        .enqueue(vec![keyed("t1", "weir.noop")])
+        .await
+        .expect("enqueue");
+    assert!(!again[0].created);
+    assert_eq!(again[0].job.id, out[0].job.id);
+    let other_tenant = t
+        .broker
+        .enqueue(vec![keyed("t2", "weir.noop")])
+        .await
+        .expect("enqueue");
+    assert!(other_tenant[0].created);
+    let other_task = t
+        .broker
+        .enqueue(vec![keyed("t1", "weir.echo")])
+        .await
+        .expect("enqueue");
+    assert!(other_task[0].created);
+
+    // Once the holder finishes, the key is free again.
+    let c = claim(&t, &["default"], 10, LEASE).await;
+    let holder = c
+        .iter()
+        .find(|c| c.lease.id == out[0].job.id)
+        .expect("claimed");
+    t.broker
+        .complete(vec![Completion {
+            lease: holder.lease,
+            outcome: Outcome::Succeeded(Value::Null),
+        }])
+        .await
+        .expect("complete");
+    let fresh = t
+        .broker
+        .enqueue(vec![keyed("t1", "weir.noop")])
+        .await
+        .expect("enqueue");
+    assert!(fresh[0].created);
+    assert_ne!(fresh[0].job.id, out[0].job.id);
+}
+
+/// One batch mixing tasks, queues, priorities, delays, timeouts and
+/// unique keys: every job is stored as asked, reads back as enqueue
+/// answered, and is claimed in priority, then batch, order.
+pub async fn mixed_batch(t: TestBroker) {
+    let later = Millis(crate::job::now_ms().0 + 3_600_000);
+    let requests: Vec<EnqueueRequest> = (0..9)
+        .map(|n| {
+            let mut r = request("weir.noop", "default");
+            r.payload = json!({"n": n});
+            match n {
+                2 => {
+                    r.task = "weir.echo".into();
+                    r.priority = 9;
+                }
+                3 => {
+                    r.queue = "mail".into();
+                    r.run_at = Some(later);
+                }
+                // Any text is a valid key, a line break included.
+                4 | 5 => r.unique_key = Some("order 7\nline 2".into()),
+                6 => r.timeout_ms = Some(5_000),
+                7 => r.max_retries = 0,
+                _ => {}
+            }
+            r
+        })
+        .collect();
+    let out = t.broker.enqueue(requests.clone()).await.expect("enqueue");
+    assert_eq!(out.len(), requests.len());
+    for (n, (e, r)) in out.iter().zip(&requests).enumerate() {
+        assert_eq!(
+            e.created,
+            n != 5,
+            "job {n}: only the second unique job is not added"
+        );
+        if n == 5 {
+            assert_eq!(e.job.id, out[4].job.id, "the holder of the unique key");
+            continue;
+        }
+        let stored = job_of(&t, e.job.id).await;
+        assert_eq!(stored, e.job, "job {n} reads back as enqueue answered it");
+        assert_eq!(stored.task, r.task);
+        assert_eq!(stored.queue, r.queue);
+        assert_eq!(stored.priority, r.priority);
+        assert_eq!(stored.payload, r.payload);
+        assert_eq!(stored.max_retries, r.max_retries);
+        assert_eq!(stored.timeout_ms, r.timeout_ms);
+        assert_eq!(stored.unique_key, r.unique_key);
+        assert_eq!(stored.attempts, 0);
+        if n == 3 {
+            assert_eq!(stored.state, JobState::Scheduled);
+            assert!(
+                stored.run_at >= later,
+                "run_at {:?} < {later:?}",
+                stored.run_at
+            );
+        } else {
+            assert_eq!(stored.state, JobState::Queued);
+            assert_eq!(stored.run_at, stored.created_at);
+        }
+    }
+    let order: Vec<_> = claim(&t, &["default"], 20, LEASE)
+        .await
+        .iter()
+        .map(|c| c.payload["n"].clone())
+        .collect();
+    assert_eq!(order, [2, 0, 1, 4, 6, 7, 8].map(|n| json!(n)));
+    assert!(claim(&t, &["mail"], 20, LEASE).await.is_empty());
+}
+
+/// Nothing is claimed from a paused queue; resuming releases its jobs.
+pub async fn pause_and_resume(t: TestBroker) {
+    enqueue_one(&t, request("weir.noop", "mail")).await;
+    t.broker.set_paused("mail", true).await.expect("pause");
+    assert!(claim(&t, &["mail"], 5, LEASE).await.is_empty());
+    let counts = t.broker.queue_counts().await.expect("counts");
+    let mail = counts
+        .iter()
+        .find(|q| q.name == "mail")
+        .expect("mail listed");
+    assert!(mail.paused);
+    assert_eq!(mail.counts.get(&JobState::Queued), Some(&1));
+    t.broker.set_paused("mail", false).await.expect("resume");
+    assert_eq!(claim(&t, &["mail"], 5, LEASE).await.len(), 1);
+}
+
+/// Cancelling a waiting job removes it from the queue; a second cancel is a conflict.
+pub async fn cancel_scheduled(t: TestBroker) {
+    let mut r = request("weir.noop", "default");
+    r.run_at = Some(Millis(now_ms().0 + 60_000));
+    let job = enqueue_one(&t, r).await;
+    let cancelled = t.broker.cancel(&Scope::All, job.id).await.expect("cancel");
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert!(cancelled.finished_at.is_some());
+    assert!(matches!(
+        t.broker.cancel(&Scope::All, job.id).await,
+        Err(BrokerError::Conflict(JobState::Cancelled))
+    ));
+    let queued = enqueue_one(&t, request("weir.noop", "default")).await;
+    t.broker
+        .cancel(&Scope::All, queued.id)
+        .await
+        .expect("cancel");
+    assert!(claim(&t, &["default"], 5, LEASE).await.is_empty());
+}
+
+/// Cancelling a running job withdraws its lease: the worker learns at its
+/// next renewal, and its late completion changes nothing.
+pub async fn cancel_running(t: TestBroker) {
+    let job = enqueue_one(&t, request("weir.sleep", "default")).await;
+    let c = claim(&t, &["default"], 1, LEASE).await.remove(0);
+    let cancelled = t.broker.cancel(&Scope::All, job.id).await.expect("cancel");
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(
+        t.broker.renew(&[c.lease], LEASE).await.expect("renew"),
+        vec![c.lease]
+    );
+    let stale = t
+        .broker
+        .complete(vec![Completion {
+            lease: c.lease,
+            outcome: Outcome::Succeeded(Value::Null),
+        }])
+        .await
+        .expect("complete");
+    assert_eq!(stale, vec![c.lease]);
+    assert_eq!(state_of(&t, job.id).await, JobState::Cancelled);
+}
+
+/// Retries run out into `failed` (the dead letters); a person can replay it.
+pub async fn dead_letters_and_replay(t: TestBroker) {
+    let mut r = request("weir.fail", "default");
+    r.max_retries = 1;
+    let job = enqueue_one(&t, r).await;
+    for attempt in 1..=2 {
+        let c = claim(&t, &["default"], 1, LEASE).await.remove(0);
+        assert_eq!(c.lease.attempt, attempt);
+        assert_eq!(c.retries_left, 2 - attempt);
+        t.broker
+            .complete(vec![Completion {
+                lease: c.lease,
+                outcome: Outcome::Failed {
+                    error: format!("failure {attempt}"),
+                    retry_in: Some(Duration::ZERO),
+                },
+            }])
+            .await
+            .expect("complete");
+    }
+    let dead = t
+        .broker
+        .get(&Scope::All, job.id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(dead.state, JobState::Failed);
+    assert_eq!(dead.attempts, 2);
+    assert_eq!(dead.error.as_deref(), Some("failure 2"));
+    assert!(claim(&t, &["default"], 1, LEASE).await.is_empty());
+
+    let replayed = t.broker.retry(&Scope::All, job.id).await.expect("retry");
+    assert_eq!(replayed.state, JobState::Queued);
+    let c = claim(&t, &["default"], 1, LEASE).await.remove(0);
+    assert_eq!(c.lease.attempt, 3, "the fencing token keeps counting");
+    assert_eq!(c.retries_left, 1, "a replay gets a fresh retry budget");
+    assert!(matches!(
+        t.broker.retry(&Scope::All, job.id).await,
+        Err(BrokerError::Conflict(JobState::Running))
+    ));
+
+    // A non-retryable failure is dead at once.
+    let job = enqueue_one(&t, request("weir.fail", "other")).await;
+    let c = claim(&t, &["other"], 1, LEASE).await.remove(0);
+    t.broker
+        .complete(vec![Completion {
+            lease: c.lease,
+            outcome: Outcome::Failed {
+                error: "unknown task".into(),
+                retry_in: None,
+            },
+        }])
+        .await
+        .expect("complete");
+    assert_eq!(state_of(&t, job.id).await, JobState::Failed);
+}
+
+/// A job whose worker keeps dying ends in the dead letters: attempts count at claim.
+pub async fn crash_loop_ends_dead(t: TestBroker) {
+    let mut r = request("weir.noop", "default");
+    r.max_retries = 1;
+    let job = enqueue_one(&t, r).await;
+    for _ in 0..2 {
+        assert_eq!(
+            claim(&t, &["default"], 1, Duration::from_millis(30))
+                .await
+                .len(),
+            1
+        );
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        t.broker.maintain().await.expect("maintain");
+    }
+    let dead = t
+        .broker
+        .get(&Scope::All, job.id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(dead.state, JobState::Failed);
+    assert!(dead.error.unwrap_or_default().contains("lease expired"));
+}
+
+/// A job handed back at shutdown is queued at once and keeps its retry budget.
+pub async fn release_returns_without_spending(t: TestBroker) {
+    let mut r = request("weir.noop", "default");
+    r.max_retries = 0;
+    let job = enqueue_one(&t, r).await;
+    let behind = enqueue_one(&t, request("weir.noop", "default")).await;
+    let c = claim(&t, &["default"], 1, LEASE).await.remove(0);
+    assert_eq!(c.lease.id, job.id);
+    assert_eq!(c.retries_left, 0);
+    t.broker
+        .complete(vec![Completion {
+            lease: c.lease,
+            outcome: Outcome::Released,
+        }])
+        .await
+        .expect("release");
+    assert_eq!(state_of(&t, job.id).await, JobState::Queued);
+    let again = claim(&t, &["default"], 1, LEASE).await.remove(0);
+    assert_eq!(again.lease.id, job.id, "back ahead of the job behind it");
+    assert_eq!(again.lease.attempt, 2);
+    assert_eq!(
+        again.retries_left, 0,
+        "the interrupted attempt was given back"
+    );
+    assert_eq!(state_of(&t, behind.id).await, JobState::Queued);
+}

@@ -1,0 +1,67 @@
+//! Operator actions: retry a dead job, pause a queue, purge its waiting jobs.
+
+use super::{SqliteBroker, codec, from_sqlx};
+use crate::broker::{Admin, BrokerError, BrokerResult, Scope};
+use crate::job::{Job, JobId, now_ms};
+use async_trait::async_trait;
+
+const Q_RETRY: &str = include_str!("queries/retry.sql");
+
+#[async_trait]
+impl Admin for SqliteBroker {
+    async fn retry(&self, scope: &Scope, id: JobId) -> BrokerResult<Job> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(Q_RETRY)
+            .bind(now_ms().0)
+            .bind(id.to_string())
+            .bind(scope.tenant())
+            .fetch_optional(&mut *tx)
+            .await;
+        let row = match row {
+            Ok(row) => row,
+            // Another unfinished job took the unique key meanwhile.
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Err(BrokerError::UniqueKeyHeld { holder: None });
+            }
+            Err(e) => return Err(from_sqlx(e)),
+        };
+        tx.commit().await.map_err(from_sqlx)?;
+        self.work.notify_waiters();
+        match row {
+            Some(row) => codec::job(&row),
+            None => Err(self.conflict_or_missing(scope, id).await),
+        }
+    }
+
+    async fn set_paused(&self, queue: &str, paused: bool) -> BrokerResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO queues (name, paused, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
+        )
+        .bind(queue)
+        .bind(paused)
+        .bind(now_ms().0)
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        if !paused {
+            self.work.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, queue: &str) -> BrokerResult<u64> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "DELETE FROM jobs WHERE queue = ?1 AND state IN ('scheduled', 'queued', 'retrying')",
+        )
+        .bind(queue)
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,155 @@
+//! Claim and lease renewal. A claim first asks a reader whether any of
+//! its queues has work (idle workers then never take the write lock), then
+//! promotes due jobs, admits what the caps and rates allow (`flow.rs`) and
+//! leases the jobs, all in one `BEGIN IMMEDIATE` transaction.
+
+use super::codec::{self, ids, lease_json, missing};
+use super::{PROMOTE_BATCH, SqliteBroker, flow, from_sqlx};
+use crate::broker::{BrokerResult, ClaimRequest, ClaimedJob, Lease};
+use crate::job::{duration_ms, now_ms};
+use sqlx::Row;
+use std::collections::HashSet;
+use std::time::Duration;
+
+const Q_PROBE: &str = include_str!("queries/probe.sql");
+const Q_CLAIM: &str = include_str!("queries/claim.sql");
+const Q_CLAIM_IDS: &str = include_str!("queries/claim_ids.sql");
+const Q_RENEW: &str = include_str!("queries/renew.sql");
+
+/// The plain claim: the best `limit` queued jobs of `queues`.
+struct ClaimBest<'a> {
+    now: crate::job::Millis,
+    worker: &'a str,
+    expires: i64,
+    queues: String,
+    limit: i64,
+}
+
+impl ClaimBest<'_> {
+    async fn run(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+    ) -> BrokerResult<Vec<sqlx::sqlite::SqliteRow>> {
+        sqlx::query(Q_CLAIM)
+            .bind(self.now.0)
+            .bind(self.worker)
+            .bind(self.expires)
+            .bind(&self.queues)
+            .bind(self.limit)
+            .fetch_all(conn)
+            .await
+            .map_err(from_sqlx)
+    }
+}
+
+impl SqliteBroker {
+    pub(super) async fn claim_jobs(&self, request: ClaimRequest) -> BrokerResult<Vec<ClaimedJob>> {
+        if request.limit == 0 || request.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        // Idle workers poll; answering "nothing to do" from a read keeps
+        // them from taking the write lock every time they look.
+        let probe: Vec<Option<String>> = sqlx::query_scalar(Q_PROBE)
+            .bind(serde_json::to_string(&request.queues).unwrap_or_default())
+            .bind(now.0)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(from_sqlx)?;
+        let due = probe.iter().any(Option::is_none);
+        let ready: HashSet<String> = probe.into_iter().flatten().collect();
+        if ready.is_empty() && !due {
+            return Ok(Vec::new());
+        }
+        let expires = now.0.saturating_add(duration_ms(request.lease));
+        let mut tx = self.begin().await?;
+        if due {
+            flow::promote(&mut tx, now, PROMOTE_BATCH).await?;
+        }
+        // After a promotion any queue may have work; otherwise only those
+        // the probe saw, in the order asked.
+        let visit: Vec<&String> = request
+            .queues
+            .iter()
+            .filter(|q| due || ready.contains(*q))
+            .collect();
+        let best = ClaimBest {
+            now,
+            worker: &request.worker,
+            expires,
+            queues: serde_json::to_string(&visit).unwrap_or_default(),
+            limit: i64::try_from(request.limit).unwrap_or(i64::MAX),
+        };
+        let rows = if request.limits.is_empty() {
+            best.run(&mut tx).await?
+        } else {
+            match flow::admit(&mut tx, &request.limits, &visit, request.limit, now).await? {
+                flow::Admission::Unbound(tats) => {
+                    let rows = best.run(&mut tx).await?;
+                    let tasks = rows
+                        .iter()
+                        .map(|r| r.try_get::<String, _>("task").map_err(from_sqlx))
+                        .collect::<BrokerResult<Vec<_>>>()?;
+                    flow::charge(&mut tx, &request.limits, tats, tasks, now).await?;
+                    rows
+                }
+                flow::Admission::Only(ids) if ids.is_empty() => {
+                    tx.commit().await.map_err(from_sqlx)?;
+                    return Ok(Vec::new());
+                }
+                flow::Admission::Only(ids) => sqlx::query(Q_CLAIM_IDS)
+                    .bind(now.0)
+                    .bind(&request.worker)
+                    .bind(expires)
+                    .bind(serde_json::to_string(&ids).unwrap_or_default())
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?,
+            }
+        };
+        let seqs = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("queue").map_err(from_sqlx)?,
+                    r.try_get("seq").map_err(from_sqlx)?,
+                ))
+            })
+            .collect::<BrokerResult<Vec<(String, i64)>>>()?;
+        self.clocks.advance(&mut tx, seqs).await?;
+        let mut claimed = rows
+            .iter()
+            .map(codec::claimed)
+            .collect::<BrokerResult<Vec<_>>>()?;
+        // RETURNING has no defined order; hand them out as they were ranked.
+        let rank = |queue: &str| visit.iter().position(|q| *q == queue).unwrap_or(usize::MAX);
+        claimed.sort_by(|a, b| {
+            rank(&a.queue)
+                .cmp(&rank(&b.queue))
+                .then(b.priority.cmp(&a.priority))
+                .then(a.lease.id.cmp(&b.lease.id))
+        });
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(claimed)
+    }
+
+    pub(super) async fn renew_leases(
+        &self,
+        leases: &[Lease],
+        lease: Duration,
+    ) -> BrokerResult<Vec<Lease>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expires = now_ms().0.saturating_add(duration_ms(lease));
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(Q_RENEW)
+            .bind(expires)
+            .bind(lease_json(leases.iter().copied()))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(missing(leases.iter().copied(), &ids(&rows)?))
+    }
+}

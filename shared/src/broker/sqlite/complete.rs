@@ -1,0 +1,125 @@
+//! The ends of attempts and leases: completion (succeed, fail, release
+//! in one transaction), progress, cancel, and the maintenance pass that
+//! reaps expired leases and promotes due jobs.
+
+use super::codec::{self, ids, missing};
+use super::{PROMOTE_BATCH, SqliteBroker, flow, from_sqlx};
+use crate::broker::{BrokerResult, Completion, Lease, Maintenance, Outcome, Scope};
+use crate::job::{Job, JobId, duration_ms, now_ms};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+
+const Q_SUCCEED: &str = include_str!("queries/succeed.sql");
+const Q_FAIL: &str = include_str!("queries/fail.sql");
+const Q_RELEASE: &str = include_str!("queries/release.sql");
+const Q_REAP: &str = include_str!("queries/reap.sql");
+const Q_CANCEL: &str = include_str!("queries/cancel.sql");
+/// Expired leases returned per maintenance pass.
+const REAP_BATCH: i64 = 1000;
+
+impl SqliteBroker {
+    pub(super) async fn complete_jobs(
+        &self,
+        completions: Vec<Completion>,
+    ) -> BrokerResult<Vec<Lease>> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let (mut succeeded, mut failed, mut released) = (Vec::new(), Vec::new(), Vec::new());
+        for c in &completions {
+            let (id, attempt) = (c.lease.id.to_string(), c.lease.attempt);
+            match &c.outcome {
+                Outcome::Succeeded(result) => succeeded
+                    .push(json!({"id": id, "attempt": attempt, "result": result.to_string()})),
+                Outcome::Failed { error, retry_in } => failed.push(json!({
+                    "id": id,
+                    "attempt": attempt,
+                    "error": crate::job::truncate_error(error),
+                    "retry_in": retry_in.map(duration_ms),
+                })),
+                Outcome::Released => released.push(json!({"id": id, "attempt": attempt})),
+            }
+        }
+        let mut touched = HashSet::new();
+        let mut tx = self.begin().await?;
+        for (sql, batch) in [(Q_SUCCEED, succeeded), (Q_FAIL, failed)] {
+            if batch.is_empty() {
+                continue;
+            }
+            let rows = sqlx::query(sql)
+                .bind(now.0)
+                .bind(Value::Array(batch).to_string())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            touched.extend(ids(&rows)?);
+        }
+        if !released.is_empty() {
+            let rows = sqlx::query(Q_RELEASE)
+                .bind(Value::Array(released).to_string())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            touched.extend(ids(&rows)?);
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(missing(completions.iter().map(|c| c.lease), &touched))
+    }
+
+    pub(super) async fn store_progress(&self, lease: Lease, progress: Value) -> BrokerResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET progress = ?1 WHERE id = ?2 AND attempts = ?3 AND state = 'running'",
+        )
+        .bind(progress.to_string())
+        .bind(lease.id.to_string())
+        .bind(lease.attempt)
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn cancel_job(&self, scope: &Scope, id: JobId) -> BrokerResult<Job> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(Q_CANCEL)
+            .bind(now_ms().0)
+            .bind(id.to_string())
+            .bind(scope.tenant())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        match row {
+            Some(row) => codec::job(&row),
+            None => Err(self.conflict_or_missing(scope, id).await),
+        }
+    }
+
+    pub(super) async fn maintain_pass(&self) -> BrokerResult<Maintenance> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let reaped: Vec<String> = sqlx::query_scalar(Q_REAP)
+            .bind(now.0)
+            .bind(REAP_BATCH)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        let promoted = flow::promote(&mut tx, now, PROMOTE_BATCH).await?;
+        sqlx::query("DELETE FROM workers WHERE expires_at < ?1")
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        super::coord::sweep(&mut tx).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        let dead = reaped.iter().filter(|s| *s == "failed").count() as u64;
+        Ok(Maintenance {
+            requeued: reaped.len() as u64 - dead,
+            dead,
+            promoted,
+        })
+    }
+}

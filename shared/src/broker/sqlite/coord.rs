@@ -1,0 +1,103 @@
+//! Coordination on SQLite: keyed GCRA limiters and cooldowns in two tables
+//! (`0004_coordination.sql`), each decision one write transaction, so every
+//! process on the file (a worker's children, the API) shares them. Time is
+//! the host's clock, which every process on one file shares.
+
+use super::{SqliteBroker, from_sqlx};
+use crate::broker::{BrokerResult, Coordination};
+use crate::job::{duration_ms, now_ms, now_us};
+use crate::limit::{Decision, KeyedRate};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Rows of spent limiters and ended cooldowns deleted per maintenance pass.
+const SWEEP_BATCH: i64 = 1000;
+
+#[async_trait]
+impl Coordination for SqliteBroker {
+    async fn admit(&self, key: &str, rate: KeyedRate, cost: u32) -> BrokerResult<Decision> {
+        let mut tx = self.begin().await?;
+        let now = now_us();
+        let tat: Option<i64> = sqlx::query_scalar("SELECT tat FROM coord_limits WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        let step = rate.step(tat.unwrap_or(0), now, cost);
+        if step.allowed {
+            sqlx::query(
+                "INSERT INTO coord_limits (key, tat) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET tat = excluded.tat",
+            )
+            .bind(key)
+            .bind(step.tat)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(step.decision())
+    }
+
+    async fn cool(&self, key: &str, period: Duration) -> BrokerResult<()> {
+        let until = now_ms().0.saturating_add(duration_ms(period));
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO coord_cooldowns (key, until_ms) VALUES (?1, ?2) \
+             ON CONFLICT (key) DO UPDATE SET until_ms = MAX(until_ms, excluded.until_ms)",
+        )
+        .bind(key)
+        .bind(until)
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)
+    }
+
+    async fn cooling(&self, keys: &[String]) -> BrokerResult<Vec<Option<Duration>>> {
+        let now = now_ms().0;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT key, until_ms FROM coord_cooldowns \
+             WHERE key IN (SELECT value FROM json_each(?1)) AND until_ms > ?2",
+        )
+        .bind(serde_json::to_string(keys).unwrap_or_default())
+        .bind(now)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(from_sqlx)?;
+        let until: HashMap<String, i64> = rows.into_iter().collect();
+        Ok(keys
+            .iter()
+            .map(|k| {
+                until
+                    .get(k)
+                    .map(|u| Duration::from_millis(u64::try_from(u - now).unwrap_or(0)))
+            })
+            .collect())
+    }
+}
+
+/// Deletes limiter rows whose bucket is full again and ended cooldowns,
+/// in bounded batches (part of the maintenance pass).
+pub(super) async fn sweep(conn: &mut sqlx::SqliteConnection) -> BrokerResult<()> {
+    sqlx::query(
+        "DELETE FROM coord_limits WHERE key IN \
+         (SELECT key FROM coord_limits WHERE tat < ?1 LIMIT ?2)",
+    )
+    .bind(now_us())
+    .bind(SWEEP_BATCH)
+    .execute(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    sqlx::query(
+        "DELETE FROM coord_cooldowns WHERE key IN \
+         (SELECT key FROM coord_cooldowns WHERE until_ms < ?1 LIMIT ?2)",
+    )
+    .bind(now_ms().0)
+    .bind(SWEEP_BATCH)
+    .execute(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(())
+}

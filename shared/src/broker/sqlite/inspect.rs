@@ -1,0 +1,126 @@
+//! Read models, all from the reader pool (WAL: never blocked by writers).
+
+use super::{JOB_COLUMNS, SqliteBroker, codec, flow, from_sqlx};
+use crate::broker::{
+    BrokerError, BrokerResult, Inspect, JobPage, ListRequest, Position, QueueCounts, Scope,
+};
+use crate::job::{Job, JobId, JobState, now_ms};
+use crate::limit::{TaskLimit, Usage};
+use async_trait::async_trait;
+use sqlx::Row;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+const Q_LIST: &str = include_str!("queries/list.sql");
+
+#[async_trait]
+impl Inspect for SqliteBroker {
+    async fn get(&self, scope: &Scope, id: JobId) -> BrokerResult<Option<Job>> {
+        self.fetch_job(scope, id).await
+    }
+
+    async fn list(&self, request: ListRequest) -> BrokerResult<JobPage> {
+        let limit = request.limit.max(1);
+        let rows = sqlx::query(Q_LIST)
+            .bind(request.scope.tenant())
+            .bind(request.queue.as_deref())
+            .bind(request.state.map(JobState::as_str))
+            .bind(request.task.as_deref())
+            .bind(request.cursor.map(|c| c.to_string()))
+            .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(from_sqlx)?;
+        let mut data = rows
+            .iter()
+            .map(codec::job)
+            .collect::<BrokerResult<Vec<_>>>()?;
+        let has_more = data.len() > limit;
+        data.truncate(limit);
+        let next_cursor = if has_more {
+            data.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Ok(JobPage {
+            data,
+            next_cursor,
+            has_more,
+        })
+    }
+
+    async fn queue_counts(&self) -> BrokerResult<Vec<QueueCounts>> {
+        let mut queues: BTreeMap<String, QueueCounts> = BTreeMap::new();
+        let paused = sqlx::query("SELECT name, paused FROM queues")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(from_sqlx)?;
+        for row in paused {
+            let name: String = row.try_get(0).map_err(from_sqlx)?;
+            let flag: bool = row.try_get(1).map_err(from_sqlx)?;
+            queues.insert(
+                name.clone(),
+                QueueCounts {
+                    name,
+                    paused: flag,
+                    counts: BTreeMap::new(),
+                },
+            );
+        }
+        let rows = sqlx::query("SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(from_sqlx)?;
+        for row in rows {
+            let name: String = row.try_get(0).map_err(from_sqlx)?;
+            let state: String = row.try_get(1).map_err(from_sqlx)?;
+            let count: i64 = row.try_get(2).map_err(from_sqlx)?;
+            let state = JobState::from_str(&state).map_err(BrokerError::internal)?;
+            queues
+                .entry(name.clone())
+                .or_insert_with(|| QueueCounts {
+                    name,
+                    paused: false,
+                    counts: BTreeMap::new(),
+                })
+                .counts
+                .insert(state, u64::try_from(count).unwrap_or(0));
+        }
+        Ok(queues.into_values().collect())
+    }
+
+    async fn position(&self, job: &Job) -> BrokerResult<Position> {
+        flow::position(&self.reader, job).await
+    }
+
+    async fn usage(&self, task: &str, limit: &TaskLimit) -> BrokerResult<Usage> {
+        flow::usage(&self.reader, task, limit, now_ms()).await
+    }
+}
+
+impl SqliteBroker {
+    pub(super) async fn fetch_job(&self, scope: &Scope, id: JobId) -> BrokerResult<Option<Job>> {
+        let sql = match scope {
+            Scope::All => format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+            Scope::Tenant(_) => {
+                format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND tenant = ?2")
+            }
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .bind(scope.tenant())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(from_sqlx)?;
+        row.as_ref().map(codec::job).transpose()
+    }
+
+    /// The state a job is in, for the 409 of a refused cancel or retry.
+    pub(super) async fn conflict_or_missing(&self, scope: &Scope, id: JobId) -> BrokerError {
+        match self.fetch_job(scope, id).await {
+            Ok(Some(job)) => BrokerError::Conflict(job.state),
+            Ok(None) => BrokerError::NotFound,
+            Err(e) => e,
+        }
+    }
+}
