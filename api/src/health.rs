@@ -3,12 +3,12 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::queues::queue_views;
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
+use weir_shared::inspect::queue_views;
 
 /// `GET /healthz`: 200 while the process serves requests.
 pub(crate) async fn healthz() -> Json<Value> {

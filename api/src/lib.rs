@@ -21,8 +21,6 @@ mod queues;
 pub use caller::Caller;
 pub use error::ApiError;
 
-pub use queues::{QueueView, queue_views};
-
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;

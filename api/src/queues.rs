@@ -6,73 +6,8 @@ use crate::{AppState, Caller};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Serialize;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
-use weir_shared::broker::{QueueCounts, SharedBroker};
-use weir_shared::config::Settings;
-use weir_shared::job::JobState;
-
-/// A queue as the API and `weir queues --json` show it: every state
-/// present, zeros included, so scripts need no defaults.
-#[derive(Debug, Clone, Serialize)]
-pub struct QueueView {
-    /// Queue name.
-    pub name: String,
-    /// True while workers take nothing from it.
-    pub paused: bool,
-    /// Declared in configuration (jobs can be enqueued to it).
-    pub declared: bool,
-    /// Jobs per state.
-    pub counts: BTreeMap<JobState, u64>,
-    /// Live worker nodes that serve it.
-    pub consumers: usize,
-    /// True when jobs wait (queued) and no live worker serves the queue:
-    /// they would wait forever without an error, so it is flagged.
-    pub unconsumed: bool,
-}
-
-/// Every declared queue, in declared order, then any other queue the broker
-/// knows of (jobs left from an earlier configuration).
-pub async fn queue_views(
-    broker: &SharedBroker,
-    settings: &Settings,
-) -> Result<Vec<QueueView>, weir_shared::broker::BrokerError> {
-    let mut known: BTreeMap<String, QueueCounts> = broker
-        .queue_counts()
-        .await?
-        .into_iter()
-        .map(|q| (q.name.clone(), q))
-        .collect();
-    let workers = broker.workers().await?;
-    let view = |name: &str, declared: bool, q: Option<QueueCounts>| {
-        let mut counts: BTreeMap<JobState, u64> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
-        let paused = q.as_ref().is_some_and(|q| q.paused);
-        if let Some(q) = q {
-            counts.extend(q.counts);
-        }
-        let consumers = weir_shared::inspect::consumers(&workers, name);
-        QueueView {
-            name: name.to_owned(),
-            paused,
-            declared,
-            unconsumed: consumers == 0 && counts.get(&JobState::Queued).copied().unwrap_or(0) > 0,
-            consumers,
-            counts,
-        }
-    };
-    let mut out: Vec<QueueView> = settings
-        .declared_queues
-        .iter()
-        .map(|name| view(name, true, known.remove(name)))
-        .collect();
-    out.extend(
-        known
-            .into_iter()
-            .map(|(name, q)| view(&name, false, Some(q))),
-    );
-    Ok(out)
-}
+use weir_shared::inspect::{QueueView, queue_views};
 
 async fn one(state: &AppState, name: &str) -> Result<QueueView, ApiError> {
     queue_views(&state.broker, &state.settings)
@@ -153,7 +88,7 @@ pub(crate) async fn schedules(
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let views = weir_scheduler::views(&state.broker, &state.settings).await?;
+    let views = weir_shared::inspect::schedule_views(&state.broker, &state.settings).await?;
     Ok(Json(json!({"data": views})))
 }
 

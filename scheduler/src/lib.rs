@@ -14,9 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use weir_shared::broker::{EnqueueRequest, SharedBroker, Tick};
+use weir_shared::broker::{SharedBroker, Tick};
 use weir_shared::config::Settings;
-use weir_shared::job::{DEFAULT_MAX_RETRIES, Millis, now_ms};
+use weir_shared::job::{Millis, now_ms};
 use weir_shared::schedule::{Misfire, Schedule};
 
 /// How often each replica looks for due ticks.
@@ -26,8 +26,7 @@ pub const INTERVAL: Duration = Duration::from_millis(250);
 /// worked through over several passes).
 const MAX_TICKS_PER_PASS: usize = 1000;
 
-/// The tenant schedules enqueue for: the operator's.
-pub const SCHEDULE_TENANT: &str = "default";
+pub use weir_shared::schedule::SCHEDULE_TENANT;
 
 /// The ticks of `schedule` to fire now: those after the latest recorded one
 /// (or, for a schedule never fired, after this replica started), up to
@@ -56,28 +55,6 @@ pub fn due_ticks(
     }
 }
 
-/// The run a tick enqueues, with the task's defaults.
-pub fn run_request(schedule: &Schedule, settings: &Settings) -> EnqueueRequest {
-    let task = settings.task(&schedule.task);
-    EnqueueRequest {
-        tenant: SCHEDULE_TENANT.into(),
-        task: schedule.task.clone(),
-        queue: schedule
-            .queue
-            .clone()
-            .or(task.queue)
-            .unwrap_or_else(|| "default".into()),
-        payload: schedule.payload.clone(),
-        priority: schedule.priority,
-        run_at: None,
-        max_retries: task.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
-        timeout_ms: task
-            .timeout
-            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-        unique_key: None,
-    }
-}
-
 /// One pass over every schedule; returns how many ticks this call enqueued.
 pub async fn pass(
     broker: &SharedBroker,
@@ -96,7 +73,7 @@ pub async fn pass(
             let tick = Tick {
                 schedule: schedule.name.clone(),
                 fire_time,
-                job: run_request(schedule, settings),
+                job: schedule.run_request(settings),
             };
             if let Some(job) = broker.fire(tick).await? {
                 fired += 1;
@@ -204,65 +181,4 @@ mod tests {
         });
         assert_eq!(due_ticks(&wide, Some(t0), t0, Millis(t0.0 + 5300)).len(), 5);
     }
-}
-
-/// A schedule as `weir schedules` and `GET /v1/schedules` show it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ScheduleView {
-    /// Name.
-    pub name: String,
-    /// Cron expression.
-    pub cron: String,
-    /// Time zone.
-    pub tz: String,
-    /// Task each run enqueues.
-    pub task: String,
-    /// Queue of each run.
-    pub queue: String,
-    /// `skip` or `catch_up`, with its grace.
-    pub misfire: Misfire,
-    /// True while paused.
-    pub paused: bool,
-    /// The latest tick enqueued (RFC 3339).
-    pub last_fire: Option<String>,
-    /// The next tick (RFC 3339).
-    pub next_fire: Option<String>,
-    /// The job of the latest tick.
-    pub last_job: Option<String>,
-    /// Its state now (`None` once it has expired from the broker).
-    pub last_state: Option<String>,
-}
-
-/// Every configured schedule with what the broker recorded of it.
-pub async fn views(
-    broker: &SharedBroker,
-    settings: &Settings,
-) -> weir_shared::broker::BrokerResult<Vec<ScheduleView>> {
-    let names: Vec<String> = settings.schedules.iter().map(|s| s.name.clone()).collect();
-    let states = broker.schedule_states(&names).await?;
-    let now = now_ms();
-    let mut out = Vec::new();
-    for (s, state) in settings.schedules.iter().zip(states) {
-        let last_state = match state.last_job {
-            Some(id) => broker
-                .get(&weir_shared::broker::Scope::All, id)
-                .await?
-                .map(|j| j.state.to_string()),
-            None => None,
-        };
-        out.push(ScheduleView {
-            name: s.name.clone(),
-            cron: s.cron.clone(),
-            tz: s.tz.name().to_owned(),
-            task: s.task.clone(),
-            queue: run_request(s, settings).queue,
-            misfire: s.misfire,
-            paused: state.paused,
-            last_fire: state.last_fire.map(Millis::to_rfc3339),
-            next_fire: s.next_after(now).map(Millis::to_rfc3339),
-            last_job: state.last_job.map(|j| j.to_string()),
-            last_state,
-        });
-    }
-    Ok(out)
 }

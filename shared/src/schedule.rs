@@ -141,7 +141,32 @@ impl<'a> ScheduleSpec<'a> {
     }
 }
 
+/// The tenant schedules enqueue for: the operator's.
+pub const SCHEDULE_TENANT: &str = "default";
+
 impl Schedule {
+    /// The run a tick enqueues, with the task's defaults.
+    pub fn run_request(&self, settings: &crate::config::Settings) -> crate::broker::EnqueueRequest {
+        let task = settings.task(&self.task);
+        crate::broker::EnqueueRequest {
+            tenant: SCHEDULE_TENANT.into(),
+            task: self.task.clone(),
+            queue: self
+                .queue
+                .clone()
+                .or(task.queue)
+                .unwrap_or_else(|| "default".into()),
+            payload: self.payload.clone(),
+            priority: self.priority,
+            run_at: None,
+            max_retries: task.max_retries.unwrap_or(crate::job::DEFAULT_MAX_RETRIES),
+            timeout_ms: task
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            unique_key: None,
+        }
+    }
+
     /// A schedule from its spec; the expression and time zone are checked here.
     pub fn new(spec: ScheduleSpec<'_>) -> Result<Self, String> {
         let parsed = parse_cron(spec.cron)?;

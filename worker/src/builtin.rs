@@ -15,7 +15,18 @@ struct FailPlan {
     times: Option<u32>,
 }
 
-pub(crate) fn register(registry: &mut Registry) {
+impl Registry {
+    /// A registry with weir's built-in tasks (`weir.noop`, `weir.echo`,
+    /// `weir.sleep`, `weir.cpu`, `weir.fail`). They live here, beside their
+    /// handlers, so the task module does not depend on them.
+    pub fn with_builtins() -> Self {
+        let mut registry = Registry::new();
+        register(&mut registry);
+        registry
+    }
+}
+
+fn register(registry: &mut Registry) {
     registry
         .register("weir.noop", |_ctx: Context, _payload: Value| async {
             Ok::<_, TaskError>(Value::Null)

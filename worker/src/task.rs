@@ -189,14 +189,6 @@ impl Registry {
         Registry::default()
     }
 
-    /// A registry with weir's built-in tasks (`weir.noop`, `weir.echo`,
-    /// `weir.sleep`, `weir.cpu`, `weir.fail`).
-    pub fn with_builtins() -> Self {
-        let mut registry = Registry::new();
-        crate::builtin::register(&mut registry);
-        registry
-    }
-
     /// Registers `handler` for `name`. The payload is decoded into `P`; a
     /// payload that does not decode fails the job at once (no retry can fix
     /// it) with serde's message. The result is stored as JSON.

@@ -6,9 +6,9 @@ use crate::failure::{Failure, Outcome};
 use crate::output;
 use serde_json::json;
 use std::str::FromStr;
-use weir_api::queue_views;
 use weir_shared::broker::{ListRequest, Scope};
 use weir_shared::config::Settings;
+use weir_shared::inspect::queue_views;
 use weir_shared::job::{Job, JobId, JobState, now_ms};
 
 fn job_id(text: &str) -> Result<JobId, Failure> {

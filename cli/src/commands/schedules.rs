@@ -25,7 +25,7 @@ pub async fn run(settings: Settings, args: SchedulesArgs) -> Outcome {
     };
     match args.action {
         None => {
-            let views = weir_scheduler::views(&broker, &settings).await?;
+            let views = weir_shared::inspect::schedule_views(&broker, &settings).await?;
             if args.output.json {
                 output::json(&json!({"data": views}));
                 return Ok(());
@@ -67,7 +67,7 @@ pub async fn run(settings: Settings, args: SchedulesArgs) -> Outcome {
         }
         Some(ScheduleAction::Trigger { name }) => {
             let schedule = find(&name)?;
-            let request = weir_scheduler::run_request(schedule, &settings);
+            let request = schedule.run_request(&settings);
             let mut done = broker.enqueue(vec![request]).await?;
             let job = done
                 .pop()

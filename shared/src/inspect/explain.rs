@@ -1,13 +1,11 @@
-//! Read-only views for the CLI and the API. "Why is this job not running?":
-//! the reasons, from what the broker knows now (queue flags, live workers,
-//! permits, rates, the queue ahead), for `weir jobs explain` and
-//! `GET /v1/jobs/{id}/explain`; the limits in force with their holders; the
-//! consumers of a queue.
+//! "Why is this job not running?": the reasons, from what the broker knows
+//! now (queue flags, live workers, permits, rates, the queue ahead), for
+//! `weir jobs explain` and `GET /v1/jobs/{id}/explain`.
 
+use super::consumers;
 use crate::broker::{Backend, BrokerResult};
 use crate::job::{Job, JobState, Millis, now_ms};
-use crate::limit::{Holder, Limits, TaskLimit, TaskRate};
-use crate::node::WorkerInfo;
+use crate::limit::{Holder, Limits, TaskLimit};
 use serde::Serialize;
 
 /// One reason, with a stable `code` for programs and a `message` for people.
@@ -68,14 +66,6 @@ fn holders_text(holders: &[Holder]) -> String {
     } else {
         shown.join(", ")
     }
-}
-
-/// How many live worker nodes serve `queue`.
-pub fn consumers(workers: &[WorkerInfo], queue: &str) -> usize {
-    workers
-        .iter()
-        .filter(|w| w.queues.iter().any(|q| q == queue))
-        .count()
 }
 
 /// Explains `job` under the `limits` in force.
@@ -292,41 +282,4 @@ async fn limit_reasons(
         });
     }
     Ok(())
-}
-
-/// A task's limits in force and how they are used, for `weir limits`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LimitView {
-    /// Task name.
-    pub task: String,
-    /// Global cap.
-    pub concurrency_limit: Option<u32>,
-    /// Cap per tenant.
-    pub tenant_concurrency_limit: Option<u32>,
-    /// Rate (`10/m`, with its burst).
-    pub rate_limit: Option<String>,
-    /// Running jobs that hold permits.
-    pub holders: Vec<Holder>,
-    /// Queued jobs a limit holds back now.
-    pub waiting: u64,
-    /// While the rate refuses starts: when the next is allowed.
-    pub throttled_until: Option<String>,
-}
-
-/// Every limited task with its usage.
-pub async fn limit_views(broker: &dyn Backend, limits: &Limits) -> BrokerResult<Vec<LimitView>> {
-    let mut out = Vec::new();
-    for (task, limit) in limits.iter() {
-        let usage = broker.usage(task, limit).await?;
-        out.push(LimitView {
-            task: task.clone(),
-            concurrency_limit: limit.concurrency,
-            tenant_concurrency_limit: limit.tenant_concurrency,
-            rate_limit: limit.rate.as_ref().map(TaskRate::to_string),
-            holders: usage.holders,
-            waiting: usage.waiting,
-            throttled_until: usage.throttled_until.map(|t| Millis(t).to_rfc3339()),
-        });
-    }
-    Ok(out)
 }
