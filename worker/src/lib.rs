@@ -9,6 +9,7 @@
 //! - [`node`]: the job runtime of one process: demand-driven fetch, lease
 //!   renewal, batched acknowledgements, drain on shutdown.
 //! - `supervisor` / `child`: the node's processes and their pipe protocol.
+//! - `heartbeat`: what a node reports, for both kinds of node.
 //!
 //! # Usage
 //!
@@ -19,6 +20,7 @@
 mod builtin;
 mod child;
 mod executor;
+mod heartbeat;
 pub mod node;
 mod supervisor;
 pub mod task;
@@ -28,13 +30,13 @@ pub use node::{NodeOptions, NodeStats, run_node};
 pub use supervisor::spread;
 pub use task::{Context, Registry, TaskError};
 
+use heartbeat::{Counts, HEARTBEAT_EVERY, HEARTBEAT_TTL, Identity};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 use weir_shared::broker::SharedBroker;
 use weir_shared::config::Settings;
-use weir_shared::job::now_ms;
-use weir_shared::node::{ChildInfo, Slots, WorkerInfo};
+use weir_shared::node::{ChildInfo, Slots};
 
 /// Why a worker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -97,21 +99,18 @@ pub async fn run_in_process(
     shutdown: CancellationToken,
 ) {
     warmup::register(&mut registry, &settings);
-    let node = node_id();
+    let identity = Identity::new(node_id(), &settings);
+    let node = identity.id().to_owned();
     let stats = Arc::new(NodeStats::default());
     let slots = settings.worker.concurrency;
     let queues = settings.worker_queues();
-    let started_at = now_ms();
     let stop_heartbeat = CancellationToken::new();
     let heartbeat = {
         let broker = broker.clone();
         let stats = stats.clone();
         let stop = stop_heartbeat.clone();
-        let node = node.clone();
-        let queues: Vec<String> = queues.names().map(str::to_owned).collect();
-        let config = settings.worker.sources.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(supervisor::HEARTBEAT_EVERY);
+            let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {},
@@ -119,11 +118,7 @@ pub async fn run_in_process(
                 }
                 let busy = stats.busy.load(Ordering::Relaxed);
                 let processed = stats.processed.load(Ordering::Relaxed);
-                let info = WorkerInfo {
-                    id: node.clone(),
-                    host: hostname(),
-                    pid: std::process::id(),
-                    queues: queues.clone(),
+                let info = identity.report(Counts {
                     slots: Slots {
                         busy,
                         current: slots,
@@ -131,8 +126,6 @@ pub async fn run_in_process(
                         max: slots,
                     },
                     processed,
-                    started_at,
-                    last_heartbeat: now_ms(),
                     children: vec![ChildInfo {
                         pid: std::process::id(),
                         slots,
@@ -141,17 +134,13 @@ pub async fn run_in_process(
                         state: "serving".into(),
                         failures: 0,
                     }],
-                    recycles: 0,
-                    restarts: 0,
-                    config: config.clone(),
-                    scaling: Vec::new(),
-                    child_ready_ms: None,
-                };
-                if let Err(e) = broker.heartbeat(&info, supervisor::HEARTBEAT_TTL).await {
+                    ..Counts::default()
+                });
+                if let Err(e) = broker.heartbeat(&info, HEARTBEAT_TTL).await {
                     tracing::warn!(error = %e, "Heartbeat failed");
                 }
             }
-            let _ = broker.remove_worker(&node).await;
+            let _ = broker.remove_worker(identity.id()).await;
         })
     };
     let options = NodeOptions {
