@@ -9,7 +9,6 @@ use std::sync::Arc;
 use weir_api::AppState;
 use weir_shared::broker::maintain;
 use weir_shared::config::Settings;
-use weir_shared::queue_order::QueueOrder;
 use weir_worker::Registry;
 
 fn api_state(settings: &Arc<Settings>, connected: weir_shared::broker::Connected) -> AppState {
@@ -36,7 +35,9 @@ async fn listen(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, F
 /// `weir dev`: API and worker in one process.
 pub async fn dev(mut settings: Settings, args: ServeArgs) -> Outcome {
     if let Some(addr) = args.addr {
-        settings.http.addr = addr;
+        settings
+            .overlay("WEIR_HTTP_ADDR", &addr.to_string(), "--addr")
+            .map_err(Failure::usage)?;
     }
     if !settings.auth.required() && !settings.http.addr.ip().is_loopback() {
         return Err(Failure::usage(format!(
@@ -108,7 +109,9 @@ async fn serve_api(
 /// `weir api`: the HTTP API alone.
 pub async fn api(mut settings: Settings, args: ServeArgs) -> Outcome {
     if let Some(addr) = args.addr {
-        settings.http.addr = addr;
+        settings
+            .overlay("WEIR_HTTP_ADDR", &addr.to_string(), "--addr")
+            .map_err(Failure::usage)?;
     }
     if !settings.auth.required() && !settings.auth.disabled {
         return Err(Failure::usage(
@@ -142,68 +145,56 @@ pub async fn api(mut settings: Settings, args: ServeArgs) -> Outcome {
 
 /// `weir worker`: a supervisor and its children (or, in a child, its share).
 pub async fn worker(mut settings: Settings, args: WorkerArgs) -> Outcome {
+    // Each flag goes through its variable's setter (`config/vars.rs`).
+    fn overlay(settings: &mut Settings, var: &str, value: String, flag: &str) -> Outcome {
+        settings.overlay(var, &value, flag).map_err(Failure::usage)
+    }
     if let Some(spec) = args.queues {
-        let order = QueueOrder::parse(&spec).map_err(|e| Failure::usage(format!("-Q: {e}")))?;
-        if let Some(q) = order
-            .names()
-            .find(|q| !settings.declared_queues.iter().any(|d| d == q))
-        {
-            return Err(Failure::usage(format!(
-                "-Q: queue `{q}` is not declared; declared queues: {}",
-                settings.declared_queues.join(", ")
-            )));
-        }
-        settings.worker.queues = Some(order);
+        overlay(&mut settings, "WEIR_QUEUES", spec, "-Q")?;
     }
     if let Some(c) = args.concurrency {
-        if c == 0 {
-            return Err(Failure::usage("-c/--concurrency must be at least 1"));
-        }
-        settings.worker.concurrency = c;
-        settings
-            .worker
-            .sources
-            .insert("concurrency".into(), "-c/--concurrency".into());
+        overlay(
+            &mut settings,
+            "WEIR_CONCURRENCY",
+            c.to_string(),
+            "-c/--concurrency",
+        )?;
     }
     if let Some(p) = args.processes {
-        if p == 0 {
-            return Err(Failure::usage("--processes must be at least 1"));
-        }
-        settings.worker.processes = p;
-        settings
-            .worker
-            .sources
-            .insert("processes".into(), "--processes".into());
+        overlay(
+            &mut settings,
+            "WEIR_PROCESSES",
+            p.to_string(),
+            "--processes",
+        )?;
     }
     if let Some(spec) = args.autoscale {
-        let (max, min) = spec
-            .split_once(',')
-            .and_then(|(max, min)| {
-                Some((
-                    max.trim().parse::<u32>().ok()?,
-                    min.trim().parse::<u32>().ok()?,
-                ))
-            })
-            .filter(|(max, min)| *min >= 1 && min <= max)
-            .ok_or_else(|| {
-                Failure::usage(format!(
-                    "--autoscale `{spec}`: give MAX,MIN with 1 <= MIN <= MAX, e.g. --autoscale 8,1"
-                ))
-            })?;
-        let worker = &mut settings.worker;
-        worker.autoscale = true;
-        worker.max_workers = max;
-        worker.min_workers = min;
-        for key in ["autoscale", "max_workers", "min_workers"] {
-            worker.sources.insert(key.into(), "--autoscale".into());
+        let (max, min) = spec.split_once(',').ok_or_else(|| {
+            Failure::usage(format!(
+                "--autoscale `{spec}`: give MAX,MIN with 1 <= MIN <= MAX, e.g. --autoscale 8,1"
+            ))
+        })?;
+        overlay(
+            &mut settings,
+            "WEIR_AUTOSCALE",
+            "true".into(),
+            "--autoscale",
+        )?;
+        overlay(&mut settings, "WEIR_MAX_WORKERS", max.into(), "--autoscale")?;
+        overlay(&mut settings, "WEIR_MIN_WORKERS", min.into(), "--autoscale")?;
+        if settings.worker.min_workers > settings.worker.max_workers {
+            return Err(Failure::usage(format!(
+                "--autoscale `{spec}`: give MAX,MIN with 1 <= MIN <= MAX, e.g. --autoscale 8,1"
+            )));
         }
     }
     if let Some(n) = args.max_tasks_per_child {
-        settings.worker.max_tasks_per_child = n;
-        settings
-            .worker
-            .sources
-            .insert("max_tasks_per_child".into(), "--max-tasks-per-child".into());
+        overlay(
+            &mut settings,
+            "WEIR_MAX_TASKS_PER_CHILD",
+            n.to_string(),
+            "--max-tasks-per-child",
+        )?;
     }
     let settings = Arc::new(settings);
     let broker = super::connect(&settings).await?;

@@ -12,6 +12,16 @@ use std::sync::Arc;
 /// The broker when `WEIR_BROKER_URL` names none: the embedded SQLite file.
 pub const DEFAULT_BROKER_URL: &str = "sqlite://./weir-data/weir.db";
 
+/// A variable a backend reads: name, default, when to change it.
+pub type VarDoc = (&'static str, &'static str, &'static str);
+
+/// Each backend's own variables (name, default, when to change it), for
+/// `docs/configuration.md`.
+pub const BACKEND_VARS: &[(&str, &[VarDoc])] = &[
+    ("sqlite", sqlite::config::VARS),
+    ("redis", redis::config::VARS),
+];
+
 /// The environment as a lookup function (the process's, or a test's).
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 

@@ -5,27 +5,14 @@
 //!
 //! # Options
 //!
-//! | variable | default | when to change it |
-//! |---|---|---|
-//! | `WEIR_BROKER_URL` | `sqlite://./weir-data/weir.db` | to share a broker between processes or hosts |
-//! | `WEIR_QUEUES` | all declared queues, strict order | to dedicate a node to some queues, or weight them (`a=6,b=3`) |
-//! | `WEIR_CONCURRENCY` (`CELERY_WORKER_AMOUNT`) | CPU cores | I/O-bound jobs want many more slots than cores |
-//! | `WEIR_PROCESSES` | CPU cores | fewer for async I/O work, more isolation for crash-prone handlers |
-//! | `WEIR_SHUTDOWN_TIMEOUT` | `30s` | the longest job a deploy should wait for |
-//! | `WEIR_LEASE` | `30s` | how soon a dead worker's jobs run again; renewed every third of it |
-//! | `WEIR_HTTP_ADDR` | `127.0.0.1:8080` | to listen beyond loopback |
-//! | `WEIR_MAX_PAYLOAD_BYTES` | `1048576` | larger request bodies, up to 16 MiB |
-//! | `WEIR_SQLITE_SYNC` | `normal` | `full` survives an OS crash too, at an fsync per commit |
-//! | `WEIR_LOG`, `WEIR_LOG_FORMAT` | `info`, `pretty` | `json` for log shippers |
-//! | `WEIR_REDIS_PREFIX` | `weir` | several deployments on one Redis |
-//! | `WEIR_RETENTION` | `24h` | how long finished jobs stay readable on Redis |
-//! | `WEIR_AUTH` | keys required when configured | `disabled` to serve without keys |
-//! | `WEIR_API_KEYS`, `WEIR_API_KEYS_FILE` | none | `TENANT:KEY[:admin]`; a file of `TENANT:SHA256[:admin]` |
-//! | `WEIR_RATE_LIMIT_TENANT`, `WEIR_RATE_LIMIT_KEY` | `1000/m`, `100/s` | per-tenant and per-key API budgets |
+//! Every environment variable, its Celery alias, flag and default are in
+//! one table, [`vars::VARS`]; `docs/configuration.md` is generated from it.
 
 pub mod auth;
 mod env;
 mod file;
+mod sections;
+pub mod vars;
 
 use crate::queue_order::QueueOrder;
 use std::collections::BTreeMap;

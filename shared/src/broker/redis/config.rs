@@ -9,6 +9,20 @@ use crate::limit::BrokerRateLimiter;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The variables this backend reads: name, default, when to change it.
+pub const VARS: &[crate::broker::config::VarDoc] = &[
+    (
+        "WEIR_REDIS_PREFIX",
+        "`weir`",
+        "several deployments on one Redis",
+    ),
+    (
+        "WEIR_RETENTION",
+        "`24h`",
+        "how long finished jobs stay readable",
+    ),
+];
+
 /// Options of the Redis broker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {

@@ -8,6 +8,13 @@ use crate::config::Problem;
 use crate::limit::LocalRateLimiter;
 use std::sync::Arc;
 
+/// The variables this backend reads: name, default, when to change it.
+pub const VARS: &[crate::broker::config::VarDoc] = &[(
+    "WEIR_SQLITE_SYNC",
+    "`normal`",
+    "`full` survives an OS crash too, at an fsync per commit",
+)];
+
 /// Options of the SQLite broker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SqliteConfig {
