@@ -41,13 +41,19 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// The CLI's side of the seam's errors: what the operator can fix is a
+/// usage error (exit 2); an outage or a bug is a runtime error (exit 1).
 impl From<BrokerError> for Failure {
     fn from(e: BrokerError) -> Self {
         match e {
             BrokerError::Invalid(message) => Failure::Usage(message),
             BrokerError::NotFound => Failure::Usage("no job with that id".into()),
             BrokerError::Conflict(state) => Failure::Usage(format!("the job is {state}")),
-            other => Failure::Runtime(anyhow::Error::new(other)),
+            BrokerError::UniqueKeyHeld { .. } => Failure::Usage(e.to_string()),
+            BrokerError::Config(message) => Failure::Usage(format!("WEIR_BROKER_URL: {message}")),
+            BrokerError::Unavailable(_) | BrokerError::Internal { .. } => {
+                Failure::Runtime(anyhow::Error::new(e))
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use weir_shared::broker::{SharedBroker, Tick};
 use weir_shared::config::Settings;
-use weir_shared::job::{Millis, now_ms};
+use weir_shared::job::{Millis, duration_ms, now_ms};
 use weir_shared::schedule::{Misfire, Schedule};
 
 /// How often each replica looks for due ticks.
@@ -45,10 +45,7 @@ pub fn due_ticks(
             .into_iter()
             .collect(),
         Misfire::CatchUp { grace } => {
-            let horizon = Millis(
-                now.0
-                    .saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)),
-            );
+            let horizon = Millis(now.0.saturating_sub(duration_ms(grace)));
             let from = Millis(after.0.max(horizon.0.saturating_sub(1)));
             schedule.ticks(from, now, MAX_TICKS_PER_PASS)
         }

@@ -44,7 +44,7 @@ where
 {
     let lock = format!("{key}:lock");
     let token = uuid::Uuid::now_v7().to_string();
-    let px = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+    let px = |d: Duration| crate::job::duration_ms(d).unsigned_abs().max(1);
     let deadline = Instant::now() + lock_ttl;
     let mut held = false;
     loop {

@@ -162,7 +162,7 @@ impl Schedule {
             max_retries: task.max_retries.unwrap_or(crate::job::DEFAULT_MAX_RETRIES),
             timeout_ms: task
                 .timeout
-                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                .map(|t| crate::job::duration_ms(t).unsigned_abs()),
             unique_key: None,
         }
     }

@@ -242,7 +242,7 @@ impl Writer<'_> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let ttl = u64::try_from(self.target.ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl = weir_shared::job::duration_ms(self.target.ttl).unsigned_abs();
         // Up to `jitter` of the TTL on top, per key.
         let spread = (ttl as f64 * self.target.jitter) as u64;
         let mut pipe = redis::pipe();

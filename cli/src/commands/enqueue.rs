@@ -6,6 +6,7 @@ use crate::output;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 use weir_shared::config::{Settings, parse_duration};
+use weir_shared::job::duration_ms;
 use weir_shared::job::input::{Catalog, job_request};
 
 /// Jobs per broker call in a bulk enqueue: one transaction each.
@@ -28,14 +29,14 @@ fn body(args: &EnqueueArgs) -> Result<Value, Failure> {
     }
     if let Some(d) = &args.delay {
         let d = parse_duration(d).map_err(|e| Failure::usage(format!("--delay: {e}")))?;
-        job.insert("delay_ms".into(), json!(d.as_millis() as u64));
+        job.insert("delay_ms".into(), json!(duration_ms(d)));
     }
     if let Some(n) = args.max_retries {
         job.insert("max_retries".into(), json!(n));
     }
     if let Some(t) = &args.timeout {
         let t = parse_duration(t).map_err(|e| Failure::usage(format!("--timeout: {e}")))?;
-        job.insert("timeout_ms".into(), json!(t.as_millis() as u64));
+        job.insert("timeout_ms".into(), json!(duration_ms(t)));
     }
     if let Some(k) = &args.unique_key {
         job.insert("unique_key".into(), json!(k));

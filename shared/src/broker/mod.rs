@@ -29,6 +29,7 @@
 //! - **The broker's clock.** Leases, delays and rates are measured on the
 //!   broker's clock (Redis `TIME`, the database's time), never the caller's.
 
+mod capability;
 pub mod config;
 mod error;
 pub mod maintain;
@@ -40,13 +41,12 @@ pub mod sqlite;
 #[cfg(feature = "testkit")]
 pub mod conformance;
 
+pub use capability::{Admin, Coordination, CronStore, Inspect, NodeRegistry};
 pub use config::{BrokerConfig, Connected};
 pub use error::{BrokerError, BrokerResult};
 pub use request::*;
 
 use crate::job::{Job, JobId};
-use crate::limit::{Decision, KeyedRate, TaskLimit, Usage};
-use crate::node::WorkerInfo;
 use async_trait::async_trait;
 use serde_json::Value;
 use std::sync::Arc;
@@ -103,94 +103,6 @@ pub trait Broker: Send + Sync + 'static {
     async fn wait_for_work(&self, max: Duration) {
         tokio::time::sleep(max).await;
     }
-}
-
-/// Read models for the API, the CLI and `explain`. Reads never change a
-/// job; a read racing a write sees the state before or after it, whole.
-#[async_trait]
-pub trait Inspect: Send + Sync + 'static {
-    /// One job, if it exists within the scope.
-    async fn get(&self, scope: &Scope, id: JobId) -> BrokerResult<Option<Job>>;
-
-    /// A page of jobs, newest first.
-    async fn list(&self, request: ListRequest) -> BrokerResult<JobPage>;
-
-    /// Counts per queue and state, for every queue that has jobs or a pause flag.
-    async fn queue_counts(&self) -> BrokerResult<Vec<QueueCounts>>;
-
-    /// Where a queued job stands in its queue (zeros for a job not queued).
-    async fn position(&self, job: &Job) -> BrokerResult<Position>;
-
-    /// Who holds the permits of `task` and what waits for them, under `limit`.
-    async fn usage(&self, task: &str, limit: &TaskLimit) -> BrokerResult<Usage>;
-}
-
-/// Operator actions on jobs and queues; each is one atomic step.
-#[async_trait]
-pub trait Admin: Send + Sync + 'static {
-    /// Queues a `failed` or `cancelled` job again with a fresh retry budget.
-    /// [`BrokerError::UniqueKeyHeld`] when another unfinished job of its
-    /// task took its unique key meanwhile.
-    async fn retry(&self, scope: &Scope, id: JobId) -> BrokerResult<Job>;
-
-    /// Pauses or resumes a queue. Resuming wakes idle workers.
-    async fn set_paused(&self, queue: &str, paused: bool) -> BrokerResult<()>;
-
-    /// Deletes a queue's waiting jobs (scheduled, queued, retrying); running
-    /// and finished jobs stay. Returns how many were deleted.
-    async fn purge(&self, queue: &str) -> BrokerResult<u64>;
-}
-
-/// Fire-once state of cron schedules, shared by every scheduler replica.
-#[async_trait]
-pub trait CronStore: Send + Sync + 'static {
-    /// Enqueues a schedule's tick unless any caller already did: keyed by
-    /// (schedule, fire time) in the same atomic step as the enqueue, so
-    /// replicas racing on one tick make one job, and a replica killed after
-    /// the step leaves the tick fired. Returns the job when this call
-    /// enqueued it, `None` when the tick had fired (or a unique key held it).
-    async fn fire(&self, tick: Tick) -> BrokerResult<Option<Job>>;
-
-    /// The recorded state of each named schedule (defaults for one never seen).
-    async fn schedule_states(&self, names: &[String]) -> BrokerResult<Vec<ScheduleState>>;
-
-    /// Pauses or resumes a schedule on every replica.
-    async fn set_schedule_paused(&self, name: &str, paused: bool) -> BrokerResult<()>;
-}
-
-/// Which worker nodes are alive. A node that dies simply stops renewing;
-/// its entry expires after `ttl`, so no cleanup is needed after a crash.
-#[async_trait]
-pub trait NodeRegistry: Send + Sync + 'static {
-    /// Records a worker node's heartbeat; it is listed for `ttl`.
-    async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> BrokerResult<()>;
-
-    /// Removes a worker node from the list (clean shutdown).
-    async fn remove_worker(&self, id: &str) -> BrokerResult<()>;
-
-    /// Worker nodes whose heartbeat has not expired.
-    async fn workers(&self) -> BrokerResult<Vec<WorkerInfo>>;
-}
-
-/// Coordination that is not jobs: keyed rate limiters (API budgets,
-/// provider keys' rpm and tpm) and keyed cooldowns (a provider key that
-/// answered 429). Every caller of one broker shares the same state, each
-/// decision is one atomic step, and time is the broker's, so callers on
-/// hosts with skewed clocks agree. Checked by the coordination suite
-/// ([`conformance::coordination`]).
-#[async_trait]
-pub trait Coordination: Send + Sync + 'static {
-    /// Counts `cost` events under `key` if the rate allows them now (GCRA,
-    /// [`crate::limit::gcra`]): all of them or none. A refusal says how long
-    /// until they would fit; it changes nothing.
-    async fn admit(&self, key: &str, rate: KeyedRate, cost: u32) -> BrokerResult<Decision>;
-
-    /// Marks `key` as cooling for `period` from now (the broker's now). A
-    /// key already cooling longer keeps its later end.
-    async fn cool(&self, key: &str, period: Duration) -> BrokerResult<()>;
-
-    /// For each key, how long it still cools (`None`: not cooling).
-    async fn cooling(&self, keys: &[String]) -> BrokerResult<Vec<Option<Duration>>>;
 }
 
 /// Every capability: what a role holds. Implemented for any type that has

@@ -1,139 +1,17 @@
 //! The job model: what a job is, the states it moves through, and the limits
 //! on what a client may submit. Depends on nothing else in the crate.
 
+mod id;
 pub mod input;
+mod state;
 mod time;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::fmt;
-use std::str::FromStr;
 
+pub use id::JobId;
+pub use state::JobState;
 pub use time::{Millis, duration_ms, duration_us, now_ms, now_us};
-
-/// A job's id: a UUIDv7, so ids sort by creation time and cursors can use them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct JobId(pub uuid::Uuid);
-
-impl JobId {
-    /// A fresh, time-ordered id.
-    pub fn new() -> Self {
-        JobId(uuid::Uuid::now_v7())
-    }
-
-    /// The id of the run a schedule fires at `fire_time`: the same on every
-    /// scheduler replica (a UUIDv7 whose time is the fire time and whose
-    /// other bits are a digest of the schedule and the time), so a tick
-    /// enqueued twice is recognised as one job.
-    pub fn for_tick(schedule: &str, fire_time: Millis) -> Self {
-        use sha2::{Digest, Sha256};
-        let digest = Sha256::new()
-            .chain_update(schedule.as_bytes())
-            .chain_update(b"@")
-            .chain_update(fire_time.0.to_be_bytes())
-            .finalize();
-        let mut random = [0u8; 10];
-        random.copy_from_slice(&digest[..10]);
-        let ms = u64::try_from(fire_time.0).unwrap_or(0);
-        JobId(uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid())
-    }
-}
-
-impl Default for JobId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for JobId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::parse_str(s).map(JobId)
-    }
-}
-
-/// Where a job is in its life. The terminal states are `succeeded`, `failed`
-/// (the queue's dead letters, retryable by hand) and `cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    /// `run_at` is in the future.
-    Scheduled,
-    /// Ready to be claimed.
-    Queued,
-    /// Claimed by a worker that holds its lease.
-    Running,
-    /// An attempt failed; the next one waits for `run_at`.
-    Retrying,
-    /// Finished with a result.
-    Succeeded,
-    /// Retries exhausted or a non-retryable error: a dead letter.
-    Failed,
-    /// Cancelled by a client.
-    Cancelled,
-}
-
-impl JobState {
-    /// Every state, in lifecycle order (the column order of `weir queues`).
-    pub const ALL: [JobState; 7] = [
-        JobState::Scheduled,
-        JobState::Queued,
-        JobState::Running,
-        JobState::Retrying,
-        JobState::Succeeded,
-        JobState::Failed,
-        JobState::Cancelled,
-    ];
-
-    /// The name used in JSON, SQL and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Scheduled => "scheduled",
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Retrying => "retrying",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-        }
-    }
-
-    /// True for `succeeded`, `failed` and `cancelled`: nothing more will happen
-    /// to the job unless a person retries it.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobState::Succeeded | JobState::Failed | JobState::Cancelled
-        )
-    }
-}
-
-impl fmt::Display for JobState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for JobState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        JobState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown state `{s}`; expected one of scheduled, queued, running, retrying, succeeded, failed, cancelled"
-                )
-            })
-    }
-}
 
 /// Highest priority a job may have.
 pub const MAX_PRIORITY: u8 = 9;

@@ -106,7 +106,7 @@ impl Default for LocalRateLimiter {
 #[async_trait]
 impl RateLimiter for LocalRateLimiter {
     async fn check(&self, key: &str, rate: Rate) -> Result<Decision, LimitError> {
-        let now = i64::try_from(self.start.elapsed().as_micros()).unwrap_or(i64::MAX);
+        let now = crate::job::duration_us(self.start.elapsed());
         let mut tats = self
             .tats
             .lock()

@@ -32,7 +32,8 @@ mod recycle;
 
 use crate::WorkerError;
 use crate::heartbeat::{HEARTBEAT_EVERY, HEARTBEAT_TTL, Identity};
-use process::{Event, MAX_RESTART_DELAY, Proc, Reports, Role, Share};
+pub use process::spread;
+use process::{Event, Proc, Reports, Role, Share, split};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,21 +46,6 @@ use weir_shared::node::ScaleDecision;
 
 /// How often children's memory is checked for recycling.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
-
-/// Splits `slots` over `processes` children as evenly as possible; never
-/// more children than slots.
-pub fn spread(slots: u32, processes: u32) -> Vec<u32> {
-    let children = processes.clamp(1, slots.max(1));
-    split(slots, children)
-}
-
-/// Splits `slots` over exactly `children` children (some may get none).
-fn split(slots: u32, children: u32) -> Vec<u32> {
-    let children = children.max(1);
-    (0..children)
-        .map(|i| slots / children + u32::from(i < slots % children))
-        .collect()
-}
 
 struct Supervisor {
     node_id: String,
@@ -130,7 +116,7 @@ pub(crate) async fn supervise(
             .collect(),
         procs: HashMap::new(),
         reports: Arc::default(),
-        events: events_tx.clone(),
+        events: events_tx,
         processed_before: 0,
         recycles: 0,
         restarts: 0,
@@ -185,51 +171,7 @@ pub(crate) async fn supervise(
                 }
                 stop_deadline = None;
             }
-            Some(event) = events.recv() => match event {
-                Event::Reported(pid) => {
-                    if let Some(p) = sup.procs.get_mut(&pid)
-                        && p.ready.is_none()
-                    {
-                        let took = p.started.elapsed();
-                        p.ready = Some(took);
-                        sup.child_ready_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
-                        metrics::histogram!("weir_child_ready_seconds").record(took.as_secs_f64());
-                    }
-                    if !stopping {
-                        sup.recycle(false).await;
-                    }
-                }
-                Event::Exited(pid, status) => {
-                    let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                    if let Some((share, delay)) = sup.exited(pid, status, stopping) {
-                        let tx = events_tx.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(delay).await;
-                            let _ = tx.send(Event::Restart(share));
-                        });
-                    }
-                }
-                Event::Restart(share) => {
-                    if !stopping && sup.child_in(share, Role::Serving).is_none() {
-                        // A ready standby takes over at once.
-                        let standby = sup.child_in(share, Role::Starting);
-                        let promoted = match standby {
-                            Some(pid) => sup.activate(pid).await,
-                            None => false,
-                        };
-                        if promoted {
-                            tracing::info!(share, "Standby child took over the dead child's share");
-                        } else if let Err(e) = sup.spawn(share, Role::Serving) {
-                            tracing::error!(share, error = %e, "Cannot restart worker child");
-                            let tx = events_tx.clone();
-                            tokio::spawn(async move {
-                                tokio::time::sleep(MAX_RESTART_DELAY).await;
-                                let _ = tx.send(Event::Restart(share));
-                            });
-                        }
-                    }
-                }
-            },
+            Some(event) = events.recv() => sup.on_event(event, stopping).await,
             _ = check.tick(), if !stopping => {
                 sup.recycle(true).await;
                 sup.autoscale().await;
@@ -247,18 +189,4 @@ pub(crate) async fn supervise(
     }
     tracing::info!(node = %node_id, "Worker node stopped");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::spread;
-
-    #[test]
-    fn slots_are_spread_evenly() {
-        assert_eq!(spread(8, 2), vec![4, 4]);
-        assert_eq!(spread(5, 2), vec![3, 2]);
-        assert_eq!(spread(2, 4), vec![1, 1]);
-        assert_eq!(spread(1, 1), vec![1]);
-        assert_eq!(spread(0, 2), vec![0]);
-    }
 }

@@ -13,11 +13,27 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, Command};
 use tokio::sync::oneshot;
+use weir_shared::job::duration_ms;
+
+/// Splits `slots` over `processes` children as evenly as possible; never
+/// more children than slots.
+pub fn spread(slots: u32, processes: u32) -> Vec<u32> {
+    let children = processes.clamp(1, slots.max(1));
+    split(slots, children)
+}
+
+/// Splits `slots` over exactly `children` shares (some may get none).
+pub(super) fn split(slots: u32, children: u32) -> Vec<u32> {
+    let children = children.max(1);
+    (0..children)
+        .map(|i| slots / children + u32::from(i < slots % children))
+        .collect()
+}
 
 /// A child that lived at least this long before dying is restarted at once.
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
 /// Longest wait before restarting a crash-looping child.
-pub(super) const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
 
 /// The wait before restarting a child that died for the `failures`-th
 /// time in a row: none for the first, then 2, 4, 8... seconds, capped.
@@ -237,6 +253,58 @@ impl Supervisor {
         }
     }
 
+    /// Acts on what a child did: reported (it is ready; maybe recycle),
+    /// exited (restart its share, perhaps after a backoff) or is due for a
+    /// restart (a ready standby takes over, else a new child).
+    pub(super) async fn on_event(&mut self, event: Event, stopping: bool) {
+        match event {
+            Event::Reported(pid) => {
+                if let Some(p) = self.procs.get_mut(&pid)
+                    && p.ready.is_none()
+                {
+                    let took = p.started.elapsed();
+                    p.ready = Some(took);
+                    self.child_ready_ms = Some(duration_ms(took).unsigned_abs());
+                    metrics::histogram!("weir_child_ready_seconds").record(took.as_secs_f64());
+                }
+                if !stopping {
+                    self.recycle(false).await;
+                }
+            }
+            Event::Exited(pid, status) => {
+                let status = status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| e.to_string());
+                if let Some((share, delay)) = self.exited(pid, status, stopping) {
+                    self.restart_later(share, delay);
+                }
+            }
+            Event::Restart(share) => {
+                if stopping || self.child_in(share, Role::Serving).is_some() {
+                    return;
+                }
+                let promoted = match self.child_in(share, Role::Starting) {
+                    Some(pid) => self.activate(pid).await,
+                    None => false,
+                };
+                if promoted {
+                    tracing::info!(share, "Standby child took over the dead child's share");
+                } else if let Err(e) = self.spawn(share, Role::Serving) {
+                    tracing::error!(share, error = %e, "Cannot restart worker child");
+                    self.restart_later(share, MAX_RESTART_DELAY);
+                }
+            }
+        }
+    }
+
+    fn restart_later(&self, share: usize, delay: Duration) {
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(Event::Restart(share));
+        });
+    }
+
     /// Slots running a job now, over the serving children.
     pub(super) fn busy(&self) -> u32 {
         self.procs
@@ -250,8 +318,17 @@ impl Supervisor {
 
 #[cfg(test)]
 mod tests {
-    use super::restart_delay;
+    use super::{restart_delay, spread};
     use std::time::Duration;
+
+    #[test]
+    fn slots_are_spread_evenly() {
+        assert_eq!(spread(8, 2), vec![4, 4]);
+        assert_eq!(spread(5, 2), vec![3, 2]);
+        assert_eq!(spread(2, 4), vec![1, 1]);
+        assert_eq!(spread(1, 1), vec![1]);
+        assert_eq!(spread(0, 2), vec![0]);
+    }
 
     #[test]
     fn a_crash_loop_backs_off() {
