@@ -57,6 +57,15 @@ fn flag(v: &str, yes: &str, no: &str) -> Result<bool, String> {
     }
 }
 
+/// The messages of `problems` as one error (every one of them), if any.
+fn all_of(problems: &[Problem]) -> Result<(), String> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+    Err(messages.join("; "))
+}
+
 /// Applies `NAME=V,...` task overrides to the limits in force.
 fn task_limits(
     s: &mut Settings,
@@ -318,7 +327,7 @@ pub const VARS: &[Var] = &[
             let mut problems = Vec::new();
             let keys = auth::parse_env_keys(v, &mut problems);
             s.auth.keys.extend(keys);
-            problems.first().map_or(Ok(()), |p| Err(p.message.clone()))
+            all_of(&problems)
         }),
         ..var(
             "WEIR_API_KEYS",
@@ -331,7 +340,7 @@ pub const VARS: &[Var] = &[
             let mut problems = Vec::new();
             let keys = auth::parse_key_file(v, &mut problems);
             s.auth.keys.extend(keys);
-            problems.first().map_or(Ok(()), |p| Err(p.message.clone()))
+            all_of(&problems)
         }),
         ..var(
             "WEIR_API_KEYS_FILE",
