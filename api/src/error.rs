@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use weir_shared::broker::BrokerError;
-use weir_shared::job::input::InputError;
+use weir_shared::input::InputError;
 
 /// An error answer of the API: `{"error": {"code": ..., "message": ...}}`.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use serde_json::Value;
 use weir_shared::broker::EnqueueRequest;
-use weir_shared::job::input::{Catalog, InputError, job_request};
+use weir_shared::input::{Catalog, InputError, job_request};
 
 /// Most jobs in one batch request.
 pub(crate) const MAX_BATCH: usize = 1000;

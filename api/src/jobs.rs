@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::str::FromStr;
 use weir_shared::broker::{JobPage, ListRequest};
-use weir_shared::job::input::job_request;
+use weir_shared::input::job_request;
 use weir_shared::job::{Job, JobId, JobState};
 
 /// Default and largest page sizes of `GET /v1/jobs`.

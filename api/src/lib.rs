@@ -64,8 +64,8 @@ impl AppState {
         }
     }
 
-    pub(crate) fn catalog(&self) -> weir_shared::job::input::Catalog<'_> {
-        weir_shared::job::input::Catalog {
+    pub(crate) fn catalog(&self) -> weir_shared::input::Catalog<'_> {
+        weir_shared::input::Catalog {
             settings: &self.settings,
             extra_tasks: &self.extra_tasks,
         }

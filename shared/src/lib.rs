@@ -4,12 +4,17 @@
 //! # Layout
 //!
 //! - [`job`]: ids, states, priorities, the job record and its limits. Depends on nothing.
-//! - [`broker`]: the [`broker::Broker`] trait, its request structs and
-//!   [`broker::BrokerError`]; one folder per backend (`broker/sqlite/`).
+//! - [`broker`]: the seam: the core [`broker::Broker`] trait and its
+//!   capability traits, request structs, [`broker::BrokerError`],
+//!   [`broker::BrokerConfig`]; one folder per backend with the same files
+//!   (`broker/sqlite/`, `broker/redis/`); the conformance suites.
 //! - [`config`]: typed, validated settings from the environment and `WEIR_CONFIG`.
-//! - [`limit`]: rates and rate limiters (in-process; the Redis one is a
-//!   backend), and the flow-control limits a claim enforces.
-//! - [`inspect`]: read-only views for the CLI and API (explain, limits in force).
+//! - [`limit`]: rates, the one GCRA (`limit/gcra.rs`), the API's rate
+//!   limiters, and the flow-control limits a claim enforces.
+//! - [`input`]: a job request as a client writes it, checked against the
+//!   configuration (one parser for the API and the CLI).
+//! - [`inspect`]: the read model for the CLI and API (explain, limits,
+//!   queues, schedules).
 //! - [`schedule`]: cron schedules and their fire times.
 //! - [`cache`]: the read-through cache's stampede guard.
 //! - [`node`]: what a worker node reports in its heartbeat.
@@ -18,6 +23,7 @@
 pub mod broker;
 pub mod cache;
 pub mod config;
+pub mod input;
 pub mod inspect;
 pub mod job;
 pub mod limit;

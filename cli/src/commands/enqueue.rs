@@ -6,8 +6,8 @@ use crate::output;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 use weir_shared::config::{Settings, parse_duration};
+use weir_shared::input::{Catalog, job_request};
 use weir_shared::job::duration_ms;
-use weir_shared::job::input::{Catalog, job_request};
 
 /// Jobs per broker call in a bulk enqueue: one transaction each.
 const CHUNK: u64 = 1000;

@@ -2,7 +2,6 @@
 //! on what a client may submit. Depends on nothing else in the crate.
 
 mod id;
-pub mod input;
 mod state;
 mod time;
 

@@ -3,12 +3,12 @@
 //! one parser for the API and the CLI, so both refuse the same input with
 //! the same words.
 
-use super::{
+use crate::broker::EnqueueRequest;
+use crate::config::Settings;
+use crate::job::{
     DEFAULT_MAX_RETRIES, DEFAULT_PRIORITY, MAX_DELAY_MS, MAX_PRIORITY, MAX_RETRIES_LIMIT,
     MAX_UNIQUE_KEY_LEN, Millis, now_ms,
 };
-use crate::broker::EnqueueRequest;
-use crate::config::Settings;
 use chrono::DateTime;
 use serde::Deserialize;
 use serde_json::{Map, Value};
