@@ -149,3 +149,60 @@ async fn a_redis_restart_loses_no_acknowledged_job() {
         "the worker kept running through the outage"
     );
 }
+
+/// A Redis at its `maxmemory` under `noeviction` refuses writes: that is an
+/// outage the caller can wait out (503 with Retry-After, nothing stored),
+/// never a 500; once memory is free again the same request succeeds.
+#[tokio::test]
+async fn a_full_redis_is_503_not_500() {
+    if service_url("WEIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15").is_none() {
+        return; // no Redis on this machine at all
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let redis = PrivateRedis::start(dir.path());
+    let (sandbox, _cleanup) = on_redis(&redis.url());
+    let api = sandbox.api().await;
+    let (status, _) = api.post("/v1/jobs", &json!({"task": "weir.noop"})).await;
+    assert_eq!(status, 201, "Redis has room");
+
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let config = |key: &'static str, value: &'static str| {
+        redis::cmd("CONFIG").arg("SET").arg(key).arg(value).clone()
+    };
+    let _: () = config("maxmemory-policy", "noeviction")
+        .query_async(&mut conn)
+        .await
+        .expect("policy");
+    let _: () = config("maxmemory", "1")
+        .query_async(&mut conn)
+        .await
+        .expect("maxmemory");
+
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/v1/jobs", api.base))
+        .json(&json!({"task": "weir.noop"}))
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(response.status().as_u16(), 503, "a full Redis is an outage");
+    assert!(response.headers().contains_key("retry-after"));
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unavailable");
+
+    let _: () = config("maxmemory", "0")
+        .query_async(&mut conn)
+        .await
+        .expect("maxmemory");
+    let (status, _) = api.post("/v1/jobs", &json!({"task": "weir.noop"})).await;
+    assert_eq!(status, 201, "the same request succeeds once Redis has room");
+    let (_, q) = api.get("/v1/queues/default").await;
+    assert_eq!(
+        q["counts"]["queued"], 2,
+        "the refused request stored nothing"
+    );
+}

@@ -13,9 +13,33 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Redis failures that a retry may cure are "unavailable"; the rest are bugs.
+/// Server refusals that are not the caller's fault and pass by themselves:
+/// out of memory under `noeviction`, loading its dataset after a restart,
+/// busy with a long script, a read-only replica or a primary that is down
+/// (failover under way). Redis runs nothing of a refused command, so the
+/// same call may be repeated once it answers again.
+const REFUSALS: [&str; 7] = [
+    "OOM",
+    "LOADING",
+    "BUSY",
+    "READONLY",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+];
+
+/// Redis failures that a retry may cure (no connection, a timeout, a
+/// refusal of the server's) are "unavailable"; the rest are bugs.
 pub(super) fn from_redis(e: redis::RedisError) -> BrokerError {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+    let refused = e.code().is_some_and(|code| REFUSALS.contains(&code))
+        // A refusal met inside a script comes back wrapped in the script's error.
+        || REFUSALS.iter().any(|code| e.to_string().contains(&format!("{code} ")));
+    if refused
+        || e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+    {
         BrokerError::Unavailable(e.to_string())
     } else {
         BrokerError::internal_from("Redis", e)
