@@ -88,8 +88,13 @@ pub(crate) async fn explain(
     Path(id): Path<String>,
 ) -> Result<Json<weir_shared::inspect::Explanation>, ApiError> {
     let job = visible_job(&state, &caller, &id).await?;
-    let why =
-        weir_shared::inspect::explain(state.broker.as_ref(), &job, &state.settings.limits).await?;
+    let why = weir_shared::inspect::explain(
+        state.broker.as_ref(),
+        &job,
+        &state.settings.limits,
+        &caller.scope,
+    )
+    .await?;
     Ok(Json(why))
 }
 

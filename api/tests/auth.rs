@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 use weir_api::{AppState, router};
-use weir_shared::broker::SharedBroker;
 use weir_shared::broker::conformance::service_url;
 use weir_shared::broker::redis::{PrefixCleanup, RedisBroker};
 use weir_shared::broker::sqlite::{Durability, SqliteBroker};
+use weir_shared::broker::{ClaimRequest, SharedBroker};
 use weir_shared::config::Settings;
 use weir_shared::limit::BrokerRateLimiter;
 
@@ -306,4 +306,63 @@ async fn api_replicas_share_the_limit_through_redis() {
     let (a, b) = (replica(), replica());
     let answers = burst(&[&a, &b], ACME, 6).await;
     assert_limited_after(&answers, 4);
+}
+
+/// When a cap is full, a tenant's `explain` shows its own holders only:
+/// another tenant's job id, tenant name and worker never appear, only how
+/// many of its jobs hold permits. The operator sees them all.
+#[tokio::test]
+async fn explain_shows_a_tenant_no_other_tenants_holders() {
+    let api = api(&[("WEIR_CONCURRENCY_LIMITS", "weir.sleep=1")]).await;
+    let job = json!({"task": "weir.sleep", "payload": {"ms": 1}});
+    let held = call(
+        &api.state,
+        Method::POST,
+        "/v1/jobs",
+        Some(GLOBEX),
+        Some(job.clone()),
+    )
+    .await;
+    let held_id = held.body["id"].as_str().expect("id").to_owned();
+    let claimed = api
+        .state
+        .broker
+        .claim(ClaimRequest {
+            worker: "globex-host:4242/1".into(),
+            queues: vec!["default".into()],
+            limit: 10,
+            lease: Duration::from_secs(60),
+            limits: Arc::new(api.state.settings.limits.clone()),
+        })
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1, "globex's job holds the only permit");
+    let waiting = call(&api.state, Method::POST, "/v1/jobs", Some(ACME), Some(job)).await;
+    let uri = format!(
+        "/v1/jobs/{}/explain",
+        waiting.body["id"].as_str().expect("id")
+    );
+
+    let seen = call(&api.state, Method::GET, &uri, Some(ACME), None).await;
+    assert_eq!(seen.status, StatusCode::OK);
+    let cap = seen.body["reasons"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["code"] == "cap_full").cloned())
+        .expect("cap_full reason");
+    assert!(
+        cap.get("holders").is_none(),
+        "no foreign holder listed: {cap}"
+    );
+    assert_eq!(cap["other_holders"], 1);
+    let text = seen.body.to_string();
+    for secret in [held_id.as_str(), "globex", "globex-host"] {
+        assert!(!text.contains(secret), "`{secret}` leaked to acme: {text}");
+    }
+
+    let operator = call(&api.state, Method::GET, &uri, Some(OPS), None).await;
+    let text = operator.body.to_string();
+    assert!(
+        text.contains(&held_id) && text.contains("globex-host"),
+        "{text}"
+    );
 }

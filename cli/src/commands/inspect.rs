@@ -229,8 +229,13 @@ pub async fn jobs(settings: Settings, args: JobsArgs) -> Outcome {
                 .get(&Scope::All, job_id(&id)?)
                 .await?
                 .ok_or_else(|| Failure::usage(format!("no job {id}")))?;
-            let why =
-                weir_shared::inspect::explain(broker.as_ref(), &job, &settings.limits).await?;
+            let why = weir_shared::inspect::explain(
+                broker.as_ref(),
+                &job,
+                &settings.limits,
+                &weir_shared::broker::Scope::All,
+            )
+            .await?;
             if flag.json {
                 output::json(&why);
                 return Ok(());

@@ -3,7 +3,7 @@
 //! `weir jobs explain` and `GET /v1/jobs/{id}/explain`.
 
 use super::consumers;
-use crate::broker::{Backend, BrokerResult};
+use crate::broker::{Backend, BrokerResult, Scope};
 use crate::job::{Job, JobState, Millis, now_ms};
 use crate::limit::{Holder, Limits, TaskLimit};
 use serde::Serialize;
@@ -20,9 +20,13 @@ pub struct Reason {
     /// When the reason stops holding (scheduled, retrying, rate limited).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
-    /// Running jobs that hold the permits (cap full, tenant share).
+    /// Running jobs that hold the permits (cap full, tenant share): all of
+    /// them for the operator, a tenant's own for a tenant.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub holders: Vec<Holder>,
+    /// Holders of other tenants, counted but not shown to a tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_holders: Option<u64>,
 }
 
 impl Reason {
@@ -32,6 +36,7 @@ impl Reason {
             message,
             until: None,
             holders: Vec::new(),
+            other_holders: None,
         }
     }
 }
@@ -68,11 +73,14 @@ fn holders_text(holders: &[Holder]) -> String {
     }
 }
 
-/// Explains `job` under the `limits` in force.
+/// Explains `job` under the `limits` in force, as `viewer` may see it: a
+/// tenant is shown its own jobs holding permits and only a count of other
+/// tenants' (never their ids, tenants or workers).
 pub async fn explain(
     broker: &dyn Backend,
     job: &Job,
     limits: &Limits,
+    viewer: &Scope,
 ) -> BrokerResult<Explanation> {
     let now = now_ms();
     let mut reasons = Vec::new();
@@ -161,7 +169,7 @@ pub async fn explain(
     }
 
     if let Some(limit) = limits.get(&job.task) {
-        limit_reasons(broker, job, limit, now, &mut reasons).await?;
+        limit_reasons(broker, job, limit, viewer, now, &mut reasons).await?;
     }
     let position = broker.position(job).await?;
     if position.ahead > 0 {
@@ -213,10 +221,23 @@ pub async fn explain(
     })
 }
 
+/// The holders `viewer` may see, and how many it may only count.
+fn visible(holders: &[Holder], viewer: &Scope) -> (Vec<Holder>, u64) {
+    match viewer.tenant() {
+        None => (holders.to_vec(), 0),
+        Some(t) => {
+            let mine: Vec<Holder> = holders.iter().filter(|h| h.tenant == t).cloned().collect();
+            let others = (holders.len() - mine.len()) as u64;
+            (mine, others)
+        }
+    }
+}
+
 async fn limit_reasons(
     broker: &dyn Backend,
     job: &Job,
     limit: &TaskLimit,
+    viewer: &Scope,
     now: Millis,
     reasons: &mut Vec<Reason>,
 ) -> BrokerResult<()> {
@@ -230,14 +251,23 @@ async fn limit_reasons(
                 job.task
             )
         } else {
+            let (shown, others) = visible(&usage.holders, viewer);
+            let mut held_by = holders_text(&shown);
+            if others > 0 {
+                if !held_by.is_empty() {
+                    held_by.push_str(" and ");
+                }
+                held_by.push_str(&format!("{others} job(s) of other tenants"));
+            }
             format!(
-                "task `{}` is at its concurrency cap of {cap}: held by {}",
-                job.task,
-                holders_text(&usage.holders)
+                "task `{}` is at its concurrency cap of {cap}: held by {held_by}",
+                job.task
             )
         };
+        let (holders, others) = visible(&usage.holders, viewer);
         reasons.push(Reason {
-            holders: usage.holders.clone(),
+            holders,
+            other_holders: viewer.tenant().map(|_| others),
             ..Reason::new("cap_full", message)
         });
     }
