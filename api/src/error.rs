@@ -6,6 +6,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use weir_shared::broker::BrokerError;
 use weir_shared::input::InputError;
 
@@ -62,6 +63,42 @@ impl From<InputError> for ApiError {
     }
 }
 
+/// Logs of broker outages, at most one a second: an outage under load
+/// fails thousands of requests a second, and one line (with how many were
+/// not logged since the last) says as much as all of them.
+static OUTAGE_LOG: LogThrottle = LogThrottle::new();
+
+/// Lets one log line through per second and counts the rest.
+struct LogThrottle {
+    last_second: AtomicI64,
+    suppressed: AtomicU64,
+}
+
+impl LogThrottle {
+    const fn new() -> Self {
+        LogThrottle {
+            last_second: AtomicI64::new(i64::MIN),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines not logged since the last one)` when this one may be logged.
+    fn admit(&self) -> Option<u64> {
+        let second = weir_shared::job::now_ms().0 / 1000;
+        let last = self.last_second.load(Ordering::Relaxed);
+        if last != second
+            && self
+                .last_second
+                .compare_exchange(last, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
 /// The one place a broker error becomes an answer: each variant maps to
 /// the interface's status code for it.
 impl From<BrokerError> for ApiError {
@@ -76,7 +113,9 @@ impl From<BrokerError> for ApiError {
             }
             BrokerError::Invalid(message) => ApiError::invalid("invalid", message),
             BrokerError::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "Broker unavailable");
+                if let Some(suppressed) = OUTAGE_LOG.admit() {
+                    tracing::warn!(error = %detail, suppressed, "Broker unavailable");
+                }
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -129,6 +168,15 @@ mod tests {
                 .map(|v| v.as_bytes()),
             Some(&b"1"[..])
         );
+    }
+
+    #[test]
+    fn outage_logs_are_throttled_to_one_a_second() {
+        let throttle = LogThrottle::new();
+        assert_eq!(throttle.admit(), Some(0), "the first line is logged");
+        let logged = (0..1000).filter_map(|_| throttle.admit()).count();
+        // The loop may straddle one second boundary, never more.
+        assert!(logged <= 1, "{logged} more lines logged within a second");
     }
 
     #[test]

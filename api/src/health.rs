@@ -1,5 +1,5 @@
-//! `/healthz` (the process answers), `/readyz` (the broker answers too) and
-//! `/metrics` (Prometheus text).
+//! `/healthz` (the process answers), `/readyz` (the broker answers and
+//! takes writes too) and `/metrics` (Prometheus text).
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
+use std::time::Duration;
 use weir_shared::inspect::queue_views;
 
 /// `GET /healthz`: 200 while the process serves requests.
@@ -15,9 +16,17 @@ pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: 200 when the broker answers, 503 otherwise.
+/// `GET /readyz`: 200 when the broker answers and accepts a write, 503
+/// otherwise. A broker that answers reads but refuses writes (Redis at its
+/// `maxmemory`, a read-only replica, a database out of disk) would fail
+/// every enqueue, so a load balancer must not send work here. The write is
+/// a cooldown of one millisecond on a key of its own: it expires at once.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.broker.ping().await?;
+    state
+        .broker
+        .cool("weir:readyz", Duration::from_millis(1))
+        .await?;
     Ok(Json(json!({"status": "ready"})))
 }
 

@@ -152,7 +152,8 @@ async fn a_redis_restart_loses_no_acknowledged_job() {
 
 /// A Redis at its `maxmemory` under `noeviction` refuses writes: that is an
 /// outage the caller can wait out (503 with Retry-After, nothing stored),
-/// never a 500; once memory is free again the same request succeeds.
+/// never a 500, and `/readyz` says not ready; once memory is free again the
+/// same request succeeds.
 #[tokio::test]
 async fn a_full_redis_is_503_not_500() {
     if service_url("WEIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15").is_none() {
@@ -193,6 +194,8 @@ async fn a_full_redis_is_503_not_500() {
     assert!(response.headers().contains_key("retry-after"));
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["error"]["code"], "unavailable");
+    let (ready, _) = api.get("/readyz").await;
+    assert_eq!(ready, 503, "not ready while Redis refuses writes");
 
     let _: () = config("maxmemory", "0")
         .query_async(&mut conn)
@@ -200,6 +203,8 @@ async fn a_full_redis_is_503_not_500() {
         .expect("maxmemory");
     let (status, _) = api.post("/v1/jobs", &json!({"task": "weir.noop"})).await;
     assert_eq!(status, 201, "the same request succeeds once Redis has room");
+    let (ready, _) = api.get("/readyz").await;
+    assert_eq!(ready, 200, "ready again");
     let (_, q) = api.get("/v1/queues/default").await;
     assert_eq!(
         q["counts"]["queued"], 2,
