@@ -107,12 +107,14 @@ pub async fn authenticate(
         request.extensions_mut().insert(Caller::operator());
         return next.run(request).await;
     }
+    // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` is `Bearer`.
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim());
     let Some(key) = presented.and_then(|p| auth.verify(p)) else {
         return unauthorized();
     };

@@ -366,3 +366,28 @@ async fn explain_shows_a_tenant_no_other_tenants_holders() {
         "{text}"
     );
 }
+
+/// The authorization scheme is case-insensitive: `bearer KEY` and
+/// `BEARER KEY` are the same as `Bearer KEY`; another scheme is 401.
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let api = api(&[]).await;
+    for (header, expected) in [
+        (format!("bearer {ACME}"), StatusCode::OK),
+        (format!("BEARER {ACME}"), StatusCode::OK),
+        (format!("Basic {ACME}"), StatusCode::UNAUTHORIZED),
+        (ACME.to_owned(), StatusCode::UNAUTHORIZED),
+    ] {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri("/v1/jobs")
+            .header("authorization", &header)
+            .body(Body::empty())
+            .expect("request");
+        let response = router(api.state.clone())
+            .oneshot(request)
+            .await
+            .expect("response");
+        assert_eq!(response.status(), expected, "{header}");
+    }
+}
