@@ -147,6 +147,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The answer for a route that exists with another method: the same JSON
+/// envelope as every other error, not an empty body.
+pub(crate) async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route does not take {method}"),
+    )
+}
+
 /// The answer for a path no route matches.
 pub(crate) async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")

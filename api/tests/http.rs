@@ -308,6 +308,28 @@ async fn unknown_jobs_are_404() {
     }
 }
 
+/// A route called with a method it does not take is 405 with the same JSON
+/// error envelope as every other error, not an empty body.
+#[tokio::test]
+async fn a_wrong_method_is_405_with_the_error_envelope() {
+    let api = api().await;
+    for (method, uri) in [
+        (Method::PUT, "/v1/jobs"),
+        (Method::PATCH, "/v1/queues/default"),
+        (Method::POST, "/healthz"),
+    ] {
+        let (status, body) = api.call(method.clone(), uri, None).await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        );
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(method.as_str()), "{message}");
+    }
+}
+
 #[tokio::test]
 async fn cancel_and_retry_follow_the_state_rules() {
     let api = api().await;
