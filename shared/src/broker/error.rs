@@ -65,11 +65,6 @@ impl BrokerError {
             source: Some(Arc::new(source)),
         }
     }
-
-    /// True when a retry of the same call may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, BrokerError::Unavailable(_))
-    }
 }
 
 /// Result of a broker call.
@@ -88,7 +83,5 @@ mod tests {
             e.source().map(ToString::to_string).as_deref(),
             Some("disk on fire")
         );
-        assert!(!e.is_transient());
-        assert!(BrokerError::Unavailable("down".into()).is_transient());
     }
 }

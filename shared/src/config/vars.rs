@@ -66,6 +66,18 @@ fn all_of(problems: &[Problem]) -> Result<(), String> {
     Err(messages.join("; "))
 }
 
+/// Adds the API keys `parse` reads from `v` (both key variables add up).
+fn add_keys(
+    s: &mut Settings,
+    v: &str,
+    parse: fn(&str, &mut Vec<Problem>) -> Vec<auth::ApiKey>,
+) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let keys = parse(v, &mut problems);
+    s.auth.keys.extend(keys);
+    all_of(&problems)
+}
+
 /// Applies `NAME=V,...` task overrides to the limits in force.
 fn task_limits(
     s: &mut Settings,
@@ -323,12 +335,7 @@ pub const VARS: &[Var] = &[
         )
     },
     Var {
-        set: Some(|s, v| {
-            let mut problems = Vec::new();
-            let keys = auth::parse_env_keys(v, &mut problems);
-            s.auth.keys.extend(keys);
-            all_of(&problems)
-        }),
+        set: Some(|s, v| add_keys(s, v, auth::parse_env_keys)),
         ..var(
             "WEIR_API_KEYS",
             "none",
@@ -336,12 +343,7 @@ pub const VARS: &[Var] = &[
         )
     },
     Var {
-        set: Some(|s, v| {
-            let mut problems = Vec::new();
-            let keys = auth::parse_key_file(v, &mut problems);
-            s.auth.keys.extend(keys);
-            all_of(&problems)
-        }),
+        set: Some(|s, v| add_keys(s, v, auth::parse_key_file)),
         ..var(
             "WEIR_API_KEYS_FILE",
             "none",

@@ -245,14 +245,14 @@ async fn limit_reasons(
     if let Some(cap) = limit.concurrency
         && usage.holders.len() >= cap as usize
     {
+        let (holders, others) = visible(&usage.holders, viewer);
         let message = if cap == 0 {
             format!(
                 "task `{}` has a concurrency cap of 0: it is held until the cap is raised",
                 job.task
             )
         } else {
-            let (shown, others) = visible(&usage.holders, viewer);
-            let mut held_by = holders_text(&shown);
+            let mut held_by = holders_text(&holders);
             if others > 0 {
                 if !held_by.is_empty() {
                     held_by.push_str(" and ");
@@ -264,7 +264,6 @@ async fn limit_reasons(
                 job.task
             )
         };
-        let (holders, others) = visible(&usage.holders, viewer);
         reasons.push(Reason {
             holders,
             other_holders: viewer.tenant().map(|_| others),
