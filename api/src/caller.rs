@@ -5,17 +5,20 @@
 //!   need `Authorization: Bearer KEY`: 401 without a known key; then the
 //!   per-key and per-tenant rate limits apply (429 with `Retry-After`).
 //!   A tenant key sees only its tenant's jobs; an admin key sees all and
-//!   may use the admin routes.
+//!   may use the admin routes. An address with too many failed keys is
+//!   429 before its key is checked (`limits::AuthFailures`).
 //! - Without keys (`weir dev` on loopback, or `WEIR_AUTH=disabled`), every
 //!   caller is the operator: tenant `default`, every job visible.
 
 use crate::error::ApiError;
 use crate::{AppState, DEFAULT_TENANT};
+use axum::extract::ConnectInfo;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::net::{IpAddr, SocketAddr};
 use weir_shared::broker::Scope;
 use weir_shared::limit::{Decision, Rate};
 
@@ -28,14 +31,18 @@ pub struct Caller {
     pub scope: Scope,
     /// May use admin routes.
     pub admin: bool,
+    /// Whose budgets the request spends (open streams): the key's id, or
+    /// the client's address when authentication is off.
+    pub identity: String,
 }
 
 impl Caller {
-    fn operator() -> Self {
+    fn operator(peer: Option<IpAddr>) -> Self {
         Caller {
             tenant: DEFAULT_TENANT.to_owned(),
             scope: Scope::All,
             admin: true,
+            identity: peer.map_or_else(|| "local".to_owned(), |ip| format!("address:{ip}")),
         }
     }
 
@@ -103,9 +110,18 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     let auth = &state.settings.auth;
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
     if !auth.required() {
-        request.extensions_mut().insert(Caller::operator());
+        request.extensions_mut().insert(Caller::operator(peer));
         return next.run(request).await;
+    }
+    // A request without a socket (in-process tests) counts as one address.
+    let address = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    if let Some(wait) = state.auth_failures.blocked(address) {
+        return state.auth_failures.refusal(wait);
     }
     // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` is `Bearer`.
     let presented = request
@@ -116,6 +132,7 @@ pub async fn authenticate(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, key)| key.trim());
     let Some(key) = presented.and_then(|p| auth.verify(p)) else {
+        state.auth_failures.record(address);
         return unauthorized();
     };
     // Limiter keys use a digest prefix, never the key itself.
@@ -153,6 +170,7 @@ pub async fn authenticate(
             Scope::Tenant(key.tenant.clone())
         },
         admin: key.admin,
+        identity: format!("key:{key_id}"),
     };
     request.extensions_mut().insert(caller);
     let mut response = next.run(request).await;

@@ -68,8 +68,11 @@ impl From<InputError> for ApiError {
 /// not logged since the last) says as much as all of them.
 static OUTAGE_LOG: LogThrottle = LogThrottle::new();
 
+/// Logs of refused connections and failed accepts, throttled the same way.
+pub(crate) static REFUSAL_LOG: LogThrottle = LogThrottle::new();
+
 /// Lets one log line through per second and counts the rest.
-struct LogThrottle {
+pub(crate) struct LogThrottle {
     last_second: AtomicI64,
     suppressed: AtomicU64,
 }
@@ -83,7 +86,7 @@ impl LogThrottle {
     }
 
     /// `Some(lines not logged since the last one)` when this one may be logged.
-    fn admit(&self) -> Option<u64> {
+    pub(crate) fn admit(&self) -> Option<u64> {
         let second = weir_shared::job::now_ms().0 / 1000;
         let last = self.last_second.load(Ordering::Relaxed);
         if last != second

@@ -2,21 +2,30 @@
 //!
 //! Events: `state` (the whole job, whenever its state or attempt changes),
 //! `progress` (the handler's latest progress value) and `result` (the result,
-//! once succeeded). The stream ends after the terminal state. A `ping`
-//! comment goes out every 15 s so proxies keep the connection open.
+//! once succeeded). The stream ends after the terminal state, or when the
+//! server shuts down. A `ping` comment goes out every 15 s so proxies keep
+//! the connection open.
 //!
-//! The stream follows the job by reading it from the broker, starting every
-//! 50 ms and slowing to once a second while nothing changes: it works the
-//! same whether the worker runs in this process or on another host.
+//! However many streams follow a job, one poller per job reads it from the
+//! broker ([`Watchers`]), every 50 ms after a change and slowing to once a
+//! second while nothing changes, and hands each change to every stream of
+//! that job: it works the same whether the worker runs in this process or
+//! on another host, and 10,000 streams of one job cost one read a second.
+//! Streams are capped in the process and per key (`limits::Streams`).
 
 use crate::error::ApiError;
+use crate::limits::StreamPlace;
 use crate::{AppState, Caller};
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use weir_shared::broker::{BrokerError, Scope, SharedBroker};
 use weir_shared::job::{Job, JobId, JobState};
 
@@ -24,39 +33,126 @@ const FIRST_POLL: Duration = Duration::from_millis(50);
 const SLOWEST_POLL: Duration = Duration::from_secs(1);
 const PING_EVERY: Duration = Duration::from_secs(15);
 
-/// Opens the stream; 404 before any event if the job is not the caller's.
+/// Opens the stream; 404 before any event if the job is not the caller's,
+/// 429 if the caller or the process has too many streams open.
 pub(crate) async fn stream(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let place = state.streams.take(&caller.identity)?;
     let job = crate::jobs::visible_job(&state, &caller, &id).await?;
     let follow = Follow {
-        broker: state.broker.clone(),
-        scope: caller.scope,
-        id: job.id,
+        seen: state.watchers.watch(&job),
         last: None,
-        pending: std::collections::VecDeque::new(),
-        wait: Duration::ZERO,
+        pending: VecDeque::new(),
         finished: false,
         first: Some(job),
+        _place: place,
     };
     let events = futures::stream::unfold(follow, |mut f| async move {
         f.next().await.map(|event| (Ok(event), f))
-    });
+    })
+    .take_until(state.closing.clone().cancelled_owned());
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(PING_EVERY).text("ping")))
 }
 
-/// The follower's state between events.
-struct Follow {
+/// The last look at a job a poller took: `None` once it is gone (purged).
+type Seen = Option<Job>;
+
+/// One poller per followed job, shared by all of its streams.
+pub(crate) struct Watchers {
     broker: SharedBroker,
-    scope: Scope,
-    id: JobId,
+    closing: CancellationToken,
+    jobs: Mutex<HashMap<JobId, watch::Sender<Seen>>>,
+}
+
+impl Watchers {
+    /// No job followed yet.
+    pub(crate) fn new(broker: SharedBroker, closing: CancellationToken) -> Self {
+        Watchers {
+            broker,
+            closing,
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, watch::Sender<Seen>>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Follows `job` (read just now by the caller): joins its poller, or
+    /// starts one.
+    fn watch(self: &Arc<Self>, job: &Job) -> watch::Receiver<Seen> {
+        let mut jobs = self.jobs();
+        if let Some(sender) = jobs.get(&job.id) {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = watch::channel(Some(job.clone()));
+        jobs.insert(job.id, sender.clone());
+        tokio::spawn(self.clone().poll(job.id, sender));
+        receiver
+    }
+
+    /// Jobs followed now.
+    pub(crate) fn followed(&self) -> usize {
+        self.jobs().len()
+    }
+
+    /// Reads the job until it is terminal or gone, or nobody follows it.
+    async fn poll(self: Arc<Self>, id: JobId, sender: watch::Sender<Seen>) {
+        let mut wait = FIRST_POLL;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.closing.cancelled() => break,
+            }
+            {
+                // Under the map's lock: a stream joining now either sees
+                // this poller alive or starts a new one.
+                let mut jobs = self.jobs();
+                if sender.receiver_count() == 0 {
+                    jobs.remove(&id);
+                    return;
+                }
+            }
+            let seen = match self.broker.get(&Scope::All, id).await {
+                Ok(seen) => seen,
+                Err(BrokerError::Unavailable(_)) => {
+                    wait = SLOWEST_POLL;
+                    continue;
+                }
+                Err(_) => None,
+            };
+            let over = seen.as_ref().is_none_or(|job| job.state.is_terminal());
+            let changed = sender.send_if_modified(|last| {
+                let moved = *last != seen;
+                *last = seen;
+                moved
+            });
+            if over {
+                break;
+            }
+            wait = if changed {
+                FIRST_POLL
+            } else {
+                (wait * 2).clamp(FIRST_POLL, SLOWEST_POLL)
+            };
+        }
+        self.jobs().remove(&id);
+    }
+}
+
+/// One stream's state between events.
+struct Follow {
+    seen: watch::Receiver<Seen>,
     last: Option<Job>,
-    pending: std::collections::VecDeque<Event>,
-    wait: Duration,
+    pending: VecDeque<Event>,
     finished: bool,
     first: Option<Job>,
+    _place: StreamPlace,
 }
 
 fn json_event(name: &str, value: &impl serde::Serialize) -> Event {
@@ -76,21 +172,21 @@ impl Follow {
             if self.finished {
                 return None;
             }
-            let job = match self.first.take() {
+            let seen = match self.first.take() {
                 Some(job) => Some(job),
                 None => {
-                    tokio::time::sleep(self.wait).await;
-                    match self.broker.get(&self.scope, self.id).await {
-                        Ok(job) => job,
-                        Err(BrokerError::Unavailable(_)) => {
-                            self.wait = SLOWEST_POLL;
-                            continue;
-                        }
-                        Err(_) => None,
+                    // After the poller stops (terminal, gone, shutdown) the
+                    // last value is still read once.
+                    let open = self.seen.changed().await.is_ok();
+                    let seen = self.seen.borrow_and_update().clone();
+                    if !open && seen == self.last {
+                        self.finished = true;
+                        continue;
                     }
+                    seen
                 }
             };
-            let Some(job) = job else {
+            let Some(job) = seen else {
                 // Deleted (purged) while followed: nothing more will happen.
                 self.finished = true;
                 continue;
@@ -116,11 +212,6 @@ impl Follow {
                 self.pending.push_back(json_event("result", &job.result));
             }
         }
-        self.wait = if changed_state || changed_progress {
-            FIRST_POLL
-        } else {
-            (self.wait * 2).clamp(FIRST_POLL, SLOWEST_POLL)
-        };
         self.finished = job.state.is_terminal();
         self.last = Some(job);
     }

@@ -59,6 +59,8 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
             metrics::gauge!("weir_limit_waiting", "task" => l.task.clone()).set(l.waiting as f64);
         }
     }
+    metrics::gauge!("weir_http_streams_open").set(state.streams.count() as f64);
+    metrics::gauge!("weir_http_streams_jobs_followed").set(state.watchers.followed() as f64);
     let body = state
         .metrics
         .as_ref()

@@ -5,8 +5,11 @@
 //! # Layout
 //!
 //! - [`router`] builds the app (tests call it with `oneshot`, no socket);
-//!   [`serve`] runs it on a listener until a shutdown future completes.
+//!   [`serve`] runs it on a listener until a shutdown future completes
+//!   (`server`: timeouts, the connection cap, draining).
 //! - `error`: [`ApiError`], the one place errors become status codes.
+//! - `limits`: what bounds one request (head size, time) and one client
+//!   (failed logins, open streams).
 //! - `input`: request bodies and query strings, checked field by field.
 //! - `jobs`, `events`, `queues`, `health`: the routes.
 
@@ -16,19 +19,21 @@ mod events;
 mod health;
 mod input;
 mod jobs;
+mod limits;
 mod queues;
+mod server;
 
 pub use caller::Caller;
 pub use error::ApiError;
+pub use server::{connection_cap, serve};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::future::Future;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use weir_shared::broker::SharedBroker;
 use weir_shared::config::Settings;
 use weir_shared::limit::{LocalRateLimiter, RateLimiter};
@@ -50,17 +55,34 @@ pub struct AppState {
     pub extra_tasks: Arc<Vec<String>>,
     /// API rate limits: shared through Redis, or in-process.
     pub limiter: Arc<dyn RateLimiter>,
+    /// Cancelled when the server shuts down: open event streams end.
+    pub closing: CancellationToken,
+    /// Failed authentications per client address.
+    pub(crate) auth_failures: Arc<limits::AuthFailures>,
+    /// Event streams open, in all and per key.
+    pub(crate) streams: Arc<limits::Streams>,
+    /// One poller per job followed by event streams.
+    pub(crate) watchers: Arc<events::Watchers>,
 }
 
 impl AppState {
     /// State with no metrics recorder and no extra tasks.
     pub fn new(broker: SharedBroker, settings: Arc<Settings>) -> Self {
+        let closing = CancellationToken::new();
+        let watchers = Arc::new(events::Watchers::new(broker.clone(), closing.clone()));
         AppState {
             broker,
-            settings,
             metrics: None,
             extra_tasks: Arc::new(Vec::new()),
             limiter: Arc::new(LocalRateLimiter::default()),
+            watchers,
+            closing,
+            auth_failures: Arc::new(limits::AuthFailures::new(settings.http.auth_failure_limit)),
+            streams: Arc::new(limits::Streams::new(
+                settings.http.max_streams,
+                settings.http.max_streams_per_key,
+            )),
+            settings,
         }
     }
 
@@ -100,18 +122,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::bound_request,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
-}
-
-/// Serves the API on `listener` until `shutdown` completes, then finishes
-/// the requests in flight.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -75,6 +75,10 @@ async fn call(
                 .unwrap_or_else(Body::empty),
         )
         .expect("request");
+    send(state, request).await
+}
+
+async fn send(state: &AppState, request: Request<Body>) -> Answer {
     let response = router(state.clone())
         .oneshot(request)
         .await
@@ -390,4 +394,52 @@ async fn the_bearer_scheme_is_case_insensitive() {
             .expect("response");
         assert_eq!(response.status(), expected, "{header}");
     }
+}
+
+async fn from_address(state: &AppState, address: [u8; 4], key: &str) -> Answer {
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri("/v1/jobs")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::empty())
+        .expect("request");
+    let peer = std::net::SocketAddr::from((address, 40000));
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    send(state, request).await
+}
+
+/// Guessing keys from one address: after the allowed failures that address
+/// is 429 with `Retry-After` before its key is checked (a right key too,
+/// so a guess that happens to be right tells nothing); another address is
+/// not affected.
+#[tokio::test]
+async fn failed_logins_from_one_address_are_429_after_the_limit() {
+    let api = api(&[("WEIR_AUTH_FAILURE_LIMIT", "5/m")]).await;
+    let attacker = [192, 0, 2, 7];
+    for i in 0..5 {
+        let answer = from_address(&api.state, attacker, &format!("weir_guess{i}")).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    let answer = from_address(&api.state, attacker, "weir_guess5").await;
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(answer.body["error"]["code"], "too_many_failed_logins");
+    let retry: u64 = answer
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=12).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        from_address(&api.state, attacker, ACME).await.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a right key from a blocked address is not checked"
+    );
+    assert_eq!(
+        from_address(&api.state, [192, 0, 2, 8], ACME).await.status,
+        StatusCode::OK,
+        "another address is not blocked"
+    );
 }

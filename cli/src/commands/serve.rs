@@ -100,7 +100,14 @@ async fn serve_api(
     companion: tokio::task::JoinHandle<()>,
 ) -> Outcome {
     let stop = shutdown.clone();
-    let served = weir_api::serve(listener, state, async move { stop.cancelled().await }).await;
+    let drain = state.settings.worker.shutdown_timeout;
+    let served = weir_api::serve(
+        listener,
+        state,
+        async move { stop.cancelled().await },
+        drain,
+    )
+    .await;
     shutdown.cancel();
     let _ = companion.await;
     served.context("the API stopped").map_err(Failure::Runtime)

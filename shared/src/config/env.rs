@@ -94,6 +94,12 @@ pub(super) fn apply(
         http: HttpSettings {
             addr: ([127, 0, 0, 1], 0).into(),
             max_payload_bytes: 0,
+            header_timeout: Duration::ZERO,
+            request_timeout: Duration::ZERO,
+            max_connections: None,
+            max_streams: 0,
+            max_streams_per_key: 0,
+            auth_failure_limit: PLACEHOLDER_RATE,
         },
         log: LogSettings {
             filter: String::new(),

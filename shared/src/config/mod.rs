@@ -24,7 +24,8 @@ use std::time::Duration;
 pub use env::parse_duration;
 pub use file::TaskFile;
 pub use roles::{
-    HttpSettings, LogFormat, LogSettings, TaskSettings, WarmupTarget, WorkerSettings, parse_bytes,
+    DEFAULT_MAX_CONNECTIONS, HttpSettings, LogFormat, LogSettings, TaskSettings, WarmupTarget,
+    WorkerSettings, parse_bytes,
 };
 
 /// Queues declared when configuration names none.

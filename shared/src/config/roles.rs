@@ -141,7 +141,27 @@ pub struct HttpSettings {
     pub addr: SocketAddr,
     /// Largest request body.
     pub max_payload_bytes: usize,
+    /// How long a client may take to send a request's headers, and how
+    /// long a kept-alive connection may sit idle between requests.
+    pub header_timeout: Duration,
+    /// How long a request may take, body read included (408 beyond);
+    /// an event stream's life after its first byte is not counted.
+    pub request_timeout: Duration,
+    /// Connections open at once; `None`: three quarters of the open-file
+    /// limit, at most [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: Option<usize>,
+    /// Event streams open at once in this process.
+    pub max_streams: usize,
+    /// Event streams open at once per API key (or per client address
+    /// when authentication is off).
+    pub max_streams_per_key: usize,
+    /// Failed authentications allowed per client address.
+    pub auth_failure_limit: crate::limit::Rate,
 }
+
+/// The connection cap when `WEIR_HTTP_MAX_CONNECTIONS` is unset and the
+/// open-file limit allows more.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

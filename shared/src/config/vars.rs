@@ -47,6 +47,13 @@ fn at_least_one(v: &str) -> Result<u32, String> {
     }
 }
 
+fn positive_duration(v: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(v)? {
+        d if d.is_zero() => Err("must be longer than zero".into()),
+        d => Ok(d),
+    }
+}
+
 fn flag(v: &str, yes: &str, no: &str) -> Result<bool, String> {
     if v.eq_ignore_ascii_case(yes) || (yes == "true" && v == "1") {
         Ok(true)
@@ -296,6 +303,77 @@ pub const VARS: &[Var] = &[
             "WEIR_MAX_PAYLOAD_BYTES",
             "`1048576`",
             "larger request bodies, up to 16 MiB",
+        )
+    },
+    Var {
+        default: Some(|| "10s".into()),
+        set: Some(|s, v| {
+            s.http.header_timeout = positive_duration(v)?;
+            Ok(())
+        }),
+        ..var(
+            "WEIR_HTTP_HEADER_TIMEOUT",
+            "`10s`",
+            "how long a client may take to send its request headers, and how long an idle kept-alive connection stays open",
+        )
+    },
+    Var {
+        default: Some(|| "30s".into()),
+        set: Some(|s, v| {
+            s.http.request_timeout = positive_duration(v)?;
+            Ok(())
+        }),
+        ..var(
+            "WEIR_HTTP_REQUEST_TIMEOUT",
+            "`30s`",
+            "how long one request may take, reading its body included (408 beyond); an event stream's life is not counted",
+        )
+    },
+    Var {
+        set: Some(|s, v| {
+            s.http.max_connections = Some(at_least_one(v)? as usize);
+            Ok(())
+        }),
+        ..var(
+            "WEIR_HTTP_MAX_CONNECTIONS",
+            "three quarters of the open-file limit, at most 10000",
+            "connections served at once; a connection beyond it is answered 503 and closed",
+        )
+    },
+    Var {
+        default: Some(|| "10000".into()),
+        set: Some(|s, v| {
+            s.http.max_streams = at_least_one(v)? as usize;
+            Ok(())
+        }),
+        ..var(
+            "WEIR_HTTP_MAX_STREAMS",
+            "`10000`",
+            "`/events` streams open at once in one API process (429 beyond)",
+        )
+    },
+    Var {
+        default: Some(|| "100".into()),
+        set: Some(|s, v| {
+            s.http.max_streams_per_key = at_least_one(v)? as usize;
+            Ok(())
+        }),
+        ..var(
+            "WEIR_HTTP_MAX_STREAMS_PER_KEY",
+            "`100`",
+            "`/events` streams open at once per API key (per client address without keys; 429 beyond)",
+        )
+    },
+    Var {
+        default: Some(|| "20/m".into()),
+        set: Some(|s, v| {
+            s.http.auth_failure_limit = v.parse()?;
+            Ok(())
+        }),
+        ..var(
+            "WEIR_AUTH_FAILURE_LIMIT",
+            "`20/m`",
+            "failed authentications per client address before it is answered 429 (in each API process)",
         )
     },
     Var {
