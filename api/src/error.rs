@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use weir_shared::broker::BrokerError;
 use weir_shared::input::InputError;
 
+/// The longest message an error answer carries.
+const MAX_MESSAGE_BYTES: usize = 512;
+
 /// An error answer of the API: `{"error": {"code": ..., "message": ...}}`.
 #[derive(Debug)]
 pub struct ApiError {
@@ -21,10 +24,21 @@ pub struct ApiError {
 impl ApiError {
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > MAX_MESSAGE_BYTES {
+            // A message quoting the client's input (a parser's error) is
+            // cut: the client has its input already.
+            let mut end = MAX_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
         ApiError {
             status,
             code,
-            message: message.into(),
+            message,
         }
     }
 

@@ -27,7 +27,7 @@ pub(crate) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, Ap
             ApiError::bad_request(rejection.body_text())
         }
     })?;
-    serde_json::from_slice(&bytes)
+    weir_shared::input::parse_json(&bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
 }
 
@@ -43,7 +43,10 @@ pub(crate) fn batch_request(
     if let Some(field) = map.keys().find(|k| k.as_str() != "jobs") {
         return Err(ApiError::invalid(
             "invalid_field",
-            format!("unknown field `{field}`; the body is {{\"jobs\": [...]}}"),
+            format!(
+                "unknown field `{}`; the body is {{\"jobs\": [...]}}",
+                weir_shared::input::shown(field)
+            ),
         ));
     }
     let Some(Value::Array(jobs)) = map.remove("jobs") else {

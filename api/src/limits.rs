@@ -2,8 +2,10 @@
 //! a key, can take more than its part of the process:
 //!
 //! - [`bound_request`]: a request line or headers too large for the API
-//!   (414, 431) and a request that takes too long, body read included
-//!   (408), all with the JSON error envelope.
+//!   (414, 431), a body that is declared as something other than JSON
+//!   (415), a write sent by a web page of another site (403), and a
+//!   request that takes too long, body read included (408), all with the
+//!   JSON error envelope.
 //! - [`AuthFailures`]: failed authentications per client address. Past the
 //!   limit the address is answered 429 with `Retry-After` before its key is
 //!   even checked, so guessing keys gets no faster by trying harder. It is
@@ -68,6 +70,9 @@ pub(crate) async fn bound_request(
         )
         .into_response();
     }
+    if let Some(refusal) = refuse_body_or_origin(&request) {
+        return refusal.into_response();
+    }
     let limit = state.settings.http.request_timeout;
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
@@ -87,6 +92,68 @@ pub(crate) async fn bound_request(
             response
         }
     }
+}
+
+/// 415 for a body declared as something other than JSON; 403 for a write
+/// from a browser page of another origin.
+///
+/// A body is read as JSON when its `Content-Type` is JSON (or `+json`),
+/// absent, or `application/x-www-form-urlencoded`, the type `curl -d`
+/// sends unless told otherwise. A page on another site can send a write
+/// without a preflight (a form, `fetch` in `no-cors` mode) but not hide
+/// its `Origin`: such a write is refused, so a page open in a browser
+/// cannot enqueue jobs on a `weir dev` listening on the same machine.
+fn refuse_body_or_origin(request: &Request) -> Option<ApiError> {
+    use axum::http::Method;
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return None;
+    }
+    let headers = request.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, rest)| rest);
+        if host.is_none() || origin_host != host {
+            return Some(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_site",
+                "a write from a web page of another origin is refused",
+            ));
+        }
+    }
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v != "0");
+    let declared = headers.get(header::CONTENT_TYPE).filter(|_| has_body)?;
+    let essence = declared
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        || essence == "application/x-www-form-urlencoded";
+    (!json).then(|| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "the body is declared as `{}`; send JSON with Content-Type: application/json",
+                weir_shared::input::shown(&essence)
+            ),
+        )
+    })
 }
 
 fn humanize(d: Duration) -> String {

@@ -18,7 +18,7 @@ async fn one(state: &AppState, name: &str) -> Result<QueueView, ApiError> {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                format!("unknown queue `{name}`"),
+                format!("unknown queue `{}`", weir_shared::input::shown(name)),
             )
         })
 }

@@ -44,10 +44,26 @@ async fn api_with(vars: &[(&str, &str)]) -> Api {
 
 impl Api {
     async fn call(&self, method: Method, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("content-type", "application/json")
+        self.call_with(method, uri, &[("content-type", "application/json")], body)
+            .await
+    }
+
+    /// A request with these headers (and `content-length` for the body).
+    async fn call_with(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.header("content-length", body.len());
+        }
+        let request = request
             .body(
                 body.map(|b| Body::from(b.to_owned()))
                     .unwrap_or_else(Body::empty),
@@ -444,4 +460,102 @@ async fn health_and_readiness() {
     let (status, body) = api.call(Method::GET, "/v1/workers", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"], json!([]));
+}
+
+/// Strict input: a key named twice is 400 (a proxy could read the first
+/// and weir the last); a huge name is not echoed back; a body declared as
+/// something other than JSON is 415 (JSON, no type, and `curl -d`'s form
+/// type are read as JSON); a write from another site's page is 403.
+#[tokio::test]
+async fn input_is_read_strictly() {
+    let api = api().await;
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(r#"{"task": "weir.echo", "task": "weir.fail"}"#),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("duplicate key `task`")),
+        "{body}"
+    );
+
+    let huge = "t".repeat(900_000);
+    let (status, body) = api.post("/v1/jobs", json!({"task": huge})).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown_task",
+    );
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.len() < 600, "{} bytes echoed", message.len());
+    assert!(message.contains("(900000 bytes)"), "{message}");
+
+    let job = r#"{"task": "weir.echo"}"#;
+    for (content_type, want) in [
+        ("application/json; charset=utf-8", StatusCode::CREATED),
+        ("application/x-www-form-urlencoded", StatusCode::CREATED),
+        ("application/vnd.api+json", StatusCode::CREATED),
+        ("text/plain", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        (
+            "multipart/form-data; boundary=x",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ] {
+        let (status, body) = api
+            .call_with(
+                Method::POST,
+                "/v1/jobs",
+                &[("content-type", content_type)],
+                Some(job),
+            )
+            .await;
+        assert_eq!(status, want, "{content_type}: {body}");
+        if want == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            assert_eq!(body["error"]["code"], "unsupported_media_type");
+        }
+    }
+    let (status, _) = api
+        .call_with(Method::POST, "/v1/jobs", &[], Some(job))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "no Content-Type is read as JSON"
+    );
+
+    let (status, body) = api
+        .call_with(
+            Method::POST,
+            "/v1/jobs",
+            &[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "https://evil.example"),
+            ],
+            Some(job),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "cross_site");
+    let (status, _) = api
+        .call_with(
+            Method::POST,
+            "/v1/jobs",
+            &[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://127.0.0.1:8080"),
+            ],
+            Some(job),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "the same origin may write");
+    assert_eq!(
+        api.total_jobs().await,
+        5,
+        "only the accepted requests enqueued"
+    );
 }

@@ -20,7 +20,7 @@ fn body(args: &EnqueueArgs) -> Result<Value, Failure> {
         job.insert("queue".into(), json!(q));
     }
     if let Some(p) = &args.payload {
-        let payload: Value = serde_json::from_str(p)
+        let payload: Value = weir_shared::input::parse_json(p.as_bytes())
             .map_err(|e| Failure::usage(format!("--payload is not valid JSON: {e}")))?;
         job.insert("payload".into(), payload);
     }

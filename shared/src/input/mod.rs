@@ -13,6 +13,21 @@ use chrono::DateTime;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+mod json;
+pub use json::parse_json;
+
+/// The most characters of a client's own text quoted back in a message.
+const MAX_SHOWN_CHARS: usize = 64;
+
+/// `text` as quoted back to whoever sent it: whole when short, else its
+/// start and its length, so a 900 KB name is not echoed back.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_SHOWN_CHARS) {
+        None => text.into(),
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()).into(),
+    }
+}
+
 /// Why a job request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
@@ -94,7 +109,8 @@ pub fn job_request(
         return Err(invalid(
             "invalid_field",
             format!(
-                "unknown field `{field}`; a job takes {}",
+                "unknown field `{}`; a job takes {}",
+                shown(field),
                 JOB_FIELDS.join(", ")
             ),
         ));
@@ -107,7 +123,8 @@ pub fn job_request(
             "unknown_task",
             format!(
                 "unknown task `{}`: declare it under [tasks.\"{}\"] in WEIR_CONFIG or use a built-in task",
-                body.task, body.task
+                shown(&body.task),
+                shown(&body.task)
             ),
         ));
     }
@@ -120,7 +137,8 @@ pub fn job_request(
         return Err(invalid(
             "unknown_queue",
             format!(
-                "unknown queue `{queue}`; declared queues: {}",
+                "unknown queue `{}`; declared queues: {}",
+                shown(&queue),
                 catalog.settings.declared_queues.join(", ")
             ),
         ));
@@ -157,7 +175,7 @@ pub fn job_request(
                 .map_err(|e| {
                     invalid(
                         "invalid_field",
-                        format!("run_at `{text}` is not an RFC 3339 time: {e}"),
+                        format!("run_at `{}` is not an RFC 3339 time: {e}", shown(&text)),
                     )
                 })?
                 .timestamp_millis();
