@@ -17,6 +17,7 @@
 //! the supervisor starts the same binary again as its children (see
 //! `examples/custom_task.rs`).
 
+mod ack;
 mod builtin;
 mod child;
 mod executor;

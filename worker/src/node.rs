@@ -328,31 +328,16 @@ impl JobRun {
     }
 }
 
-/// Sends completions in batches until the channel closes and is empty.
+/// Sends completions in batches until the channel closes and is empty
+/// (`ack`: what happens when the broker does not take a batch).
 async fn flush(broker: SharedBroker, mut rx: mpsc::UnboundedReceiver<Completion>) {
     let mut batch = Vec::with_capacity(FLUSH_BATCH);
+    let complete = |batch: Vec<Completion>| {
+        let broker = broker.clone();
+        async move { broker.complete(batch).await }
+    };
     while rx.recv_many(&mut batch, FLUSH_BATCH).await > 0 {
-        let mut attempt = 0u32;
-        loop {
-            match broker.complete(batch.clone()).await {
-                Ok(stale) => {
-                    for lease in stale {
-                        metrics::counter!("weir_stale_acks_total").increment(1);
-                        tracing::info!(job_id = %lease.id, attempt = lease.attempt, "Completion ignored: the lease was no longer held");
-                    }
-                    break;
-                }
-                Err(e) => {
-                    // The leases are still ours until they expire; keep
-                    // trying, since dropping a completion would run the job again.
-                    attempt += 1;
-                    tracing::warn!(error = %e, jobs = batch.len(), attempt, "Acknowledging failed; retrying");
-                    tokio::time::sleep(Duration::from_millis((100 * u64::from(attempt)).min(2000)))
-                        .await;
-                }
-            }
-        }
-        batch.clear();
+        crate::ack::acknowledge(&complete, std::mem::take(&mut batch)).await;
     }
 }
 
