@@ -142,21 +142,130 @@ pub(super) fn unavailable(e: sqlx::Error) -> BrokerError {
     BrokerError::Unavailable(e.to_string())
 }
 
-/// Busy and I/O errors are worth retrying; the rest are bugs or bad data.
+/// SQLite's primary result codes for refusals that are not the caller's
+/// fault and pass (a lock, memory, a read-only or full disk, I/O): the
+/// broker is unavailable for now, 503 with `Retry-After` at the API.
+const UNAVAILABLE_CODES: [(i64, &str); 9] = [
+    (5, "SQLITE_BUSY"),
+    (6, "SQLITE_LOCKED"),
+    (7, "SQLITE_NOMEM"),
+    (8, "SQLITE_READONLY"),
+    (9, "SQLITE_INTERRUPT"),
+    (10, "SQLITE_IOERR"),
+    (13, "SQLITE_FULL"),
+    (14, "SQLITE_CANTOPEN"),
+    (15, "SQLITE_PROTOCOL"),
+];
+
+/// `SQLITE_TOOBIG`: a value over SQLite's size limit (the caller's data).
+const TOO_BIG: i64 = 18;
+
+/// The primary result code of a database error (extended codes carry it
+/// in their low byte).
+fn primary_code(db: &dyn sqlx::error::DatabaseError) -> Option<i64> {
+    db.code()
+        .and_then(|c| c.parse::<i64>().ok())
+        .map(|c| c & 0xff)
+}
+
+/// Refusals that pass are unavailable; a unique index is a held key; a
+/// value too large is invalid; the rest are bugs.
 pub(super) fn from_sqlx(e: sqlx::Error) -> BrokerError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             BrokerError::UniqueKeyHeld { holder: None }
         }
-        sqlx::Error::Database(db)
-            if db.message().contains("locked") || db.message().contains("busy") =>
-        {
-            BrokerError::Unavailable(e.to_string())
-        }
+        sqlx::Error::Database(db) => match primary_code(db.as_ref()) {
+            Some(code) if UNAVAILABLE_CODES.iter().any(|(c, _)| *c == code) => {
+                BrokerError::Unavailable(e.to_string())
+            }
+            Some(TOO_BIG) => BrokerError::Invalid(format!("a value is too large to store: {e}")),
+            _ if db.message().contains("locked") || db.message().contains("busy") => {
+                BrokerError::Unavailable(e.to_string())
+            }
+            _ => BrokerError::internal_from("SQLite", e),
+        },
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => BrokerError::Unavailable(e.to_string()),
         _ => BrokerError::internal_from("SQLite", e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::sqlite::SqliteBroker;
+    use crate::broker::{Broker, EnqueueRequest};
+
+    fn request(payload_bytes: usize) -> EnqueueRequest {
+        EnqueueRequest {
+            tenant: "default".into(),
+            task: "t".into(),
+            queue: "default".into(),
+            payload: serde_json::json!({"pad": "x".repeat(payload_bytes)}),
+            priority: 5,
+            run_at: None,
+            max_retries: 0,
+            timeout_ms: None,
+            unique_key: None,
+        }
+    }
+
+    /// A database out of room (the disk full, emulated with
+    /// `max_page_count` on the writer) refuses writes as unavailable, not
+    /// as a bug; a read-only one the same.
+    #[tokio::test]
+    async fn a_full_or_read_only_database_is_unavailable() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("weir.db");
+        let broker = SqliteBroker::open(path.to_str().expect("utf-8"), Durability::Normal)
+            .await
+            .expect("broker");
+        broker
+            .enqueue(vec![request(10)])
+            .await
+            .expect("room for one");
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&broker.writer)
+            .await
+            .expect("page count");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {pages}"
+        )))
+        .execute(&broker.writer)
+        .await
+        .expect("cap the file");
+        let full = broker
+            .enqueue((0..50).map(|_| request(8192)).collect())
+            .await
+            .expect_err("no room");
+        assert!(matches!(full, BrokerError::Unavailable(_)), "{full:?}");
+
+        sqlx::query("PRAGMA max_page_count = 1073741823")
+            .execute(&broker.writer)
+            .await
+            .expect("uncap");
+        sqlx::query("PRAGMA query_only = 1")
+            .execute(&broker.writer)
+            .await
+            .expect("read only");
+        let refused = broker
+            .enqueue(vec![request(10)])
+            .await
+            .expect_err("read only");
+        assert!(
+            matches!(refused, BrokerError::Unavailable(_)),
+            "{refused:?}"
+        );
+        sqlx::query("PRAGMA query_only = 0")
+            .execute(&broker.writer)
+            .await
+            .expect("writable");
+        broker
+            .enqueue(vec![request(10)])
+            .await
+            .expect("writes again");
     }
 }
