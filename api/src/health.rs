@@ -1,8 +1,8 @@
 //! `/healthz` (the process answers), `/readyz` (the broker answers and
 //! takes writes too) and `/metrics` (Prometheus text).
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::{AppState, Caller};
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
@@ -31,8 +31,14 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
 }
 
 /// `GET /metrics`: the process's counters and histograms, plus the queue
-/// depths read from the broker at scrape time.
-pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// depths read from the broker at scrape time. With keys configured it
+/// needs an admin key (Prometheus: `authorization: {credentials_file: ...}`):
+/// queue and task names are the deployment's, not for every tenant.
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require_admin()?;
     if let Ok(queues) = queue_views(&state.broker, &state.settings).await {
         for q in queues {
             for (job_state, count) in q.counts {
@@ -66,5 +72,5 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         .as_ref()
         .map(|h| h.render())
         .unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }

@@ -111,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workers", get(queues::workers))
         .route("/v1/limits", get(queues::limits))
         .route("/v1/schedules", get(queues::schedules))
+        .route("/metrics", get(health::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             caller::authenticate,
@@ -119,7 +120,6 @@ pub fn router(state: AppState) -> Router {
         .merge(v1)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)
         .layer(middleware::from_fn_with_state(

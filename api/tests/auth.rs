@@ -123,6 +123,15 @@ async fn the_auth_matrix() {
         call(s, Method::GET, "/healthz", None, None).await.status,
         StatusCode::OK
     );
+    // Metrics name the deployment's queues and tasks: admin keys only.
+    for (key, want) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some(ACME), StatusCode::FORBIDDEN),
+        (Some(OPS), StatusCode::OK),
+    ] {
+        let a = call(s, Method::GET, "/metrics", key, None).await;
+        assert_eq!(a.status, want, "/metrics with {key:?}");
+    }
 
     // The tenant comes from the key.
     let a = call(
