@@ -200,7 +200,9 @@ pub async fn jobs(settings: Settings, args: JobsArgs) -> Outcome {
                 &rows,
             );
             if let Some(next) = page.next_cursor {
-                eprintln!("more: weir jobs list --cursor {next}");
+                // A filtered page may be short, even empty: each call
+                // examines a bounded number of jobs.
+                eprintln!("more: repeat with --cursor {next}");
             }
         }
         JobAction::Show { id, output: flag } => {

@@ -169,7 +169,13 @@ impl Scope {
     }
 }
 
-/// A page request for `list`, newest first.
+/// The most jobs one listing call examines. A filter that matches few of
+/// them returns a short page (even an empty one) with `has_more` and a
+/// cursor to go on from, instead of reading the whole history in one call.
+pub const LIST_SCAN_LIMIT: usize = 2000;
+
+/// A page of the caller's jobs, newest first, optionally filtered; each
+/// call examines at most [`LIST_SCAN_LIMIT`] jobs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListRequest {
     /// Whose jobs.
@@ -195,6 +201,25 @@ pub struct JobPage {
     pub next_cursor: Option<JobId>,
     /// True when there are more jobs after this page.
     pub has_more: bool,
+}
+
+impl JobPage {
+    /// The page of `limit` from `matched` (newest first, up to `limit + 1`
+    /// of them); `scan_stopped_at` is the oldest job examined when the
+    /// scan stopped at [`LIST_SCAN_LIMIT`] before the end.
+    pub fn bounded(mut matched: Vec<Job>, limit: usize, scan_stopped_at: Option<JobId>) -> Self {
+        let next_cursor = if matched.len() > limit {
+            matched.truncate(limit);
+            matched.last().map(|j| j.id)
+        } else {
+            scan_stopped_at
+        };
+        JobPage {
+            data: matched,
+            has_more: next_cursor.is_some(),
+            next_cursor,
+        }
+    }
 }
 
 /// A queue's counts as the broker knows them.

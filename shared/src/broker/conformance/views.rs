@@ -2,10 +2,77 @@
 //! counts and purge, the node registry.
 
 use super::{LEASE, TestBroker, claim, enqueue_one, request};
-use crate::broker::{BrokerError, ListRequest, Scope};
+use crate::broker::{BrokerError, LIST_SCAN_LIMIT, ListRequest, Scope};
 use crate::job::{JobState, Millis, now_ms};
 use crate::node::{Slots, WorkerInfo};
 use std::time::Duration;
+
+/// A filter that matches little costs a bounded scan per call: a page
+/// that examined [`LIST_SCAN_LIMIT`] jobs without filling up ends with
+/// `has_more` and a cursor, and following the cursors finds every match
+/// exactly once.
+pub async fn list_scan_is_bounded(t: TestBroker) {
+    let rare = enqueue_one(&t, request("rare", "default")).await.id;
+    let common = LIST_SCAN_LIMIT + LIST_SCAN_LIMIT / 2;
+    for _ in 0..common / 500 {
+        t.broker
+            .enqueue((0..500).map(|_| request("common", "default")).collect())
+            .await
+            .expect("enqueue");
+    }
+    let mut found = Vec::new();
+    let mut calls = 0;
+    let mut cursor = None;
+    loop {
+        calls += 1;
+        let page = t
+            .broker
+            .list(ListRequest {
+                scope: Scope::All,
+                queue: None,
+                state: None,
+                task: Some("rare".into()),
+                limit: 10,
+                cursor,
+            })
+            .await
+            .expect("list");
+        if calls == 1 {
+            assert!(
+                page.data.is_empty(),
+                "the newest {LIST_SCAN_LIMIT} are all common"
+            );
+            assert!(page.has_more, "the scan stopped, not the listing");
+        }
+        found.extend(page.data.iter().map(|j| j.id));
+        if !page.has_more {
+            assert_eq!(page.next_cursor, None);
+            break;
+        }
+        cursor = page.next_cursor;
+        assert!(cursor.is_some(), "has_more comes with a cursor");
+    }
+    assert_eq!(found, vec![rare]);
+    assert_eq!(calls, 2);
+    let unfiltered = t
+        .broker
+        .list(ListRequest {
+            scope: Scope::All,
+            queue: None,
+            state: None,
+            task: None,
+            limit: 500,
+            cursor: None,
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        unfiltered.data.len(),
+        500,
+        "a page fills when the filter matches"
+    );
+    assert!(unfiltered.has_more);
+}
 
 /// Listing is newest first with a cursor, and every read is scoped to a tenant.
 pub async fn list_and_scope(t: TestBroker) {

@@ -2,7 +2,9 @@
 //! a queued job's position and a task's permit holders.
 
 use super::{RedisBroker, codec, from_redis};
-use crate::broker::{BrokerResult, Inspect, JobPage, ListRequest, Position, QueueCounts, Scope};
+use crate::broker::{
+    BrokerResult, Inspect, JobPage, LIST_SCAN_LIMIT, ListRequest, Position, QueueCounts, Scope,
+};
 use crate::job::{Job, JobId, JobState, now_ms};
 use crate::limit::{Holder, TaskLimit, Usage};
 use async_trait::async_trait;
@@ -41,10 +43,13 @@ impl Inspect for RedisBroker {
             None => "+".to_owned(),
         };
         let mut data = Vec::new();
-        // Bounded work per page: filters that match little stop early
-        // rather than scanning everything.
-        for _ in 0..50 {
+        // Bounded work per call: a filter that matches little ends the
+        // call with a cursor where the scan stopped.
+        let mut scanned_to: Option<String> = None;
+        let mut exhausted = false;
+        for _ in 0..LIST_SCAN_LIMIT.div_ceil(LIST_BATCH as usize) {
             if indexes.is_empty() {
+                exhausted = true;
                 break;
             }
             let mut pipe = redis::pipe();
@@ -59,7 +64,7 @@ impl Inspect for RedisBroker {
             }
             let pages: Vec<Vec<String>> = pipe.query_async(&mut conn).await.map_err(from_redis)?;
             // Nothing is left below `upper` once every index returned a short page.
-            let exhausted = pages.iter().all(|p| (p.len() as isize) < LIST_BATCH);
+            let all_short = pages.iter().all(|p| (p.len() as isize) < LIST_BATCH);
             // The newest LIST_BATCH ids of the union are among each index's newest LIST_BATCH.
             let mut ids: Vec<(usize, String)> = pages
                 .into_iter()
@@ -67,10 +72,14 @@ impl Inspect for RedisBroker {
                 .flat_map(|(i, page)| page.into_iter().map(move |id| (i, id)))
                 .collect();
             ids.sort_by(|a, b| b.1.cmp(&a.1));
-            let exhausted = exhausted && ids.len() <= LIST_BATCH as usize;
+            exhausted = all_short && ids.len() <= LIST_BATCH as usize;
             ids.truncate(LIST_BATCH as usize);
-            let Some((_, last)) = ids.last() else { break };
+            let Some((_, last)) = ids.last() else {
+                exhausted = true;
+                break;
+            };
             upper = format!("({last}");
+            scanned_to = Some(last.clone());
             let names: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
             let found = self.load_many(&names).await?;
             let mut gone: HashMap<usize, Vec<String>> = HashMap::new();
@@ -89,17 +98,15 @@ impl Inspect for RedisBroker {
                 break;
             }
         }
-        let has_more = data.len() > limit;
-        data.truncate(limit);
-        Ok(JobPage {
-            next_cursor: if has_more {
-                data.last().map(|j| j.id)
-            } else {
-                None
-            },
+        Ok(JobPage::bounded(
             data,
-            has_more,
-        })
+            limit,
+            if exhausted {
+                None
+            } else {
+                scanned_to.and_then(|id| id.parse().ok())
+            },
+        ))
     }
 
     async fn queue_counts(&self) -> BrokerResult<Vec<QueueCounts>> {

@@ -2,7 +2,8 @@
 
 use super::{JOB_COLUMNS, SqliteBroker, codec, flow, from_sqlx};
 use crate::broker::{
-    BrokerError, BrokerResult, Inspect, JobPage, ListRequest, Position, QueueCounts, Scope,
+    BrokerError, BrokerResult, Inspect, JobPage, LIST_SCAN_LIMIT, ListRequest, Position,
+    QueueCounts, Scope,
 };
 use crate::job::{Job, JobId, JobState, now_ms};
 use crate::limit::{TaskLimit, Usage};
@@ -12,6 +13,8 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 const Q_LIST: &str = include_str!("queries/list.sql");
+const Q_LIST_WINDOW: &str = include_str!("queries/list_window.sql");
+const Q_LIST_WINDOW_ALL: &str = include_str!("queries/list_window_all.sql");
 
 #[async_trait]
 impl Inspect for SqliteBroker {
@@ -21,32 +24,45 @@ impl Inspect for SqliteBroker {
 
     async fn list(&self, request: ListRequest) -> BrokerResult<JobPage> {
         let limit = request.limit.max(1);
+        // Above every job id (ids are lower-case hex and hyphens).
+        let upper = request
+            .cursor
+            .map_or_else(|| "~".to_owned(), |c| c.to_string());
+        let tenant = request.scope.tenant();
+        let window = if tenant.is_some() {
+            Q_LIST_WINDOW
+        } else {
+            Q_LIST_WINDOW_ALL
+        };
+        let (oldest, examined): (Option<String>, i64) = sqlx::query_as(window)
+            .bind(tenant)
+            .bind(&upper)
+            .bind(LIST_SCAN_LIMIT as i64)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(from_sqlx)?;
+        let Some(oldest) = oldest else {
+            return Ok(JobPage::bounded(Vec::new(), limit, None));
+        };
         let rows = sqlx::query(Q_LIST)
-            .bind(request.scope.tenant())
+            .bind(tenant)
             .bind(request.queue.as_deref())
             .bind(request.state.map(JobState::as_str))
             .bind(request.task.as_deref())
-            .bind(request.cursor.map(|c| c.to_string()))
+            .bind(&upper)
+            .bind(&oldest)
             .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
             .fetch_all(&self.reader)
             .await
             .map_err(from_sqlx)?;
-        let mut data = rows
+        let data = rows
             .iter()
             .map(codec::job)
             .collect::<BrokerResult<Vec<_>>>()?;
-        let has_more = data.len() > limit;
-        data.truncate(limit);
-        let next_cursor = if has_more {
-            data.last().map(|j| j.id)
-        } else {
-            None
-        };
-        Ok(JobPage {
-            data,
-            next_cursor,
-            has_more,
-        })
+        let stopped_at = (examined as usize >= LIST_SCAN_LIMIT)
+            .then(|| oldest.parse().ok())
+            .flatten();
+        Ok(JobPage::bounded(data, limit, stopped_at))
     }
 
     async fn queue_counts(&self) -> BrokerResult<Vec<QueueCounts>> {

@@ -1,12 +1,13 @@
--- A page of jobs, newest first, after the cursor. Optional filters are NULL
--- when unused.
+-- A page of jobs, newest first, within the window list_window.sql found
+-- (ids from ?6 up to, not including, the cursor ?5). Optional filters are
+-- NULL when unused.
 SELECT id, tenant, task, queue, state, priority, payload, attempts, max_retries, timeout_ms,
        unique_key, result, error, progress, created_at, run_at, started_at, finished_at
 FROM jobs
-WHERE (?1 IS NULL OR tenant = ?1)
+WHERE id < ?5 AND id >= ?6
+  AND (?1 IS NULL OR tenant = ?1)
   AND (?2 IS NULL OR queue = ?2)
   AND (?3 IS NULL OR state = ?3)
   AND (?4 IS NULL OR task = ?4)
-  AND (?5 IS NULL OR id < ?5)
 ORDER BY id DESC
-LIMIT ?6
+LIMIT ?7
