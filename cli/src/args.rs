@@ -126,9 +126,15 @@ pub struct EnqueueArgs {
     /// Tenant that owns the job.
     #[arg(long, default_value = "default")]
     pub tenant: String,
-    /// Enqueue this many copies, in batches, with a progress bar.
+    /// Enqueue this many copies, in batches, with a progress bar; the ids of
+    /// each batch are printed as soon as it is committed.
     #[arg(long, default_value_t = 1)]
     pub count: u64,
+    /// With --count: copy i gets the unique key PREFIX-i, so running the same
+    /// command again (after it was interrupted) adds only the copies that are
+    /// not in yet (those still unfinished are skipped).
+    #[arg(long, value_name = "PREFIX", conflicts_with = "unique_key")]
+    pub unique_key_prefix: Option<String>,
     #[command(flatten)]
     pub output: JsonFlag,
 }

@@ -214,3 +214,53 @@ async fn a_created_key_opens_the_api_and_nothing_else_does() {
         "the key never appears in the log"
     );
 }
+
+/// `weir enqueue --count` killed mid-run has printed the ids of every
+/// committed batch; run again with the same `--unique-key-prefix`, it adds
+/// only the copies that are not in, so the total is exact.
+#[test]
+fn a_killed_bulk_enqueue_resumes_without_duplicates() {
+    let sandbox = Sandbox::new();
+    let total = 30_000;
+    let args = [
+        "enqueue",
+        "weir.noop",
+        "--count",
+        "30000",
+        "--unique-key-prefix",
+        "import-7",
+    ];
+    let mut first = sandbox.spawn("bulk", &args);
+    let printed = |p: &weir_tests::Proc| {
+        p.log()
+            .lines()
+            .filter(|l| l.len() == 36 && l.chars().filter(|c| *c == '-').count() == 4)
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while printed(&first).len() < 2000 {
+        assert!(std::time::Instant::now() < deadline, "{}", first.log());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    first.signal("KILL");
+    first.wait_exit(std::time::Duration::from_secs(5));
+    let before = printed(&first);
+    assert!(
+        before.len() < total,
+        "killed before the end ({})",
+        before.len()
+    );
+
+    let out = sandbox.cli_json(&[&args[..], &["--json"]].concat());
+    let added = out["ids"].as_array().map_or(0, Vec::len);
+    let skipped = out["skipped"].as_u64().unwrap_or(0);
+    assert_eq!(added as u64 + skipped, total as u64);
+    assert!(skipped as usize >= before.len(), "every printed job was in");
+
+    let jobs = sandbox.all_jobs();
+    assert_eq!(jobs.len(), total, "no copy twice, none missing");
+    let ids: std::collections::HashSet<&str> =
+        jobs.iter().filter_map(|j| j["id"].as_str()).collect();
+    assert!(before.iter().all(|id| ids.contains(id.as_str())));
+}

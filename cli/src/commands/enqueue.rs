@@ -49,12 +49,23 @@ pub async fn run(settings: Settings, args: EnqueueArgs) -> Outcome {
     if args.count == 0 {
         return Err(Failure::usage("--count must be at least 1"));
     }
+    if args.unique_key_prefix.is_some() && args.count == 1 {
+        return Err(Failure::usage(
+            "--unique-key-prefix goes with --count N; for one job use --unique-key",
+        ));
+    }
     let catalog = Catalog {
         settings: &settings,
         extra_tasks: &[],
     };
-    let request = job_request(catalog, &args.tenant, body(&args)?, "")
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    let mut job = body(&args)?;
+    if let (Some(prefix), Value::Object(fields)) = (&args.unique_key_prefix, &mut job) {
+        // The longest key this run makes, checked as any unique key is.
+        let longest = format!("{prefix}-{}", args.count - 1);
+        fields.insert("unique_key".into(), json!(longest));
+    }
+    let request =
+        job_request(catalog, &args.tenant, job, "").map_err(|e| Failure::usage(e.to_string()))?;
     let broker = super::connect(&settings).await?;
 
     if args.count == 1 {
@@ -75,27 +86,67 @@ pub async fn run(settings: Settings, args: EnqueueArgs) -> Outcome {
         return Ok(());
     }
 
+    bulk(&broker, request, &args).await
+}
+
+/// `--count N`: batches of [`CHUNK`], each one transaction; each batch's ids
+/// are printed once it is committed, so an interrupted run has told what
+/// is in. With `--unique-key-prefix`, a re-run skips the copies still in.
+async fn bulk(
+    broker: &weir_shared::broker::SharedBroker,
+    request: weir_shared::broker::EnqueueRequest,
+    args: &EnqueueArgs,
+) -> Outcome {
+    use std::io::Write as _;
     let bar = ProgressBar::new(args.count);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} jobs {per_sec} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut ids = Vec::with_capacity(usize::try_from(args.count).unwrap_or(0));
-    let mut left = args.count;
-    while left > 0 {
-        let n = left.min(CHUNK);
-        let batch = (0..n).map(|_| request.clone()).collect();
+    let mut skipped = 0u64;
+    let mut next = 0u64;
+    while next < args.count {
+        let n = (args.count - next).min(CHUNK);
+        let batch = (next..next + n)
+            .map(|i| {
+                let mut copy = request.clone();
+                if let Some(prefix) = &args.unique_key_prefix {
+                    copy.unique_key = Some(format!("{prefix}-{i}"));
+                }
+                copy
+            })
+            .collect();
         let out = broker.enqueue(batch).await?;
-        ids.extend(out.into_iter().map(|e| e.job.id));
+        let mut committed = Vec::with_capacity(out.len());
+        for e in out {
+            if e.created {
+                committed.push(e.job.id);
+            } else {
+                skipped += 1;
+            }
+        }
+        if !args.output.json {
+            let text: String = committed.iter().map(|id| format!("{id}\n")).collect();
+            bar.suspend(|| {
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(text.as_bytes());
+                let _ = stdout.flush();
+            });
+        }
+        ids.extend(committed);
         bar.inc(n);
-        left -= n;
+        next += n;
     }
     bar.finish_and_clear();
     if args.output.json {
-        output::json(&json!({"ids": ids}));
+        output::json(&json!({"ids": ids, "skipped": skipped}));
+    } else if skipped > 0 {
+        eprintln!(
+            "enqueued {} jobs; {skipped} were in already (their unique key is held)",
+            ids.len()
+        );
     } else {
-        let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
-        print!("{text}");
         eprintln!("enqueued {} jobs", ids.len());
     }
     Ok(())
