@@ -43,9 +43,64 @@ fn usage_errors_exit_2_and_say_what_to_fix() {
             stderr(&out)
         );
     }
-    // Nothing was enqueued by any of them.
-    let page = sandbox.cli_json(&["jobs", "list", "--json"]);
-    assert_eq!(page["data"].as_array().map(Vec::len), Some(0));
+    // Nothing was enqueued by any of them: not even the database was made.
+    assert!(!sandbox.dir.path().join("weir.db").exists());
+}
+
+/// Reading commands on the SQLite default do not create an empty database
+/// from the wrong directory: they name the path they looked at (exit 2);
+/// `enqueue` creates it and says where.
+#[test]
+fn inspection_refuses_a_missing_database_and_names_it() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.dir.path().join("weir.db");
+    for args in [
+        &["queues"][..],
+        &["jobs", "list"],
+        &["workers"],
+        &["limits"],
+        &["schedules"],
+    ] {
+        let out = sandbox.cli(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "weir {args:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(&format!("no weir database at {}", db.display())),
+            "weir {args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!db.exists(), "weir {args:?} created the database");
+    }
+    let out = sandbox.cli(&["enqueue", "weir.noop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("created a new weir database at {}", db.display())),
+        "{}",
+        stderr(&out)
+    );
+    assert!(sandbox.cli(&["queues"]).status.success());
+}
+
+/// `WEIR_API_KEYS_FILE` is read by the roles that authenticate only: a
+/// missing file stops `weir api`, never a worker or the CLI.
+#[test]
+fn only_the_api_reads_the_keys_file() {
+    let mut sandbox = Sandbox::new();
+    sandbox.set("WEIR_API_KEYS_FILE", "/etc/weir/not-written-yet");
+    let out = sandbox.cli(&["enqueue", "weir.noop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(sandbox.cli(&["queues"]).status.success());
+    let out = sandbox.cli(&["api"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("WEIR_API_KEYS_FILE: cannot read /etc/weir/not-written-yet"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -78,6 +133,10 @@ fn an_unreachable_broker_exits_1() {
         "WEIR_BROKER_URL",
         "sqlite:///proc/weir-cannot-be-here/weir.db",
     );
+    let out = sandbox.cli(&["enqueue", "weir.noop"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let mut sandbox = Sandbox::new();
+    sandbox.set("WEIR_BROKER_URL", "redis://127.0.0.1:1/0");
     let out = sandbox.cli(&["queues"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let mut sandbox = Sandbox::new();

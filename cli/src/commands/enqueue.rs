@@ -66,7 +66,17 @@ pub async fn run(settings: Settings, args: EnqueueArgs) -> Outcome {
     }
     let request =
         job_request(catalog, &args.tenant, job, "").map_err(|e| Failure::usage(e.to_string()))?;
-    let broker = super::connect(&settings).await?;
+    // Enqueueing before any worker has started is normal: the database is
+    // created, and where, is said (a worker elsewhere would not see it).
+    let created_here = settings.broker.sqlite_path().filter(|p| !p.exists());
+    let broker = super::open_role(&settings).await?;
+    if let Some(path) = created_here {
+        let shown = std::path::absolute(&path).unwrap_or(path);
+        eprintln!(
+            "created a new weir database at {} (workers must use the same WEIR_BROKER_URL)",
+            shown.display()
+        );
+    }
 
     if args.count == 1 {
         let mut out = broker.enqueue(vec![request]).await?;

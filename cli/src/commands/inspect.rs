@@ -25,6 +25,11 @@ fn time(t: Option<weir_shared::job::Millis>) -> String {
 
 /// `weir queues [pause|resume|purge]`.
 pub async fn queues(settings: Settings, args: QueuesArgs) -> Outcome {
+    if let Some(QueueAction::Purge { queue, yes: false }) = &args.action {
+        return Err(Failure::usage(format!(
+            "purging deletes every waiting job of `{queue}` for good; run `weir queues purge {queue} --yes` to confirm"
+        )));
+    }
     let broker = super::connect(&settings).await?;
     let known = |q: &str| settings.declared_queues.iter().any(|d| d == q);
     match args.action {
@@ -138,8 +143,31 @@ fn show_job(job: &Job, flag: JsonFlag) {
     }
 }
 
+/// Usage errors a `weir jobs` command line has, found before the broker
+/// is opened (a wrong id is said as such, wherever the broker is).
+fn check_jobs_args(action: &JobAction) -> Outcome {
+    match action {
+        JobAction::List { state, cursor, .. } => {
+            if let Some(s) = state {
+                JobState::from_str(s).map_err(Failure::usage)?;
+            }
+            if let Some(c) = cursor {
+                job_id(c)?;
+            }
+        }
+        JobAction::Show { id, .. }
+        | JobAction::Retry { id, .. }
+        | JobAction::Cancel { id, .. }
+        | JobAction::Explain { id, .. } => {
+            job_id(id)?;
+        }
+    }
+    Ok(())
+}
+
 /// `weir jobs list|show|retry|cancel`.
 pub async fn jobs(settings: Settings, args: JobsArgs) -> Outcome {
+    check_jobs_args(&args.action)?;
     let broker = super::connect(&settings).await?;
     match args.action {
         JobAction::List {

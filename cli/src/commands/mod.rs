@@ -45,19 +45,36 @@ fn init_logging(settings: &Settings) {
     };
 }
 
-/// Opens the broker named by `WEIR_BROKER_URL`.
+/// Opens the broker named by `WEIR_BROKER_URL` for a command that reads or
+/// steers it: a SQLite file that does not exist is refused (naming the
+/// path looked at) rather than created empty from the wrong directory.
 pub(crate) async fn connect(settings: &Settings) -> Result<SharedBroker, Failure> {
+    settings
+        .broker
+        .connect_existing()
+        .await
+        .map(|c| c.broker)
+        .map_err(broker_failure)
+}
+
+/// Opens the broker for a long-running role (`dev`, `api`, `worker`,
+/// `scheduler`), creating a SQLite database that is not there yet.
+pub(crate) async fn open_role(settings: &Settings) -> Result<SharedBroker, Failure> {
     Ok(connect_with_limiter(settings).await?.broker)
 }
 
-/// Opens the broker and its rate limiter.
+/// Opens the broker and its rate limiter, for a role.
 pub(crate) async fn connect_with_limiter(
     settings: &Settings,
 ) -> Result<broker::Connected, Failure> {
-    settings.broker.connect().await.map_err(|e| match e {
+    settings.broker.connect().await.map_err(broker_failure)
+}
+
+fn broker_failure(e: weir_shared::broker::BrokerError) -> Failure {
+    match e {
         weir_shared::broker::BrokerError::Config(m) => {
             Failure::usage(format!("WEIR_BROKER_URL: {m}"))
         }
         other => Failure::Runtime(anyhow::anyhow!("cannot open the broker: {other}")),
-    })
+    }
 }

@@ -34,6 +34,7 @@ async fn listen(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, F
 
 /// `weir dev`: API and worker in one process.
 pub async fn dev(mut settings: Settings, args: ServeArgs) -> Outcome {
+    settings.auth.read_keys_file().map_err(Failure::usage)?;
     if let Some(addr) = args.addr {
         settings
             .overlay("WEIR_HTTP_ADDR", &addr.to_string(), "--addr")
@@ -85,7 +86,7 @@ pub async fn dev(mut settings: Settings, args: ServeArgs) -> Outcome {
 /// `weir scheduler`: the cron scheduler alone.
 pub async fn scheduler(settings: Settings) -> Outcome {
     let settings = Arc::new(settings);
-    let broker = super::connect(&settings).await?;
+    let broker = super::open_role(&settings).await?;
     let shutdown = shutdown_token();
     weir_scheduler::run(broker, settings, shutdown).await;
     Ok(())
@@ -115,6 +116,7 @@ async fn serve_api(
 
 /// `weir api`: the HTTP API alone.
 pub async fn api(mut settings: Settings, args: ServeArgs) -> Outcome {
+    settings.auth.read_keys_file().map_err(Failure::usage)?;
     if let Some(addr) = args.addr {
         settings
             .overlay("WEIR_HTTP_ADDR", &addr.to_string(), "--addr")
@@ -204,7 +206,7 @@ pub async fn worker(mut settings: Settings, args: WorkerArgs) -> Outcome {
         )?;
     }
     let settings = Arc::new(settings);
-    let broker = super::connect(&settings).await?;
+    let broker = super::open_role(&settings).await?;
     let shutdown = shutdown_token();
     weir_worker::run(broker, Registry::with_builtins(), settings, shutdown)
         .await

@@ -127,6 +127,26 @@ impl BrokerConfig {
         }
     }
 
+    /// The SQLite file, if this broker is SQLite.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        match self {
+            BrokerConfig::Sqlite(c) => Some(c.path.clone().into()),
+            BrokerConfig::Redis(_) => None,
+        }
+    }
+
+    /// Opens a broker that must exist already: a SQLite file that is not
+    /// there is a [`crate::broker::BrokerError::Config`] naming the path looked at.
+    pub async fn connect_existing(&self) -> BrokerResult<Connected> {
+        match self {
+            BrokerConfig::Sqlite(c) => {
+                c.must_exist()?;
+                c.connect().await
+            }
+            BrokerConfig::Redis(c) => c.connect(),
+        }
+    }
+
     /// Opens the broker alone.
     pub async fn open(&self) -> BrokerResult<SharedBroker> {
         Ok(self.connect().await?.broker)

@@ -38,8 +38,12 @@ impl std::fmt::Debug for ApiKey {
 pub struct AuthSettings {
     /// `WEIR_AUTH=disabled`: every caller is the operator of tenant `default`.
     pub disabled: bool,
-    /// Keys from `WEIR_API_KEYS` and `WEIR_API_KEYS_FILE`.
+    /// Keys from `WEIR_API_KEYS`, and from `WEIR_API_KEYS_FILE` once
+    /// [`AuthSettings::read_keys_file`] has run.
     pub keys: Vec<ApiKey>,
+    /// `WEIR_API_KEYS_FILE`: read only by the roles that authenticate
+    /// (`weir api`, `weir dev`), so a worker or the CLI never needs it.
+    pub keys_file: Option<String>,
     /// Per tenant (`WEIR_RATE_LIMIT_TENANT`).
     pub rate_limit_tenant: Rate,
     /// Per key (`WEIR_RATE_LIMIT_KEY`).
@@ -47,6 +51,25 @@ pub struct AuthSettings {
 }
 
 impl AuthSettings {
+    /// Adds the keys of `WEIR_API_KEYS_FILE`, if set; the error names the
+    /// variable and what is wrong with the file.
+    pub fn read_keys_file(&mut self) -> Result<(), String> {
+        let Some(path) = self.keys_file.take() else {
+            return Ok(());
+        };
+        let mut problems = Vec::new();
+        let keys = parse_key_file(&path, &mut problems);
+        if !problems.is_empty() {
+            let messages: Vec<String> = problems
+                .iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect();
+            return Err(messages.join("; "));
+        }
+        self.keys.extend(keys);
+        Ok(())
+    }
+
     /// True when requests must carry a key.
     pub fn required(&self) -> bool {
         !self.disabled && !self.keys.is_empty()
@@ -225,6 +248,7 @@ mod tests {
         let auth = AuthSettings {
             disabled: false,
             keys,
+            keys_file: None,
             rate_limit_tenant: "1000/m".parse().expect("rate"),
             rate_limit_key: "100/s".parse().expect("rate"),
         };

@@ -109,6 +109,7 @@ pub(super) fn apply(
         auth: super::auth::AuthSettings {
             disabled: false,
             keys: Vec::new(),
+            keys_file: None,
             rate_limit_tenant: PLACEHOLDER_RATE,
             rate_limit_key: PLACEHOLDER_RATE,
         },

@@ -421,11 +421,14 @@ pub const VARS: &[Var] = &[
         )
     },
     Var {
-        set: Some(|s, v| add_keys(s, v, auth::parse_key_file)),
+        set: Some(|s, v| {
+            s.auth.keys_file = Some(v.trim().to_owned()).filter(|p| !p.is_empty());
+            Ok(())
+        }),
         ..var(
             "WEIR_API_KEYS_FILE",
             "none",
-            "a file of `TENANT:SHA256[:admin]` lines (`weir keys create` prints them)",
+            "a file of `TENANT:SHA256[:admin]` lines (`weir keys create` prints them); read by `weir api` and `weir dev` only",
         )
     },
     Var {

@@ -50,6 +50,19 @@ impl SqliteConfig {
         SqliteConfig { path, durability }
     }
 
+    /// An error naming the file when it does not exist.
+    pub fn must_exist(&self) -> BrokerResult<()> {
+        let path = std::path::Path::new(&self.path);
+        if path.exists() {
+            return Ok(());
+        }
+        let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        Err(crate::broker::BrokerError::Config(format!(
+            "no weir database at {}: run this from the directory `weir dev`, `weir api` or `weir worker` started in, or set WEIR_BROKER_URL=sqlite://PATH to their database",
+            shown.display()
+        )))
+    }
+
     /// Opens the database; the API's limiter stays in-process.
     pub async fn connect(&self) -> BrokerResult<Connected> {
         let broker = SqliteBroker::open(&self.path, self.durability).await?;
