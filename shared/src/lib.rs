@@ -30,3 +30,4 @@ pub mod limit;
 pub mod node;
 pub mod queue_order;
 pub mod schedule;
+pub mod secret;

@@ -54,6 +54,15 @@ impl TaskError {
         TaskError::Fatal(message.into())
     }
 
+    /// The same error with its message passed through `f`.
+    pub fn map_message(self, f: impl FnOnce(&str) -> String) -> Self {
+        match self {
+            TaskError::Retry(m) => TaskError::Retry(f(&m)),
+            TaskError::RetryAfter(m, d) => TaskError::RetryAfter(f(&m), d),
+            TaskError::Fatal(m) => TaskError::Fatal(f(&m)),
+        }
+    }
+
     /// The message stored in the job's `error`.
     pub fn message(&self) -> &str {
         match self {

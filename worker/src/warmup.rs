@@ -29,8 +29,24 @@ pub(crate) fn register(registry: &mut Registry, settings: &Arc<Settings>) {
     let settings = settings.clone();
     registry.register("cache.warmup", move |ctx: Context, job: WarmupJob| {
         let settings = settings.clone();
-        async move { warm(&ctx, &settings, &job.target).await }
+        async move {
+            // Driver errors may quote a URL: its password never reaches
+            // the job's `error`.
+            warm(&ctx, &settings, &job.target)
+                .await
+                .map_err(|e| e.map_message(|m| scrub(&settings, m)))
+        }
     });
+}
+
+/// `message` without the password of any URL the warm-up could have used.
+fn scrub(settings: &Settings, message: &str) -> String {
+    let mut urls: Vec<&str> = settings.broker.redis_url().into_iter().collect();
+    for target in settings.warmup.values() {
+        urls.push(&target.database_url);
+        urls.extend(target.redis_url.as_deref());
+    }
+    weir_shared::secret::scrub(message, &urls)
 }
 
 async fn warm(ctx: &Context, settings: &Settings, name: &str) -> Result<Value, TaskError> {

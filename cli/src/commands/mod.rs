@@ -54,7 +54,7 @@ pub(crate) async fn connect(settings: &Settings) -> Result<SharedBroker, Failure
         .connect_existing()
         .await
         .map(|c| c.broker)
-        .map_err(broker_failure)
+        .map_err(|e| broker_failure(settings, e))
 }
 
 /// Opens the broker for a long-running role (`dev`, `api`, `worker`,
@@ -67,14 +67,25 @@ pub(crate) async fn open_role(settings: &Settings) -> Result<SharedBroker, Failu
 pub(crate) async fn connect_with_limiter(
     settings: &Settings,
 ) -> Result<broker::Connected, Failure> {
-    settings.broker.connect().await.map_err(broker_failure)
+    settings
+        .broker
+        .connect()
+        .await
+        .map_err(|e| broker_failure(settings, e))
 }
 
-fn broker_failure(e: weir_shared::broker::BrokerError) -> Failure {
+/// The failure for a broker that did not open; driver messages lose the
+/// URL's password.
+fn broker_failure(settings: &Settings, e: weir_shared::broker::BrokerError) -> Failure {
+    let scrub = |m: &str| settings.broker.scrub(m);
     match e {
         weir_shared::broker::BrokerError::Config(m) => {
-            Failure::usage(format!("WEIR_BROKER_URL: {m}"))
+            Failure::usage(format!("WEIR_BROKER_URL: {}", scrub(&m)))
         }
-        other => Failure::Runtime(anyhow::anyhow!("cannot open the broker: {other}")),
+        other => Failure::Runtime(anyhow::anyhow!(
+            "cannot open the broker at {}: {}",
+            settings.broker.display_url(),
+            scrub(&other.to_string())
+        )),
     }
 }

@@ -100,13 +100,9 @@ impl BrokerConfig {
 
     /// The URL this configuration came from, with any password hidden.
     pub fn display_url(&self) -> String {
-        let url = match self {
-            BrokerConfig::Sqlite(c) => return format!("sqlite://{}", c.path),
-            BrokerConfig::Redis(c) => &c.url,
-        };
-        match (url.find("://"), url.rfind('@')) {
-            (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-            _ => url.clone(),
+        match self {
+            BrokerConfig::Sqlite(c) => format!("sqlite://{}", c.path),
+            BrokerConfig::Redis(c) => crate::secret::redact_url(&c.url),
         }
     }
 
@@ -124,6 +120,15 @@ impl BrokerConfig {
         match self {
             BrokerConfig::Sqlite(c) => c.connect().await,
             BrokerConfig::Redis(c) => c.connect(),
+        }
+    }
+
+    /// `message` without the password of this broker's URL (for driver
+    /// errors that may quote it).
+    pub fn scrub(&self, message: &str) -> String {
+        match self {
+            BrokerConfig::Sqlite(_) => message.to_owned(),
+            BrokerConfig::Redis(c) => crate::secret::scrub(message, &[&c.url]),
         }
     }
 

@@ -63,7 +63,7 @@ impl RedisConfig {
         if let Err(e) = redis::Client::open(url) {
             problems.push(Problem {
                 key: "WEIR_BROKER_URL".into(),
-                message: format!("bad Redis URL: {e}"),
+                message: crate::secret::scrub(&format!("bad Redis URL: {e}"), &[url]),
             });
         }
         RedisConfig {
