@@ -116,7 +116,11 @@ pub async fn authenticate(
         .map(|ConnectInfo(addr)| addr.ip());
     if !auth.required() {
         request.extensions_mut().insert(Caller::operator(peer));
-        return next.run(request).await;
+        let mut response = next.run(request).await;
+        response
+            .extensions_mut()
+            .insert(crate::access::ServedTenant(DEFAULT_TENANT.to_owned()));
+        return response;
     }
     // A request without a socket (in-process tests) counts as one address.
     let address = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
@@ -172,8 +176,12 @@ pub async fn authenticate(
         admin: key.admin,
         identity: format!("key:{key_id}"),
     };
+    let tenant = caller.tenant.clone();
     request.extensions_mut().insert(caller);
     let mut response = next.run(request).await;
+    response
+        .extensions_mut()
+        .insert(crate::access::ServedTenant(tenant));
     if let Some((rate, d)) = tightest {
         let headers = response.headers_mut();
         headers.insert("ratelimit-limit", HeaderValue::from(rate.count));

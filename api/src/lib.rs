@@ -8,11 +8,13 @@
 //!   [`serve`] runs it on a listener until a shutdown future completes
 //!   (`server`: timeouts, the connection cap, draining).
 //! - `error`: [`ApiError`], the one place errors become status codes.
+//! - `access`: request ids and the access log.
 //! - `limits`: what bounds one request (head size, time) and one client
 //!   (failed logins, open streams).
 //! - `input`: request bodies and query strings, checked field by field.
 //! - `jobs`, `events`, `queues`, `health`: the routes.
 
+mod access;
 mod caller;
 mod error;
 mod events;
@@ -126,6 +128,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             limits::bound_request,
         ))
+        .layer(middleware::from_fn(access::log_access))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -204,3 +204,82 @@ payload = { from = "cron" }
         .await;
     assert_eq!(job["payload"]["from"], "cron");
 }
+
+/// One access line per request (route template, status, tenant, request
+/// id; never the key), the request id echoed in the header and in error
+/// bodies, and the job's own log lines carrying its id, queue and tenant.
+#[tokio::test]
+async fn requests_and_jobs_are_logged_with_their_ids() {
+    let mut sandbox = Sandbox::new();
+    sandbox.set(
+        "WEIR_API_KEYS",
+        "acme:weir_accessLogKeyAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    );
+    let dev = sandbox.dev().await;
+    let response = dev
+        .http
+        .post(format!("{}/v1/jobs", dev.base))
+        .bearer_auth("weir_accessLogKeyAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .header("x-request-id", "trace-42")
+        .json(&json!({"task": "weir.fail", "max_retries": 0}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status().as_u16(), 201);
+    assert_eq!(response.headers()["x-request-id"], "trace-42");
+    let job: serde_json::Value = response.json().await.expect("job");
+    let id = job["id"].as_str().expect("id").to_owned();
+
+    let missing = dev
+        .http
+        .get(format!(
+            "{}/v1/jobs/00000000-0000-0000-0000-000000000000",
+            dev.base
+        ))
+        .bearer_auth("weir_accessLogKeyAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .send()
+        .await
+        .expect("GET");
+    let generated = missing.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let body: serde_json::Value = missing.json().await.expect("error body");
+    assert_eq!(body["error"]["request_id"], generated.as_str());
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = dev.proc.log();
+        if log.contains(&format!("job_id={id}")) && log.contains("Attempt failed") {
+            break log;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let access: Vec<&str> = log.lines().filter(|l| l.contains("weir::access")).collect();
+    assert!(
+        access.iter().any(|l| l.contains("route=/v1/jobs ")
+            && l.contains("status=201")
+            && l.contains("tenant=acme")
+            && l.contains("request_id=trace-42")),
+        "{access:#?}"
+    );
+    assert!(
+        access
+            .iter()
+            .any(|l| l.contains("route=/v1/jobs/{id}") && l.contains("status=404")),
+        "the route template, not the id: {access:#?}"
+    );
+    assert!(!log.contains("accessLogKey"), "the key is never logged");
+    let failed = log
+        .lines()
+        .find(|l| l.contains("Attempt failed"))
+        .expect("the failure is logged");
+    for field in [
+        format!("job_id={id}"),
+        "queue=default".into(),
+        "tenant=acme".into(),
+    ] {
+        assert!(failed.contains(&field), "{field} in {failed}");
+    }
+}

@@ -214,10 +214,23 @@ pub async fn run_node(
                 done: done_tx.clone(),
                 stats: stats.clone(),
             };
-            jobs.spawn(async move {
-                ctx.run(job, cancel).await;
-                drop(permit);
-            });
+            // Everything logged while the job runs, its handler's lines
+            // included, carries the job's id, attempt, task, queue and tenant.
+            let span = tracing::info_span!(
+                "job",
+                job_id = %job.lease.id,
+                attempt = job.lease.attempt,
+                task = %job.task,
+                queue = %job.queue,
+                tenant = %job.tenant,
+            );
+            jobs.spawn(tracing::Instrument::instrument(
+                async move {
+                    ctx.run(job, cancel).await;
+                    drop(permit);
+                },
+                span,
+            ));
         }
         // Reap finished job tasks so the set does not grow.
         while jobs.try_join_next().is_some() {}
@@ -315,7 +328,7 @@ impl JobRun {
             Outcome::Released => "released",
         };
         if let Outcome::Failed { error, .. } = &outcome {
-            tracing::warn!(job_id = %job.lease.id, attempt = job.lease.attempt, task = %job.task, error = %error, "Attempt failed");
+            tracing::warn!(error = %error, "Attempt failed");
         }
         metrics::counter!("weir_jobs_total", "queue" => job.queue.clone(), "task" => job.task.clone(), "outcome" => label).increment(1);
         metrics::histogram!("weir_job_duration_seconds", "queue" => job.queue.clone(), "task" => job.task.clone())
