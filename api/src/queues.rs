@@ -26,7 +26,8 @@ async fn one(state: &AppState, name: &str) -> Result<QueueView, ApiError> {
 /// `GET /v1/queues`.
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let queues = queue_views(&state.broker, &state.settings).await?;
-    Ok(Json(json!({"data": queues})))
+    let retention = state.settings.broker.retention().to_json();
+    Ok(Json(json!({"data": queues, "retention": retention})))
 }
 
 /// `GET /v1/queues/{name}`.

@@ -310,8 +310,10 @@ async fn api_replicas_share_the_limit_through_redis() {
     };
     let settings = Arc::new(settings(&[("WEIR_RATE_LIMIT_KEY", "4/m")]));
     let replica = || {
-        let broker: SharedBroker =
-            Arc::new(RedisBroker::open(&url, &prefix, Duration::from_secs(60)).expect("broker"));
+        let broker: SharedBroker = Arc::new(
+            RedisBroker::open(&url, &prefix, weir_shared::broker::Retention::default())
+                .expect("broker"),
+        );
         let mut state = AppState::new(broker.clone(), settings.clone());
         state.limiter = Arc::new(BrokerRateLimiter(broker));
         state

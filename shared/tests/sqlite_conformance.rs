@@ -14,9 +14,20 @@ async fn sqlite() -> Option<TestBroker> {
             .await
             .expect("open SQLite broker")
     };
+    let reopen_path = path.to_owned();
     Some(TestBroker {
         broker: Arc::new(open().await),
         peer: Arc::new(open().await),
+        reopen: Box::new(move |retention| {
+            let path = reopen_path.clone();
+            Box::pin(async move {
+                let broker = SqliteBroker::open(&path, Durability::Normal)
+                    .await
+                    .expect("open SQLite broker")
+                    .with_retention(retention);
+                Arc::new(broker) as weir_shared::broker::SharedBroker
+            })
+        }),
         guard: Box::new(dir),
     })
 }

@@ -35,8 +35,9 @@ pub async fn queues(settings: Settings, args: QueuesArgs) -> Outcome {
     match args.action {
         None => {
             let views = queue_views(&broker, &settings).await?;
+            let retention = settings.broker.retention();
             if args.output.json {
-                output::json(&json!({"data": views}));
+                output::json(&json!({"data": views, "retention": retention.to_json()}));
                 return Ok(());
             }
             let mut header = vec!["QUEUE", "PAUSED", "CONSUMERS"];
@@ -63,6 +64,7 @@ pub async fn queues(settings: Settings, args: QueuesArgs) -> Outcome {
                 .collect();
             let upper: Vec<String> = header.iter().map(|h| h.to_uppercase()).collect();
             output::table(&upper.iter().map(String::as_str).collect::<Vec<_>>(), &rows);
+            println!("finished jobs are kept: {retention}");
             for q in views.iter().filter(|q| q.unconsumed) {
                 eprintln!(
                     "warning: {} has {} queued jobs and no live worker serving it (start one with `weir worker -Q {}`)",

@@ -18,6 +18,7 @@ pub type VarDoc = (&'static str, &'static str, &'static str);
 /// Each backend's own variables (name, default, when to change it), for
 /// `docs/configuration.md`.
 pub const BACKEND_VARS: &[(&str, &[VarDoc])] = &[
+    ("every broker", super::retention::VARS),
     ("sqlite", sqlite::config::VARS),
     ("redis", redis::config::VARS),
 ];
@@ -132,6 +133,14 @@ impl BrokerConfig {
         }
     }
 
+    /// How long finished jobs are kept.
+    pub fn retention(&self) -> super::Retention {
+        match self {
+            BrokerConfig::Sqlite(c) => c.retention,
+            BrokerConfig::Redis(c) => c.retention,
+        }
+    }
+
     /// The SQLite file, if this broker is SQLite.
     pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
         match self {
@@ -192,7 +201,7 @@ mod tests {
         );
         assert!(p.is_empty(), "{p:?}");
         assert!(matches!(c, BrokerConfig::Redis(ref r) if r.prefix == "blue"));
-        assert_eq!(c.display_url(), "redis://***@127.0.0.1:6379/0");
+        assert_eq!(c.display_url(), "redis://:***@127.0.0.1:6379/0");
         assert_eq!(c.redis_url(), Some("redis://:pw@127.0.0.1:6379/0"));
     }
 

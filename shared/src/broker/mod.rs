@@ -34,6 +34,7 @@ pub mod config;
 mod error;
 pub mod maintain;
 mod request;
+pub mod retention;
 
 pub mod redis;
 pub mod sqlite;
@@ -45,6 +46,7 @@ pub use capability::{Admin, Coordination, CronStore, Inspect, NodeRegistry};
 pub use config::{BrokerConfig, Connected};
 pub use error::{BrokerError, BrokerResult};
 pub use request::*;
+pub use retention::Retention;
 
 use crate::job::{Job, JobId};
 use async_trait::async_trait;

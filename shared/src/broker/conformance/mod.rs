@@ -13,11 +13,13 @@
 pub mod coordination;
 mod jobs;
 mod limits;
+mod retention;
 mod schedules;
 mod views;
 
 pub use jobs::*;
 pub use limits::*;
+pub use retention::*;
 pub use schedules::*;
 pub use views::*;
 
@@ -26,6 +28,13 @@ use crate::job::JobState;
 use serde_json::json;
 use std::time::Duration;
 
+/// Opens a handle on a test's storage with a retention.
+pub type Reopen = Box<
+    dyn Fn(crate::broker::Retention) -> futures::future::BoxFuture<'static, SharedBroker>
+        + Send
+        + Sync,
+>;
+
 /// A broker for one test, and whatever keeps its storage alive.
 pub struct TestBroker {
     /// The broker under test.
@@ -33,6 +42,9 @@ pub struct TestBroker {
     /// A second handle on the same storage, opened as another process
     /// would open it (the coordination suite checks sharing with it).
     pub peer: SharedBroker,
+    /// Opens one more handle on the same storage that keeps finished jobs
+    /// as the given retention says (the retention checks use it).
+    pub reopen: Reopen,
     /// Dropped at the end of the test (a temp dir, a prefix cleaner...).
     pub guard: Box<dyn Send + Sync>,
 }
@@ -136,6 +148,7 @@ macro_rules! broker_conformance {
             delayed_promotion, unique_keys, mixed_batch, pause_and_resume, cancel_scheduled,
             cancel_running, dead_letters_and_replay, crash_loop_ends_dead,
             release_returns_without_spending, list_and_scope, list_scan_is_bounded, counts_and_purge,
+            retention_per_outcome, retention_keeps_at_most_n,
             heartbeats, cap_bounds_running_jobs, tenant_cap, permit_follows_the_lease,
             rate_spaces_starts_without_attempts, fair_share_across_tenants,
             usage_and_position, ticks_fire_once, lifting_a_limit_frees_waiting_jobs_at_once);

@@ -25,7 +25,8 @@ impl RedisBroker {
         let mut invocation = self.scripts.complete.prepare_invoke();
         invocation
             .arg(&*self.prefix)
-            .arg(duration_ms(self.retention));
+            .arg(duration_ms(self.retention.succeeded))
+            .arg(duration_ms(self.retention.failed));
         for c in &completions {
             let (kind, value, delay) = match &c.outcome {
                 Outcome::Succeeded(result) => ("s", result.to_string(), None),
@@ -77,7 +78,7 @@ impl RedisBroker {
                 &self.scripts.cancel,
                 scope,
                 id,
-                Some(duration_ms(self.retention)),
+                Some(duration_ms(self.retention.failed)),
             )
             .await?;
         self.answer(answer, scope, id).await
@@ -89,9 +90,11 @@ impl RedisBroker {
             .scripts
             .maintain
             .arg(&*self.prefix)
-            .arg(duration_ms(self.retention))
+            .arg(duration_ms(self.retention.succeeded))
+            .arg(duration_ms(self.retention.failed))
             .arg(MAINTAIN_BATCH)
             .arg(SWEEP_BATCH)
+            .arg(self.retention.keep.unwrap_or(0))
             .invoke_async(&mut conn)
             .await
             .map_err(from_redis)?;

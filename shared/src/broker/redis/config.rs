@@ -1,27 +1,20 @@
-//! The Redis backend's options: the URL, `WEIR_REDIS_PREFIX` and
-//! `WEIR_RETENTION`.
+//! The Redis backend's options: the URL, `WEIR_REDIS_PREFIX` and the
+//! retention every broker reads (`broker/retention.rs`).
 
 use super::RedisBroker;
+use crate::broker::Retention;
 use crate::broker::config::Env;
 use crate::broker::{BrokerResult, Connected};
-use crate::config::{Problem, parse_duration};
+use crate::config::Problem;
 use crate::limit::BrokerRateLimiter;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The variables this backend reads: name, default, when to change it.
-pub const VARS: &[crate::broker::config::VarDoc] = &[
-    (
-        "WEIR_REDIS_PREFIX",
-        "`weir`",
-        "several deployments on one Redis",
-    ),
-    (
-        "WEIR_RETENTION",
-        "`24h`",
-        "how long finished jobs stay readable",
-    ),
-];
+pub const VARS: &[crate::broker::config::VarDoc] = &[(
+    "WEIR_REDIS_PREFIX",
+    "`weir`",
+    "several deployments on one Redis",
+)];
 
 /// Options of the Redis broker.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,12 +24,12 @@ pub struct RedisConfig {
     /// `WEIR_REDIS_PREFIX` (default `weir`): every key starts with it, so
     /// several deployments can share one Redis.
     pub prefix: String,
-    /// `WEIR_RETENTION` (default 24h): how long finished jobs stay readable.
-    pub retention: Duration,
+    /// How long finished jobs stay readable.
+    pub retention: Retention,
 }
 
 impl RedisConfig {
-    /// Reads the URL, `WEIR_REDIS_PREFIX` and `WEIR_RETENTION`.
+    /// Reads the URL, `WEIR_REDIS_PREFIX` and the retention.
     pub fn parse(url: &str, env: Env<'_>, problems: &mut Vec<Problem>) -> Self {
         let prefix = env("WEIR_REDIS_PREFIX").unwrap_or_else(|| "weir".into());
         if prefix.is_empty()
@@ -50,16 +43,7 @@ impl RedisConfig {
                 message: format!("`{prefix}` must be 1-64 letters, digits, `_`, `.` or `-`"),
             });
         }
-        let retention = match env("WEIR_RETENTION") {
-            None => Duration::from_secs(24 * 3600),
-            Some(v) => parse_duration(&v).unwrap_or_else(|message| {
-                problems.push(Problem {
-                    key: "WEIR_RETENTION".into(),
-                    message,
-                });
-                Duration::from_secs(24 * 3600)
-            }),
-        };
+        let retention = Retention::from_env(env, problems);
         if let Err(e) = redis::Client::open(url) {
             problems.push(Problem {
                 key: "WEIR_BROKER_URL".into(),

@@ -49,7 +49,11 @@ pub(super) fn from_redis(e: redis::RedisError) -> BrokerError {
 impl RedisBroker {
     /// Connects lazily: the broker is usable at once, and calls fail with
     /// `Unavailable` while Redis cannot be reached.
-    pub fn open(url: &str, prefix: &str, retention: Duration) -> BrokerResult<Self> {
+    pub fn open(
+        url: &str,
+        prefix: &str,
+        retention: crate::broker::Retention,
+    ) -> BrokerResult<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| BrokerError::Config(format!("bad Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()

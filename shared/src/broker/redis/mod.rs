@@ -14,8 +14,10 @@
 //! touch them together, so weir needs a single Redis primary (with replicas
 //! or Sentinel), not a Cluster.
 //!
-//! Retention: finished jobs (succeeded, failed, cancelled) expire after
-//! `WEIR_RETENTION`, so memory stays bounded by the work of that window.
+//! Retention: finished jobs expire after their outcome's retention
+//! (`broker/retention.rs`: the hash's own TTL, set when the job ends) and
+//! beyond `WEIR_RETENTION_KEEP` per queue and outcome (maintenance), so
+//! memory stays bounded by the work of that window.
 
 mod admin;
 mod claim;
@@ -59,7 +61,7 @@ pub struct RedisBroker {
     conn: ConnectionManager,
     client: redis::Client,
     prefix: Arc<str>,
-    retention: Duration,
+    retention: crate::broker::Retention,
     scripts: Arc<Scripts>,
     /// Woken by the `PREFIX:wake` channel when a queue gets work.
     wake: Arc<Notify>,

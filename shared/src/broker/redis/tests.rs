@@ -9,6 +9,11 @@ use redis::AsyncCommands;
 /// A broker under a key prefix of its own (deleted with the guard), or
 /// `None` when Redis is unreachable outside CI.
 fn sandbox(retention: Duration) -> Option<(RedisBroker, PrefixCleanup)> {
+    let retention = crate::broker::Retention {
+        succeeded: retention,
+        failed: retention,
+        keep: None,
+    };
     let url = service_url("WEIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")?;
     let prefix = format!("weirtest-{}", uuid::Uuid::now_v7().simple());
     let broker = RedisBroker::open(&url, &prefix, retention).expect("broker");

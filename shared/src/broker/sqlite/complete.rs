@@ -4,8 +4,9 @@
 
 use super::codec::{self, ids, missing};
 use super::{PROMOTE_BATCH, SqliteBroker, flow, from_sqlx};
+use crate::broker::retention::RETENTION_BATCH;
 use crate::broker::{BrokerResult, Completion, Lease, Maintenance, Outcome, Scope};
-use crate::job::{Job, JobId, duration_ms, now_ms};
+use crate::job::{Job, JobId, JobState, duration_ms, now_ms};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 
@@ -14,6 +15,9 @@ const Q_FAIL: &str = include_str!("queries/fail.sql");
 const Q_RELEASE: &str = include_str!("queries/release.sql");
 const Q_REAP: &str = include_str!("queries/reap.sql");
 const Q_CANCEL: &str = include_str!("queries/cancel.sql");
+const Q_FINISHED_QUEUES: &str = include_str!("queries/finished_queues.sql");
+const Q_RETIRE_OLD: &str = include_str!("queries/retire_old.sql");
+const Q_RETIRE_EXCESS: &str = include_str!("queries/retire_excess.sql");
 /// Expired leases returned per maintenance pass.
 const REAP_BATCH: i64 = 1000;
 
@@ -115,11 +119,53 @@ impl SqliteBroker {
             .map_err(from_sqlx)?;
         super::coord::sweep(&mut tx).await?;
         tx.commit().await.map_err(from_sqlx)?;
+        self.retire(now).await?;
         let dead = reaped.iter().filter(|s| *s == "failed").count() as u64;
         Ok(Maintenance {
             requeued: reaped.len() as u64 - dead,
             dead,
             promoted,
         })
+    }
+
+    /// Deletes finished jobs past their age or beyond the count a queue
+    /// keeps, at most [`RETENTION_BATCH`] per queue, outcome and rule, in a
+    /// transaction of its own (the reaper's is not held up by it).
+    async fn retire(&self, now: crate::job::Millis) -> BrokerResult<()> {
+        let queues: Vec<String> = sqlx::query_scalar(Q_FINISHED_QUEUES)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(from_sqlx)?;
+        if queues.is_empty() {
+            return Ok(());
+        }
+        let batch = RETENTION_BATCH as i64;
+        let mut tx = self.begin().await?;
+        for queue in &queues {
+            for state in [JobState::Succeeded, JobState::Failed, JobState::Cancelled] {
+                let Some(age) = self.retention.of(state) else {
+                    continue;
+                };
+                sqlx::query(Q_RETIRE_OLD)
+                    .bind(queue)
+                    .bind(state.as_str())
+                    .bind(now.0 - duration_ms(age))
+                    .bind(batch)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+                if let Some(keep) = self.retention.keep {
+                    sqlx::query(Q_RETIRE_EXCESS)
+                        .bind(queue)
+                        .bind(state.as_str())
+                        .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+                        .bind(batch)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(from_sqlx)?;
+                }
+            }
+        }
+        tx.commit().await.map_err(from_sqlx)
     }
 }

@@ -23,6 +23,8 @@ pub struct SqliteConfig {
     /// `WEIR_SQLITE_SYNC`: `normal` (default) survives a crash of any
     /// process; `full` also an OS crash, at an fsync per commit.
     pub durability: Durability,
+    /// How long finished jobs are kept (deleted by maintenance).
+    pub retention: crate::broker::Retention,
 }
 
 impl SqliteConfig {
@@ -47,7 +49,11 @@ impl SqliteConfig {
                 Durability::Normal
             }
         };
-        SqliteConfig { path, durability }
+        SqliteConfig {
+            path,
+            durability,
+            retention: crate::broker::Retention::from_env(env, problems),
+        }
     }
 
     /// An error naming the file when it does not exist.
@@ -65,7 +71,9 @@ impl SqliteConfig {
 
     /// Opens the database; the API's limiter stays in-process.
     pub async fn connect(&self) -> BrokerResult<Connected> {
-        let broker = SqliteBroker::open(&self.path, self.durability).await?;
+        let broker = SqliteBroker::open(&self.path, self.durability)
+            .await?
+            .with_retention(self.retention);
         Ok(Connected {
             broker: Arc::new(broker),
             limiter: Arc::new(LocalRateLimiter::default()),

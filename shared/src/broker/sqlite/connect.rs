@@ -78,7 +78,14 @@ impl SqliteBroker {
             reader,
             work,
             clocks: Arc::default(),
+            retention: crate::broker::Retention::default(),
         })
+    }
+
+    /// The same broker, keeping finished jobs as `retention` says.
+    pub fn with_retention(mut self, retention: crate::broker::Retention) -> Self {
+        self.retention = retention;
+        self
     }
 
     pub(super) async fn begin(&self) -> BrokerResult<Transaction<'static, Sqlite>> {

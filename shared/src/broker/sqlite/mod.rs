@@ -72,6 +72,8 @@ pub struct SqliteBroker {
     enqueuer: enqueue::Enqueuer,
     /// The queue clocks this process wrote (fair share).
     clocks: Arc<flow::Clocks>,
+    /// How long finished jobs are kept (maintenance deletes the rest).
+    retention: crate::broker::Retention,
 }
 
 #[async_trait]

@@ -1,4 +1,5 @@
--- ARGV: P, retention_ms, then 5 values per completion: id, attempt, kind,
+-- ARGV: P, retention_ms of succeeded jobs, of failed ones, then 5 values
+-- per completion: id, attempt, kind,
 -- value, delay. kind 's' succeeded (value: result JSON), 'f' failed
 -- (value: error, delay: retry delay ms or '' for no retry), 'r' released
 -- (handed back unfinished). Flat arguments: no JSON to decode per job.
@@ -16,10 +17,10 @@ local function finished(q, id, state, tenant, task, unique, field, value, into)
   release_unique_of(id, tenant, task, unique)
   local key = jkey(id)
   redis.call('HSET', key, 'state', state, 'finished_at', now_s, 'owner', '', field, value)
-  redis.call('PEXPIRE', key, ARGV[2])
+  redis.call('PEXPIRE', key, state == 'succeeded' and ARGV[2] or ARGV[3])
   push(into, q, now_s, id)
 end
-for i = 3, #ARGV, 5 do
+for i = 4, #ARGV, 5 do
   local id, a, kind, value, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local key = jkey(id)
   -- One read serves the fencing check and what finishing needs.

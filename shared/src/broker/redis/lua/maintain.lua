@@ -1,11 +1,16 @@
--- ARGV: P, retention_ms, limit, sweep. For every queue: returns jobs whose
+-- ARGV: P, retention_ms of succeeded jobs, of failed and cancelled ones,
+-- limit, sweep, keep (0: no count cap). For every queue: returns jobs whose
 -- lease expired to their queue (or to the dead letters when that attempt
--- was their last), promotes due jobs and gives held jobs another look;
--- then drops up to `sweep` expired jobs from the listing indexes.
+-- was their last), promotes due jobs, gives held jobs another look, and
+-- forgets finished jobs past their age or past `keep` per outcome (up to
+-- `limit` each); then drops up to `sweep` expired jobs from the listing
+-- indexes.
 -- Idempotent: every node may run it.
 -- Returns {requeued, dead, promoted}.
-local retention = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
+local retention_ok = tonumber(ARGV[2])
+local retention_failed = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+local keep = tonumber(ARGV[6])
 local now = now_ms()
 local requeued, dead, promoted = 0, 0, 0
 for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
@@ -21,7 +26,7 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
       end
       redis.call('HSET', key, 'error', 'lease expired during attempt ' .. f[1] .. ' (worker lost or stalled)')
       if tonumber(f[1]) - tonumber(f[2] or '0') > tonumber(max_retries) then
-        finish(q, id, 'failed', now, retention)
+        finish(q, id, 'failed', now, retention_failed)
         dead = dead + 1
       else
         make_ready(q, id, false)
@@ -37,9 +42,22 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
       redis.call('SREM', qkey(q, 'holds'), suffix)
     end
   end
-  -- Terminal sets forget what the retention has expired.
+  -- Terminal sets forget what the retention has expired (the hashes
+  -- expire by themselves), and beyond `keep` the oldest go, hash and all.
   for _, set in ipairs({'succeeded', 'failed', 'cancelled'}) do
-    redis.call('ZREMRANGEBYSCORE', qkey(q, set), '-inf', now - retention)
+    local key = qkey(q, set)
+    local age = set == 'succeeded' and retention_ok or retention_failed
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - age)
+    if keep > 0 then
+      local excess = math.min(redis.call('ZCARD', key) - keep, limit)
+      if excess > 0 then
+        local oldest = redis.call('ZRANGE', key, 0, excess - 1)
+        for _, id in ipairs(oldest) do
+          redis.call('DEL', jkey(id))
+        end
+        flush('ZREM', key, oldest, 1)
+      end
+    end
   end
 end
 
@@ -52,8 +70,8 @@ end
 -- where the last pass stopped, looking at no more than `sweep` ids in all:
 -- memory stays bounded by the live jobs whether or not anyone lists them,
 -- and a pass costs nothing while no job is that old.
-local budget = tonumber(ARGV[4])
-local old = math.max(now - retention, 0)
+local budget = tonumber(ARGV[5])
+local old = math.max(now - math.min(retention_ok, retention_failed), 0)
 local cutoff = '(' .. string.format('%08x-%04x', math.floor(old / 65536), old % 65536)
 local scan = redis.call('GET', P .. ':list:scan') or '0'
 repeat
