@@ -35,6 +35,13 @@ async fn finish(t: &TestBroker, queue: &str, n: usize, outcome: Outcome) -> Vec<
     ids
 }
 
+fn dead_letter() -> Outcome {
+    Outcome::Failed {
+        error: "boom".into(),
+        retry_in: None,
+    }
+}
+
 async fn exists(b: &SharedBroker, id: JobId) -> bool {
     b.get(&Scope::All, id).await.expect("get").is_some()
 }
@@ -53,16 +60,7 @@ pub async fn retention_per_outcome(t: TestBroker) {
         ..t
     };
     let ok = finish(&t, "default", 2, Outcome::Succeeded(json!(1))).await;
-    let dead = finish(
-        &t,
-        "default",
-        1,
-        Outcome::Failed {
-            error: "boom".into(),
-            retry_in: None,
-        },
-    )
-    .await;
+    let dead = finish(&t, "default", 1, dead_letter()).await;
     let cancelled = super::enqueue_one(&t, request("weir.noop", "default"))
         .await
         .id;
@@ -98,16 +96,7 @@ pub async fn retention_keeps_at_most_n(t: TestBroker) {
         ..t
     };
     let ok = finish(&t, "default", 5, Outcome::Succeeded(json!(1))).await;
-    let dead = finish(
-        &t,
-        "default",
-        2,
-        Outcome::Failed {
-            error: "boom".into(),
-            retry_in: None,
-        },
-    )
-    .await;
+    let dead = finish(&t, "default", 2, dead_letter()).await;
     let other = finish(&t, "mail", 4, Outcome::Succeeded(json!(1))).await;
     b.maintain().await.expect("maintain");
     for (i, id) in ok.iter().enumerate() {
