@@ -348,6 +348,7 @@ async fn explain_shows_a_tenant_no_other_tenants_holders() {
             limit: 10,
             lease: Duration::from_secs(60),
             limits: Arc::new(api.state.settings.limits.clone()),
+            tasks: None,
         })
         .await
         .expect("claim");

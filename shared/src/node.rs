@@ -42,6 +42,9 @@ pub struct WorkerInfo {
     /// The latest autoscaling decisions, oldest first.
     #[serde(default)]
     pub scaling: Vec<ScaleDecision>,
+    /// The tasks this node has handlers for (it claims only those).
+    #[serde(default)]
+    pub tasks: Vec<String>,
 }
 
 /// One autoscaling decision.

@@ -283,3 +283,40 @@ async fn requests_and_jobs_are_logged_with_their_ids() {
         assert!(failed.contains(&field), "{field} in {failed}");
     }
 }
+
+/// A rolling deploy: the API knows a task (declared in configuration) that
+/// the running worker has no handler for yet. Its jobs wait, queued with no
+/// attempt spent, `explain` says why, and other jobs keep running.
+#[tokio::test]
+async fn a_task_without_a_handler_waits_instead_of_failing() {
+    let mut sandbox = Sandbox::new();
+    sandbox.config("[tasks.\"deploy.later\"]\nqueue = \"default\"\n");
+    let dev = sandbox.dev().await;
+    let (status, waiting) = dev.post("/v1/jobs", &json!({"task": "deploy.later"})).await;
+    assert_eq!(status, 201, "{waiting}");
+    let waiting = waiting["id"].as_str().expect("id").to_owned();
+    let (_, other) = dev
+        .post("/v1/jobs", &json!({"task": "weir.echo", "payload": 1}))
+        .await;
+    let other = other["id"].as_str().expect("id").to_owned();
+    dev.wait_state(&other, "succeeded", Duration::from_secs(20))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, job) = dev.get(&format!("/v1/jobs/{waiting}")).await;
+    assert_eq!(job["state"], "queued", "{job}");
+    assert_eq!(job["attempts"], 0, "{job}");
+    let (_, why) = dev.get(&format!("/v1/jobs/{waiting}/explain")).await;
+    let codes: Vec<&str> = why["reasons"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|x| x["code"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(codes.contains(&"no_handler"), "{why}");
+    let (_, workers) = dev.get("/v1/workers").await;
+    let tasks = &workers["data"][0]["tasks"];
+    assert!(
+        tasks
+            .as_array()
+            .is_some_and(|t| t.iter().any(|x| x == "weir.echo")),
+        "the node advertises its handlers: {workers}"
+    );
+}

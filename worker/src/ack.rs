@@ -147,6 +147,7 @@ mod tests {
                 limit: n,
                 lease: Duration::from_secs(30),
                 limits: Arc::default(),
+                tasks: None,
             })
             .await
             .expect("claim");

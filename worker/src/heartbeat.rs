@@ -21,6 +21,7 @@ pub(crate) struct Identity {
     started_at: Millis,
     queues: Vec<String>,
     config: BTreeMap<String, String>,
+    tasks: Vec<String>,
 }
 
 /// What a node counts between two heartbeats.
@@ -45,8 +46,10 @@ pub(crate) struct Counts {
 }
 
 impl Identity {
-    /// The identity of node `id`, started now, serving the settings' queues.
-    pub(crate) fn new(id: String, settings: &Settings) -> Self {
+    /// The identity of node `id`, started now, serving the settings' queues
+    /// with handlers for `tasks`.
+    pub(crate) fn new(id: String, settings: &Settings, mut tasks: Vec<String>) -> Self {
+        tasks.sort();
         Identity {
             id,
             started_at: now_ms(),
@@ -56,6 +59,7 @@ impl Identity {
                 .map(str::to_owned)
                 .collect(),
             config: settings.worker.sources.clone(),
+            tasks,
         }
     }
 
@@ -85,6 +89,7 @@ impl Identity {
             config,
             scaling: counts.scaling,
             child_ready_ms: counts.child_ready_ms,
+            tasks: self.tasks.clone(),
         }
     }
 }

@@ -87,7 +87,10 @@ pub async fn run(
             child::run_child(broker, Arc::new(registry), settings, node, slots, shutdown).await;
             Ok(())
         }
-        Err(_) => supervisor::supervise(broker, settings, shutdown).await,
+        Err(_) => {
+            let tasks = registry.names().map(str::to_owned).collect();
+            supervisor::supervise(broker, settings, tasks, shutdown).await
+        }
     }
 }
 
@@ -100,7 +103,8 @@ pub async fn run_in_process(
     shutdown: CancellationToken,
 ) {
     warmup::register(&mut registry, &settings);
-    let identity = Identity::new(node_id(), &settings);
+    let tasks = registry.names().map(str::to_owned).collect();
+    let identity = Identity::new(node_id(), &settings, tasks);
     let node = identity.id().to_owned();
     let stats = Arc::new(NodeStats::default());
     let slots = settings.worker.concurrency;

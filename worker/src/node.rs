@@ -94,6 +94,9 @@ pub async fn run_node(
 ) {
     let lease = settings.worker.lease;
     let limits = Arc::new(settings.limits.clone());
+    // Only jobs this node can run: in a rolling deploy, a task whose
+    // handler is not here yet waits for a node that has it.
+    let handled = Arc::new(registry.names().map(str::to_owned).collect::<Vec<_>>());
     let running: RunningMap = Arc::default();
     let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
     let flusher = tokio::spawn(flush(broker.clone(), done_rx));
@@ -161,6 +164,7 @@ pub async fn run_node(
             limit: permits.len(),
             lease,
             limits: limits.clone(),
+            tasks: Some(handled.clone()),
         };
         let claimed = match broker.claim(request).await {
             Ok(claimed) => {

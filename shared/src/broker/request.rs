@@ -88,6 +88,10 @@ pub struct ClaimRequest {
     pub lease: Duration,
     /// Caps and rates to enforce while claiming (empty: none).
     pub limits: Arc<Limits>,
+    /// The tasks the claimer has handlers for; `None`: any task. A queued
+    /// job of another task is left for a worker that has its handler (set
+    /// aside without spending an attempt) rather than failed.
+    pub tasks: Option<Arc<Vec<String>>>,
 }
 
 /// The fencing token of one attempt.

@@ -12,7 +12,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reason {
     /// `scheduled`, `retrying`, `running`, `finished`, `queue_paused`,
-    /// `no_consumer`, `cap_full`, `tenant_share`, `rate_limited`,
+    /// `no_consumer`, `no_handler`, `cap_full`, `tenant_share`, `rate_limited`,
     /// `jobs_ahead` or `waiting_for_slot`.
     pub code: &'static str,
     /// What it means here, in a sentence.
@@ -158,6 +158,14 @@ pub async fn explain(
             format!(
                 "no live worker serves queue `{}`; start one with `weir worker -Q {}`",
                 job.queue, job.queue
+            ),
+        ));
+    } else if !super::handled_somewhere(&workers, &job.queue, &job.task) {
+        reasons.push(Reason::new(
+            "no_handler",
+            format!(
+                "no worker serving queue `{}` has a handler for task `{}`; the job waits (spending no attempt) for a worker built with it",
+                job.queue, job.task
             ),
         ));
     }

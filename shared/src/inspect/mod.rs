@@ -20,7 +20,16 @@ pub use schedules::{ScheduleView, schedule_views};
 
 use crate::node::WorkerInfo;
 
-/// Live worker nodes that serve `queue`.
+/// True when a live worker serving `queue` has a handler for `task` (a
+/// worker that reports no tasks, from before they were reported, counts).
+pub fn handled_somewhere(workers: &[WorkerInfo], queue: &str, task: &str) -> bool {
+    workers.iter().any(|w| {
+        w.queues.iter().any(|q| q == queue)
+            && (w.tasks.is_empty() || w.tasks.iter().any(|t| t == task))
+    })
+}
+
+/// Live workers serving `queue`.
 pub fn consumers(workers: &[WorkerInfo], queue: &str) -> usize {
     workers
         .iter()

@@ -75,6 +75,7 @@ struct Supervisor {
 pub(crate) async fn supervise(
     broker: SharedBroker,
     settings: Arc<Settings>,
+    tasks: Vec<String>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let node_id = crate::node_id();
@@ -108,7 +109,7 @@ pub(crate) async fn supervise(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut sup = Supervisor {
         node_id: node_id.clone(),
-        identity: Identity::new(node_id.clone(), &settings),
+        identity: Identity::new(node_id.clone(), &settings, tasks),
         settings: settings.clone(),
         shares: shares
             .iter()

@@ -519,3 +519,55 @@ pub async fn release_returns_without_spending(t: TestBroker) {
     );
     assert_eq!(state_of(&t, behind.id).await, JobState::Queued);
 }
+
+/// A claimer takes only the tasks it has handlers for: a job of another
+/// task stays queued, spends no attempt, is counted as queued, and goes to
+/// the first claimer that has its handler (or takes any task).
+pub async fn claims_only_handled_tasks(t: TestBroker) {
+    let claim_for = |tasks: Option<Vec<&str>>| {
+        let broker = t.broker.clone();
+        let tasks = tasks.map(|ts| std::sync::Arc::new(ts.iter().map(|s| s.to_string()).collect()));
+        async move {
+            broker
+                .claim(super::ClaimRequest {
+                    worker: "w-new".into(),
+                    queues: vec!["default".into()],
+                    limit: 10,
+                    lease: LEASE,
+                    limits: std::sync::Arc::default(),
+                    tasks,
+                })
+                .await
+                .expect("claim")
+        }
+    };
+    let a = enqueue_one(&t, request("weir.noop", "default")).await.id;
+    let b = enqueue_one(&t, request("deploy.later", "default")).await.id;
+    let c = enqueue_one(&t, request("weir.noop", "default")).await.id;
+    let got: Vec<_> = claim_for(Some(vec!["weir.noop"]))
+        .await
+        .iter()
+        .map(|j| j.lease.id)
+        .collect();
+    assert_eq!(got, vec![a, c], "only the handled task");
+    assert!(claim_for(Some(vec!["weir.noop"])).await.is_empty());
+    let waiting = job_of(&t, b).await;
+    assert_eq!(waiting.state, JobState::Queued);
+    assert_eq!(waiting.attempts, 0, "no attempt spent");
+    let counts = t.broker.queue_counts().await.expect("counts");
+    let q = counts.iter().find(|q| q.name == "default").expect("listed");
+    assert_eq!(q.counts.get(&JobState::Queued), Some(&1), "{q:?}");
+
+    let got = claim_for(Some(vec!["deploy.later", "weir.noop"])).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].lease.id, got[0].lease.attempt), (b, 1));
+
+    let d = enqueue_one(&t, request("other.task", "default")).await.id;
+    assert!(claim_for(Some(vec!["weir.noop"])).await.is_empty());
+    let got = claim_for(None).await;
+    assert_eq!(
+        got.iter().map(|j| j.lease.id).collect::<Vec<_>>(),
+        vec![d],
+        "a claimer of any task takes it"
+    );
+}

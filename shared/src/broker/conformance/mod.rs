@@ -118,6 +118,7 @@ async fn claim_under(
             limit,
             lease,
             limits: limits.clone(),
+            tasks: None,
         })
         .await
         .expect("claim")
@@ -148,7 +149,7 @@ macro_rules! broker_conformance {
             delayed_promotion, unique_keys, mixed_batch, pause_and_resume, cancel_scheduled,
             cancel_running, dead_letters_and_replay, crash_loop_ends_dead,
             release_returns_without_spending, list_and_scope, list_scan_is_bounded, counts_and_purge,
-            retention_per_outcome, retention_keeps_at_most_n,
+            retention_per_outcome, retention_keeps_at_most_n, claims_only_handled_tasks,
             heartbeats, cap_bounds_running_jobs, tenant_cap, permit_follows_the_lease,
             rate_spaces_starts_without_attempts, fair_share_across_tenants,
             usage_and_position, ticks_fire_once, lifting_a_limit_frees_waiting_jobs_at_once);

@@ -211,6 +211,7 @@ pub async fn heartbeats(t: TestBroker) {
         config: Default::default(),
         scaling: Vec::new(),
         child_ready_ms: None,
+        tasks: vec!["weir.noop".into()],
     };
     t.broker
         .heartbeat(&info, Duration::from_millis(200))

@@ -20,7 +20,14 @@ impl RedisBroker {
             .arg(&request.worker)
             .arg(duration_ms(request.lease))
             .arg(request.limit)
-            .arg(request.limits.encoded());
+            .arg(request.limits.encoded())
+            .arg(
+                request
+                    .tasks
+                    .as_ref()
+                    .map(|t| serde_json::to_string(t.as_ref()).unwrap_or_default())
+                    .unwrap_or_default(),
+            );
         for q in &request.queues {
             invocation.arg(q);
         }

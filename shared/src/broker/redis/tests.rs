@@ -29,6 +29,7 @@ async fn claim_default(broker: &RedisBroker) -> Vec<ClaimedJob> {
             limit: 100,
             lease: Duration::from_secs(30),
             limits: Arc::default(),
+            tasks: None,
         })
         .await
         .expect("claim")

@@ -23,6 +23,7 @@ struct ClaimBest<'a> {
     expires: i64,
     queues: String,
     limit: i64,
+    tasks: Option<String>,
 }
 
 impl ClaimBest<'_> {
@@ -36,6 +37,7 @@ impl ClaimBest<'_> {
             .bind(self.expires)
             .bind(&self.queues)
             .bind(self.limit)
+            .bind(self.tasks.as_deref())
             .fetch_all(conn)
             .await
             .map_err(from_sqlx)
@@ -48,11 +50,16 @@ impl SqliteBroker {
             return Ok(Vec::new());
         }
         let now = now_ms();
+        let tasks = request
+            .tasks
+            .as_ref()
+            .map(|t| serde_json::to_string(t.as_ref()).unwrap_or_default());
         // Idle workers poll; answering "nothing to do" from a read keeps
         // them from taking the write lock every time they look.
         let probe: Vec<Option<String>> = sqlx::query_scalar(Q_PROBE)
             .bind(serde_json::to_string(&request.queues).unwrap_or_default())
             .bind(now.0)
+            .bind(tasks.as_deref())
             .fetch_all(&self.reader)
             .await
             .map_err(from_sqlx)?;
@@ -79,11 +86,21 @@ impl SqliteBroker {
             expires,
             queues: serde_json::to_string(&visit).unwrap_or_default(),
             limit: i64::try_from(request.limit).unwrap_or(i64::MAX),
+            tasks: tasks.clone(),
         };
         let rows = if request.limits.is_empty() {
             best.run(&mut tx).await?
         } else {
-            match flow::admit(&mut tx, &request.limits, &visit, request.limit, now).await? {
+            match flow::admit(
+                &mut tx,
+                &request.limits,
+                &visit,
+                request.limit,
+                tasks.as_deref(),
+                now,
+            )
+            .await?
+            {
                 flow::Admission::Unbound(tats) => {
                     let rows = best.run(&mut tx).await?;
                     let tasks = rows

@@ -173,6 +173,7 @@ pub(super) async fn admit(
     limits: &Limits,
     queues: &[&String],
     want: usize,
+    handled: Option<&str>,
     now: Millis,
 ) -> BrokerResult<Admission> {
     let tasks = Value::Array(limits.iter().map(|(t, _)| json!(t)).collect()).to_string();
@@ -257,6 +258,7 @@ pub(super) async fn admit(
         .bind(i64::try_from(want + LOOK_AHEAD).unwrap_or(i64::MAX))
         .bind(Value::Array(blocked).to_string())
         .bind(Value::Array(pairs).to_string())
+        .bind(handled)
         .fetch_all(&mut *conn)
         .await
         .map_err(from_sqlx)?;

@@ -1,5 +1,6 @@
 -- ARGV: P, worker, lease_ms, limit, limits (JSON from Limits::encoded, ''
--- for none), queue_1 .. queue_n (in the order to serve).
+-- for none), tasks (JSON array of the tasks the claimer has handlers for,
+-- '' for any), queue_1 .. queue_n (in the order to serve).
 -- Promotes due jobs, then leases up to `limit` jobs across the queues,
 -- skipping paused ones. The attempt is counted here, so a job that kills
 -- its worker still uses up its retries. Returns flat rows of 5 fields: id,
@@ -10,13 +11,22 @@
 -- capped task takes a permit (a member of P:sem:T scored by its lease
 -- deadline, so a dead worker's permit lapses with its lease); a job that
 -- a cap or rate refuses is parked in a held set without using an attempt
--- and the claim looks further down the queue.
+-- and the claim looks further down the queue. A job of a task the claimer
+-- has no handler for is parked the same way (idle_suffix), for a claimer
+-- that has it.
 local worker = ARGV[2]
 local lease = tonumber(ARGV[3])
 local want = tonumber(ARGV[4])
 local limits = nil
 if ARGV[5] ~= '' then
   limits = cjson.decode(ARGV[5])
+end
+local handles = nil
+if ARGV[6] ~= '' then
+  handles = {}
+  for _, task in ipairs(cjson.decode(ARGV[6])) do
+    handles[task] = true
+  end
 end
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -126,14 +136,20 @@ local function room(task, tenant)
 end
 
 -- Brings back held jobs that the limits in force would admit, up to n per
--- held set. Returns how many came back.
+-- held set, and jobs waiting for a handler this claimer has. Returns how
+-- many came back.
 local function refill(q, n)
   local moved = 0
   for _, suffix in ipairs(redis.call('SMEMBERS', qkey(q, 'holds'))) do
     local task, tenant = parse_suffix(suffix)
-    local r = math.min(room(task, tenant), n)
-    if r > 0 then
-      moved = moved + unhold(q, suffix, r)
+    if is_idle(suffix) then
+      tenant = nil
+    end
+    if not is_idle(suffix) or not handles or handles[task] then
+      local r = math.min(room(task, tenant), n)
+      if r > 0 then
+        moved = moved + unhold(q, suffix, r)
+      end
     end
   end
   return moved
@@ -151,7 +167,7 @@ if limits then
   end
 end
 
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   if want <= 0 then break end
   local q = ARGV[i]
   promote(q, now, 100)
@@ -181,11 +197,15 @@ for i = 6, #ARGV do
         -- A job whose hash is gone (purged meanwhile) is skipped.
         if f[1] then
           local parked, wake, task = nil, nil, nil
-          if limits then
+          if limits or handles then
             -- Only the first two lines of the spec: tenant and task.
             local tenant
             tenant, task = string.match(f[1], '^([^\n]*)\n([^\n]*)')
-            parked, wake = admit(task, tenant, id)
+            if handles and not handles[task] then
+              parked = idle_suffix(task)
+            elseif limits then
+              parked, wake = admit(task, tenant, id)
+            end
           end
           if parked then
             hold(q, parked, task, score, id)

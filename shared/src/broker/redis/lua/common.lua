@@ -182,6 +182,17 @@ local function held_suffix(task, tenant)
   return 'held:' .. lenc(task)
 end
 
+-- The set of queued jobs of task T that wait for a worker with T's handler
+-- (parked like held jobs; only a claimer that has the handler, or one that
+-- takes any task, brings them back).
+local function idle_suffix(task)
+  return 'idle:' .. lenc(task)
+end
+
+local function is_idle(suffix)
+  return string.sub(suffix, 1, 5) == 'idle:'
+end
+
 -- Parks a queued job that a limit refused; its ready score comes back with it.
 local function hold(q, suffix, task, score, id)
   redis.call('ZADD', qkey(q, suffix), score, id)

@@ -37,8 +37,13 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
   promoted = promoted + promote(q, now, limit)
   -- Held jobs are looked at again now and then, one per held set, in case
   -- a cap was raised or a permit lapsed without a release.
+  -- (Jobs waiting for a handler wait for a claimer that has it.)
   for _, suffix in ipairs(redis.call('SMEMBERS', qkey(q, 'holds'))) do
-    if unhold(q, suffix, 1) == 0 then
+    if is_idle(suffix) then
+      if redis.call('EXISTS', qkey(q, suffix)) == 0 then
+        redis.call('SREM', qkey(q, 'holds'), suffix)
+      end
+    elseif unhold(q, suffix, 1) == 0 then
       redis.call('SREM', qkey(q, 'holds'), suffix)
     end
   end

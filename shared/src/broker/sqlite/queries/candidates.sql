@@ -1,12 +1,14 @@
 -- Up to ?2 queued jobs from the queues in ?1 (JSON array, in the order to
 -- serve them), ranked as claim.sql ranks them, leaving out the tasks in ?3
 -- (a cap or rate refuses them now) and the [task, tenant] pairs in ?4 (the
--- tenant is at its cap for the task). The caller admits them one by one.
+-- tenant is at its cap for the task), and tasks not in ?5 (the claimer's
+-- handlers, a JSON array; NULL for any). The caller admits them one by one.
 SELECT j.id, j.task, j.tenant
 FROM json_each(?1) AS q
 JOIN jobs AS j ON j.id IN (SELECT id FROM jobs
                            WHERE state = 'queued' AND queue = q.value
                              AND task NOT IN (SELECT value FROM json_each(?3))
+                             AND (?5 IS NULL OR task IN (SELECT value FROM json_each(?5)))
                              AND NOT EXISTS (SELECT 1 FROM json_each(?4) AS b
                                              WHERE b.value ->> 0 = jobs.task
                                                AND b.value ->> 1 = jobs.tenant)

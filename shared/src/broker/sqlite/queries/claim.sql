@@ -3,6 +3,7 @@
 -- candidates come from one seek on jobs_claim, then the queue's position,
 -- priority, fair-share sequence and age rank them. The attempt is counted
 -- here, at claim, so a job that kills its worker still uses up its retries.
+-- ?6: the tasks the claimer has handlers for (a JSON array), NULL for any.
 UPDATE jobs
 SET state = 'running', attempts = attempts + 1, started_at = ?1,
     lease_owner = ?2, lease_expires_at = ?3
@@ -11,6 +12,7 @@ WHERE id IN (
     FROM json_each(?4) AS q
     JOIN jobs AS j ON j.id IN (SELECT id FROM jobs
                                WHERE state = 'queued' AND queue = q.value
+                                 AND (?6 IS NULL OR task IN (SELECT value FROM json_each(?6)))
                                ORDER BY priority DESC, seq, id LIMIT ?5)
     WHERE NOT EXISTS (SELECT 1 FROM queues WHERE name = q.value AND paused = 1)
     ORDER BY q.key, j.priority DESC, j.seq, j.id
