@@ -107,6 +107,21 @@ impl Sandbox {
         })
     }
 
+    /// `weir workers --json`'s nodes; none while no role has created the
+    /// database yet (a worker just spawned).
+    pub fn nodes(&self) -> Vec<Value> {
+        let out = self.cli(&["workers", "--json"]);
+        if !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("no weir database")
+        {
+            return Vec::new();
+        }
+        self.cli_json(&["workers", "--json"])["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Every job, read with `weir jobs list` page by page (newest first).
     pub fn all_jobs(&self) -> Vec<Value> {
         let mut jobs = Vec::new();

@@ -6,9 +6,7 @@ use std::time::Duration;
 use weir_tests::{Sandbox, wait_until};
 
 fn node(sandbox: &Sandbox) -> Option<Value> {
-    sandbox.cli_json(&["workers", "--json"])["data"]
-        .get(0)
-        .cloned()
+    sandbox.nodes().into_iter().next()
 }
 
 fn succeeded(sandbox: &Sandbox) -> u64 {

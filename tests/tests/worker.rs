@@ -41,10 +41,7 @@ async fn wait_for_node(sandbox: &Sandbox, node: &weir_tests::Proc) {
 }
 
 fn nodes(sandbox: &Sandbox) -> Vec<Value> {
-    sandbox.cli_json(&["workers", "--json"])["data"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    sandbox.nodes()
 }
 
 #[tokio::test]
