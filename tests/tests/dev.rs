@@ -104,6 +104,33 @@ async fn weir_fail_dies_after_its_retries_and_is_retried_by_hand() {
         dead_again["attempts"], 6,
         "a replay gets a fresh set of retries"
     );
+    // Every attempt is in the history, with the worker that ran it.
+    let outcomes: Vec<&str> = dead_again["history"]
+        .as_array()
+        .map(|h| h.iter().filter_map(|a| a["outcome"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        outcomes,
+        [
+            "retried", "retried", "failed", "retried", "retried", "failed"
+        ],
+        "{dead_again}"
+    );
+    assert!(
+        dead_again["history"][0]["worker"]
+            .as_str()
+            .is_some_and(|w| !w.is_empty())
+    );
+    let shown = sandbox.cli(&["jobs", "show", &id]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("6 (max retries 2; 3 since the retry by hand)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("ATTEMPT") && shown.contains("planned failure"),
+        "{shown}"
+    );
     let again = sandbox.cli(&["jobs", "retry", &id]);
     assert!(again.status.success());
     let not_now = sandbox.cli(&["jobs", "cancel", &id]);

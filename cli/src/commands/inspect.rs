@@ -127,10 +127,8 @@ fn show_job(job: &Job, flag: JsonFlag) {
         ("tenant", job.tenant.clone()),
         ("state", job.state.to_string()),
         ("priority", job.priority.to_string()),
-        (
-            "attempts",
-            format!("{} (max retries {})", job.attempts, job.max_retries),
-        ),
+        ("attempts", attempts_text(job)),
+        ("worker", job.worker.clone().unwrap_or_else(|| "-".into())),
         ("payload", job.payload.to_string()),
         ("result", job.result.to_string()),
         ("error", job.error.clone().unwrap_or_else(|| "-".into())),
@@ -142,6 +140,53 @@ fn show_job(job: &Job, flag: JsonFlag) {
     ];
     for (key, value) in rows {
         println!("{key:<12} {value}");
+    }
+    if !job.history.is_empty() {
+        println!("history");
+        let rows: Vec<Vec<String>> = job
+            .history
+            .iter()
+            .map(|a| {
+                vec![
+                    a.attempt.to_string(),
+                    a.outcome.clone(),
+                    a.worker.clone(),
+                    time(a.started_at),
+                    a.finished_at.to_rfc3339(),
+                    a.error.as_deref().unwrap_or("-").chars().take(60).collect(),
+                ]
+            })
+            .collect();
+        output::table(
+            &[
+                "ATTEMPT", "OUTCOME", "WORKER", "STARTED", "FINISHED", "ERROR",
+            ],
+            &rows,
+        );
+    }
+}
+
+/// "4 (max retries 1; 2 since the retry by hand)": attempts count on
+/// across retries by hand (the attempt is the lease's fencing token), so
+/// the current run's own count is said too once there was such a retry.
+fn attempts_text(job: &Job) -> String {
+    let base = format!("{} (max retries {}", job.attempts, job.max_retries);
+    let ended = |a: &weir_shared::job::Attempt| a.outcome == "failed" || a.outcome == "cancelled";
+    let last = job.history.len().checked_sub(1);
+    // An end followed by more attempts (or by the job running again) was
+    // retried by hand; the end of the current run is not.
+    let restart = job
+        .history
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(i, a)| ended(a) && (Some(*i) != last || !job.state.is_terminal()));
+    match restart {
+        Some((i, _)) => {
+            let this_run = job.history.len() - i - 1 + usize::from(job.state == JobState::Running);
+            format!("{base}; {this_run} since the retry by hand)")
+        }
+        None => format!("{base})"),
     }
 }
 

@@ -62,6 +62,8 @@ impl EnqueueRequest {
             run_at,
             started_at: None,
             finished_at: None,
+            worker: None,
+            history: Vec::new(),
         }
     }
 }

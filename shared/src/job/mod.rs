@@ -68,6 +68,75 @@ pub struct Job {
     pub started_at: Option<Millis>,
     /// When the job reached a terminal state.
     pub finished_at: Option<Millis>,
+    /// While running: the worker that holds the lease (`host:pid:id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// The attempts that ended, oldest first (the last [`MAX_HISTORY`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Attempt>,
+}
+
+/// Attempts a job's history keeps; older ones are dropped.
+pub const MAX_HISTORY: usize = 10;
+
+/// One attempt that ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Its number (the lease's attempt).
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker: String,
+    /// When it started.
+    pub started_at: Option<Millis>,
+    /// When it ended.
+    pub finished_at: Millis,
+    /// `succeeded`, `failed` (no retry left, or not retryable), `retried`
+    /// (failed, and the job runs again), `released` (handed back at
+    /// shutdown), `lease_expired` (the worker was lost) or `cancelled`.
+    pub outcome: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An attempt as the brokers store it (compact, times in milliseconds):
+/// `{"a": attempt, "w": worker, "s": started, "f": finished, "o": outcome, "e": error}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredAttempt {
+    a: u32,
+    #[serde(default)]
+    w: String,
+    #[serde(default)]
+    s: Option<i64>,
+    f: i64,
+    o: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    e: Option<String>,
+}
+
+impl From<StoredAttempt> for Attempt {
+    fn from(s: StoredAttempt) -> Self {
+        Attempt {
+            attempt: s.a,
+            worker: s.w,
+            started_at: s.s.filter(|t| *t > 0).map(Millis),
+            finished_at: Millis(s.f),
+            outcome: s.o,
+            error: s.e.filter(|e| !e.is_empty()),
+        }
+    }
+}
+
+/// Reads a stored history (a JSON array of [`StoredAttempt`]); empty or
+/// absent is no history.
+pub fn parse_history(text: Option<&str>) -> Result<Vec<Attempt>, serde_json::Error> {
+    match text.filter(|t| !t.is_empty()) {
+        None => Ok(Vec::new()),
+        Some(t) => Ok(serde_json::from_str::<Vec<StoredAttempt>>(t)?
+            .into_iter()
+            .map(Attempt::from)
+            .collect()),
+    }
 }
 
 /// Truncates an error message to [`MAX_ERROR_LEN`] bytes on a char boundary.

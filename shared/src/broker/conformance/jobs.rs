@@ -571,3 +571,101 @@ pub async fn claims_only_handled_tasks(t: TestBroker) {
         "a claimer of any task takes it"
     );
 }
+
+/// Ends an attempt with `outcome`.
+async fn end(t: &TestBroker, lease: super::super::Lease, outcome: Outcome) {
+    t.broker
+        .complete(vec![Completion { lease, outcome }])
+        .await
+        .expect("complete");
+}
+
+/// Every ended attempt is kept in the job's history (worker, times,
+/// outcome, error), a running job names its worker, and a success clears
+/// the error an earlier attempt left.
+pub async fn attempt_history_is_kept(t: TestBroker) {
+    let mut r = request("weir.noop", "default");
+    r.max_retries = 3;
+    let id = enqueue_one(&t, r).await.id;
+    let first = claim(&t, &["default"], 1, LEASE).await.remove(0);
+    let running = job_of(&t, id).await;
+    assert_eq!(running.worker.as_deref(), Some("w1"), "the holder is named");
+    end(
+        &t,
+        first.lease,
+        Outcome::Failed {
+            error: "flaky upstream".into(),
+            retry_in: Some(Duration::ZERO),
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = claim(&t, &["default"], 1, LEASE).await.remove(0);
+    end(&t, second.lease, Outcome::Released).await;
+    let third = claim(&t, &["default"], 1, Duration::from_millis(50))
+        .await
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    t.broker.maintain().await.expect("maintain");
+    let fourth = claim(&t, &["default"], 1, LEASE).await.remove(0);
+    end(&t, fourth.lease, Outcome::Succeeded(json!("done"))).await;
+    let job = job_of(&t, id).await;
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.error, None, "a success clears the earlier error");
+    assert_eq!(job.worker, None);
+    let seen: Vec<(u32, &str, &str)> = job
+        .history
+        .iter()
+        .map(|a| (a.attempt, a.outcome.as_str(), a.worker.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (first.lease.attempt, "retried", "w1"),
+            (second.lease.attempt, "released", "w1"),
+            (third.lease.attempt, "lease_expired", "w1"),
+            (fourth.lease.attempt, "succeeded", "w1"),
+        ]
+    );
+    assert_eq!(job.history[0].error.as_deref(), Some("flaky upstream"));
+    assert!(
+        job.history[2]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("lease expired"))
+    );
+    assert!(
+        job.history
+            .iter()
+            .all(|a| a.started_at.is_some_and(|s| s <= a.finished_at))
+    );
+
+    // A running job cancelled: its attempt ends `cancelled`.
+    let other = enqueue_one(&t, request("weir.noop", "default")).await.id;
+    claim(&t, &["default"], 1, LEASE).await;
+    t.broker.cancel(&Scope::All, other).await.expect("cancel");
+    let cancelled = job_of(&t, other).await;
+    assert_eq!(
+        cancelled
+            .history
+            .iter()
+            .map(|a| a.outcome.as_str())
+            .collect::<Vec<_>>(),
+        vec!["cancelled"]
+    );
+}
+
+/// The history keeps the last ten attempts.
+pub async fn attempt_history_is_bounded(t: TestBroker) {
+    let mut r = request("weir.noop", "default");
+    r.max_retries = 20;
+    let id = enqueue_one(&t, r).await.id;
+    for _ in 0..12 {
+        let c = claim(&t, &["default"], 1, LEASE).await.remove(0);
+        end(&t, c.lease, Outcome::Released).await;
+    }
+    let job = job_of(&t, id).await;
+    assert_eq!(job.history.len(), crate::job::MAX_HISTORY);
+    assert_eq!(job.history[0].attempt, 3, "the oldest two are dropped");
+    assert_eq!(job.history[9].attempt, 12);
+}

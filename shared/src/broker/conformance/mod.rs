@@ -150,6 +150,7 @@ macro_rules! broker_conformance {
             cancel_running, dead_letters_and_replay, crash_loop_ends_dead,
             release_returns_without_spending, list_and_scope, list_scan_is_bounded, counts_and_purge,
             retention_per_outcome, retention_keeps_at_most_n, claims_only_handled_tasks,
+            attempt_history_is_kept, attempt_history_is_bounded,
             heartbeats, cap_bounds_running_jobs, tenant_cap, permit_follows_the_lease,
             rate_spaces_starts_without_attempts, fair_share_across_tenants,
             usage_and_position, ticks_fire_once, lifting_a_limit_frees_waiting_jobs_at_once);

@@ -111,6 +111,11 @@ pub(super) fn from_hash(id: &str, h: &HashMap<String, String>) -> BrokerResult<O
         run_at: Millis(optional(h, "run_at")?.unwrap_or(created_at)),
         started_at: optional::<i64>(h, "started_at")?.map(Millis),
         finished_at: optional::<i64>(h, "finished_at")?.map(Millis),
+        worker: h
+            .get("owner")
+            .filter(|o| !o.is_empty() && h.get("state").is_some_and(|s| s == "running"))
+            .cloned(),
+        history: crate::job::parse_history(h.get("history").map(String::as_str)).map_err(bad)?,
     }))
 }
 

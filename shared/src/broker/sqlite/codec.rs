@@ -96,6 +96,16 @@ pub(super) fn job(row: &SqliteRow) -> BrokerResult<Job> {
         run_at: required_time(row, "run_at")?,
         started_at: time_column(row, "started_at")?,
         finished_at: time_column(row, "finished_at")?,
+        worker: row
+            .try_get::<Option<String>, _>("lease_owner")
+            .map_err(bad)?
+            .filter(|_| state == "running"),
+        history: crate::job::parse_history(
+            row.try_get::<Option<String>, _>("history")
+                .map_err(bad)?
+                .as_deref(),
+        )
+        .map_err(bad)?,
     })
 }
 

@@ -61,6 +61,7 @@ impl SqliteBroker {
         }
         if !released.is_empty() {
             let rows = sqlx::query(Q_RELEASE)
+                .bind(now.0)
                 .bind(Value::Array(released).to_string())
                 .fetch_all(&mut *tx)
                 .await

@@ -21,5 +21,9 @@ end
 if state == 'running' and (f[4] == '1' or f[4] == '2') then
   release_permit(id, task, tenant, f[4])
 end
-finish(q, id, 'cancelled', now_ms(), tonumber(ARGV[4]))
+local now = now_ms()
+if state == 'running' then
+  record_attempt(key, now, 'cancelled', nil)
+end
+finish(q, id, 'cancelled', now, tonumber(ARGV[4]))
 return 'ok'

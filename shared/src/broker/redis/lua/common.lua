@@ -117,6 +117,34 @@ local function release_unique(q, id)
   release_unique_of(id, tenant, task, key)
 end
 
+-- `history` (the job's `history` field) with one more ended attempt, the
+-- last 10 kept (MAX_HISTORY in shared/src/job/mod.rs). Entries are
+-- {a: attempt, w: worker, s: started ms, f: finished ms, o: outcome, e: error}.
+local function with_attempt(history, attempt, worker, started, now, outcome, err)
+  local h = {}
+  if history and history ~= '' then
+    h = cjson.decode(history)
+  end
+  if #h >= 10 then
+    table.remove(h, 1)
+  end
+  local entry = {a = tonumber(attempt), w = worker or '', f = now, o = outcome}
+  if started and started ~= '' then
+    entry.s = tonumber(started)
+  end
+  if err and err ~= '' then
+    entry.e = err
+  end
+  h[#h + 1] = entry
+  return cjson.encode(h)
+end
+
+-- Records the end of a running job's attempt in its history.
+local function record_attempt(key, now, outcome, err)
+  local f = redis.call('HMGET', key, 'attempts', 'owner', 'started_at', 'history')
+  redis.call('HSET', key, 'history', with_attempt(f[4], f[1], f[2], f[3], now, outcome, err))
+end
+
 -- Moves a job to a terminal state. `extra` holds more fields to set (the
 -- result, for one). The hash and lookup key expire after the retention;
 -- the maintenance pass trims the terminal sets.

@@ -13,10 +13,17 @@ local unleased, succeeded, failed = {}, {}, {}
 -- Permits to give back (per semaphore key) and how many freed per task
 -- and tenant: as many waiting jobs get another look.
 local permits, freed = {}, {}
-local function finished(q, id, state, tenant, task, unique, field, value, into)
+local function finished(q, id, state, tenant, task, unique, field, value, into, history)
   release_unique_of(id, tenant, task, unique)
   local key = jkey(id)
-  redis.call('HSET', key, 'state', state, 'finished_at', now_s, 'owner', '', field, value)
+  if state == 'succeeded' then
+    -- An earlier attempt's error is history now, not the job's.
+    redis.call('HSET', key, 'state', state, 'finished_at', now_s, 'owner', '', field, value,
+      'history', history, 'error', '')
+  else
+    redis.call('HSET', key, 'state', state, 'finished_at', now_s, 'owner', '', field, value,
+      'history', history)
+  end
   redis.call('PEXPIRE', key, state == 'succeeded' and ARGV[2] or ARGV[3])
   push(into, q, now_s, id)
 end
@@ -24,7 +31,8 @@ for i = 4, #ARGV, 5 do
   local id, a, kind, value, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local key = jkey(id)
   -- One read serves the fencing check and what finishing needs.
-  local f = redis.call('HMGET', key, 'state', 'attempts', 'base', 'spec', 'permit')
+  local f = redis.call('HMGET', key, 'state', 'attempts', 'base', 'spec', 'permit', 'owner',
+    'started_at', 'history')
   local tenant, task, q, _, max_retries, _, _, unique = spec(f[4])
   if f[1] ~= 'running' or f[2] ~= a then
     table.insert(stale, id)
@@ -44,19 +52,24 @@ for i = 4, #ARGV, 5 do
         fr.tenants[tenant] = (fr.tenants[tenant] or 0) + 1
       end
     end
+    local function ended(outcome, err)
+      return with_attempt(f[8], f[2], f[6], f[7], now, outcome, err)
+    end
     if kind == 's' then
-      finished(q, id, 'succeeded', tenant, task, unique, 'result', value, succeeded)
+      finished(q, id, 'succeeded', tenant, task, unique, 'result', value, succeeded, ended('succeeded'))
     elseif kind == 'r' then
       redis.call('HINCRBY', key, 'base', 1)
+      redis.call('HSET', key, 'history', ended('released'))
       make_ready(q, id, false)
     else
       local used = tonumber(f[2]) - tonumber(f[3] or '0')
       if delay ~= '' and used <= tonumber(max_retries) then
         local run_at = num(now + tonumber(delay))
-        redis.call('HSET', key, 'state', 'retrying', 'run_at', run_at, 'owner', '', 'error', value)
+        redis.call('HSET', key, 'state', 'retrying', 'run_at', run_at, 'owner', '', 'error', value,
+          'history', ended('retried', value))
         redis.call('ZADD', qkey(q, 'retrying'), run_at, id)
       else
-        finished(q, id, 'failed', tenant, task, unique, 'error', value, failed)
+        finished(q, id, 'failed', tenant, task, unique, 'error', value, failed, ended('failed', value))
       end
     end
   end

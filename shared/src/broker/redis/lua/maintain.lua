@@ -24,7 +24,9 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
       if f[3] == '1' or f[3] == '2' then
         release_permit(id, task, tenant, f[3])
       end
-      redis.call('HSET', key, 'error', 'lease expired during attempt ' .. f[1] .. ' (worker lost or stalled)')
+      local why = 'lease expired during attempt ' .. f[1] .. ' (worker lost or stalled)'
+      record_attempt(key, now, 'lease_expired', why)
+      redis.call('HSET', key, 'error', why)
       if tonumber(f[1]) - tonumber(f[2] or '0') > tonumber(max_retries) then
         finish(q, id, 'failed', now, retention_failed)
         dead = dead + 1

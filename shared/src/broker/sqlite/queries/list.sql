@@ -2,7 +2,8 @@
 -- (ids from ?6 up to, not including, the cursor ?5). Optional filters are
 -- NULL when unused.
 SELECT id, tenant, task, queue, state, priority, payload, attempts, max_retries, timeout_ms,
-       unique_key, result, error, progress, created_at, run_at, started_at, finished_at
+       unique_key, result, error, progress, created_at, run_at, started_at, finished_at,
+       lease_owner, history
 FROM jobs
 WHERE id < ?5 AND id >= ?6
   AND (?1 IS NULL OR tenant = ?1)
