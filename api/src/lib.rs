@@ -15,6 +15,7 @@
 //! - `jobs`, `events`, `queues`, `health`: the routes.
 
 mod access;
+mod admin;
 mod caller;
 mod error;
 mod events;
@@ -102,6 +103,7 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/v1/jobs", post(jobs::enqueue).get(jobs::list))
         .route("/v1/jobs/batch", post(jobs::enqueue_batch))
+        .route("/v1/jobs/bulk", post(admin::bulk))
         .route("/v1/jobs/{id}", get(jobs::show).delete(jobs::cancel))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/jobs/{id}/events", get(events::stream))
@@ -110,9 +112,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/queues/{name}", get(queues::show))
         .route("/v1/queues/{name}/pause", post(queues::pause))
         .route("/v1/queues/{name}/resume", post(queues::resume))
+        .route("/v1/queues/{name}/purge", post(admin::purge))
         .route("/v1/workers", get(queues::workers))
         .route("/v1/limits", get(queues::limits))
         .route("/v1/schedules", get(queues::schedules))
+        .route("/v1/schedules/{name}/trigger", post(admin::trigger))
+        .route("/v1/schedules/{name}/pause", post(admin::pause_schedule))
+        .route("/v1/schedules/{name}/resume", post(admin::resume_schedule))
         .route("/metrics", get(health::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -2,9 +2,10 @@
 //! router: the auth matrix and the 429 sequence, on the in-process limiter
 //! and on the Redis one shared by two API replicas.
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,21 +80,10 @@ async fn call(
 }
 
 async fn send(state: &AppState, request: Request<Body>) -> Answer {
-    let response = router(state.clone())
-        .oneshot(request)
-        .await
-        .expect("response");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let (status, headers, body) = common::respond(state, request).await;
     Answer {
         status,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        body,
         headers,
     }
 }

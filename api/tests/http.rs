@@ -1,13 +1,14 @@
 //! The API's status codes and error bodies, case by case, through the real
 //! router on a real SQLite broker (no socket: `oneshot`).
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use tower::ServiceExt;
-use weir_api::{AppState, router};
+
+use weir_api::AppState;
 use weir_shared::broker::sqlite::{Durability, SqliteBroker};
 use weir_shared::config::Settings;
 
@@ -69,18 +70,7 @@ impl Api {
                     .unwrap_or_else(Body::empty),
             )
             .expect("request");
-        let response = router(self.state.clone())
-            .oneshot(request)
-            .await
-            .expect("response");
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let (status, _, value) = common::respond(&self.state, request).await;
         (status, value)
     }
 

@@ -261,4 +261,44 @@ pub enum JobAction {
         #[command(flatten)]
         output: JsonFlag,
     },
+    /// Retry, cancel or delete many jobs of a queue at once, in steps:
+    /// `weir jobs bulk retry --queue dataset --task document.index --after 2h`.
+    Bulk(BulkArgs),
+}
+
+/// `weir jobs bulk ACTION --queue Q [filters]`.
+#[derive(Debug, Args)]
+pub struct BulkArgs {
+    /// retry (failed or cancelled jobs), cancel (waiting jobs) or delete (finished jobs).
+    pub action: String,
+    /// The queue.
+    #[arg(long)]
+    pub queue: String,
+    /// Only jobs in this state (default: failed for retry and delete, queued for cancel).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only this task.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only jobs that finished (unfinished: were created) at or after this:
+    /// an RFC 3339 time, or a duration ago (`2h`).
+    #[arg(long)]
+    pub after: Option<String>,
+    /// ... and before this.
+    #[arg(long)]
+    pub before: Option<String>,
+    /// Count what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Confirm a delete.
+    #[arg(long)]
+    pub yes: bool,
+    /// Jobs per step (each step is one bounded pass over the broker).
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub output: JsonFlag,
 }

@@ -21,6 +21,7 @@
 //! - [`queue_order`]: strict and weighted order across a worker's queues.
 
 pub mod broker;
+pub mod bulk;
 pub mod cache;
 pub mod config;
 pub mod input;

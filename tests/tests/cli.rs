@@ -323,3 +323,68 @@ fn a_killed_bulk_enqueue_resumes_without_duplicates() {
         jobs.iter().filter_map(|j| j["id"].as_str()).collect();
     assert!(before.iter().all(|id| ids.contains(id.as_str())));
 }
+
+/// `weir jobs bulk`: counts with --dry-run, works in steps of --batch,
+/// and a delete needs --yes.
+#[test]
+fn bulk_actions_from_the_cli() {
+    let sandbox = Sandbox::new();
+    sandbox.cli_json(&[
+        "enqueue",
+        "weir.noop",
+        "--queue",
+        "dataset",
+        "--count",
+        "5",
+        "--json",
+    ]);
+    let dry = sandbox.cli_json(&[
+        "jobs",
+        "bulk",
+        "cancel",
+        "--queue",
+        "dataset",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(
+        (dry["matched"].as_u64(), dry["done"].as_u64()),
+        (Some(5), Some(0))
+    );
+    let done = sandbox.cli_json(&[
+        "jobs", "bulk", "cancel", "--queue", "dataset", "--batch", "2", "--json",
+    ]);
+    assert_eq!(done["done"], 5, "{done}");
+    let refused = sandbox.cli(&[
+        "jobs",
+        "bulk",
+        "delete",
+        "--queue",
+        "dataset",
+        "--state",
+        "cancelled",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("--yes"), "{}", stderr(&refused));
+    let out = sandbox.cli(&[
+        "jobs",
+        "bulk",
+        "delete",
+        "--queue",
+        "dataset",
+        "--state",
+        "cancelled",
+        "--yes",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("5 jobs deleted of 5 matching"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(sandbox.all_jobs().is_empty());
+    let wrong = sandbox.cli(&[
+        "jobs", "bulk", "retry", "--queue", "dataset", "--state", "queued",
+    ]);
+    assert_eq!(wrong.status.code(), Some(2));
+}

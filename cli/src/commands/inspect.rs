@@ -208,6 +208,9 @@ fn check_jobs_args(action: &JobAction) -> Outcome {
         | JobAction::Explain { id, .. } => {
             job_id(id)?;
         }
+        JobAction::Bulk(args) => {
+            super::bulk::request(args)?;
+        }
     }
     Ok(())
 }
@@ -301,6 +304,7 @@ pub async fn jobs(settings: Settings, args: JobsArgs) -> Outcome {
                 .map_err(|e| explain(e, "cancel", "unfinished"))?;
             show_job(&job, flag);
         }
+        JobAction::Bulk(args) => super::bulk::run(&broker, &args).await?,
         JobAction::Explain { id, output: flag } => {
             let job = broker
                 .get(&Scope::All, job_id(&id)?)

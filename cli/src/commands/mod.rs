@@ -1,6 +1,7 @@
 //! One function per subcommand; this module loads settings and logging
 //! first, so every command starts from the same validated configuration.
 
+mod bulk;
 mod enqueue;
 mod inspect;
 mod keys;

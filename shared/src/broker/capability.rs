@@ -45,6 +45,11 @@ pub trait Admin: Send + Sync + 'static {
     /// Deletes a queue's waiting jobs (scheduled, queued, retrying); running
     /// and finished jobs stay. Returns how many were deleted.
     async fn purge(&self, queue: &str) -> BrokerResult<u64>;
+
+    /// Deletes the finished jobs (succeeded, failed, cancelled) among `ids`
+    /// that `scope` may see, in one atomic step; unfinished ones stay.
+    /// Returns how many were deleted.
+    async fn delete(&self, scope: &Scope, ids: &[JobId]) -> BrokerResult<u64>;
 }
 
 /// Fire-once state of cron schedules, shared by every scheduler replica.

@@ -10,6 +10,7 @@
 //! where the expression yields `Option<TestBroker>`, isolated from every other
 //! test (its own file, key prefix or schema), so the tests run in parallel.
 
+mod bulk;
 pub mod coordination;
 mod jobs;
 mod limits;
@@ -17,6 +18,7 @@ mod retention;
 mod schedules;
 mod views;
 
+pub use bulk::*;
 pub use jobs::*;
 pub use limits::*;
 pub use retention::*;
@@ -150,7 +152,7 @@ macro_rules! broker_conformance {
             cancel_running, dead_letters_and_replay, crash_loop_ends_dead,
             release_returns_without_spending, list_and_scope, list_scan_is_bounded, counts_and_purge,
             retention_per_outcome, retention_keeps_at_most_n, claims_only_handled_tasks,
-            attempt_history_is_kept, attempt_history_is_bounded,
+            attempt_history_is_kept, attempt_history_is_bounded, bulk_dead_letters,
             heartbeats, cap_bounds_running_jobs, tenant_cap, permit_follows_the_lease,
             rate_spaces_starts_without_attempts, fair_share_across_tenants,
             usage_and_position, ticks_fire_once, lifting_a_limit_frees_waiting_jobs_at_once);

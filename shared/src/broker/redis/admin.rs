@@ -32,6 +32,25 @@ impl Admin for RedisBroker {
         pipe.query_async::<()>(&mut conn).await.map_err(from_redis)
     }
 
+    async fn delete(&self, scope: &Scope, ids: &[JobId]) -> BrokerResult<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.delete.prepare_invoke();
+        invocation
+            .arg(&*self.prefix)
+            .arg(scope.tenant().unwrap_or(""));
+        for id in ids {
+            invocation.arg(id.to_string());
+        }
+        let n: i64 = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn purge(&self, queue: &str) -> BrokerResult<u64> {
         let mut conn = self.conn.clone();
         let n: i64 = self

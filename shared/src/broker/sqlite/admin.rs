@@ -64,4 +64,23 @@ impl Admin for SqliteBroker {
         tx.commit().await.map_err(from_sqlx)?;
         Ok(done.rows_affected())
     }
+
+    async fn delete(&self, scope: &Scope, ids: &[JobId]) -> BrokerResult<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = ids.iter().map(JobId::to_string).collect();
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) \
+             AND (?2 IS NULL OR tenant = ?2) AND state IN ('succeeded', 'failed', 'cancelled')",
+        )
+        .bind(serde_json::to_string(&ids).unwrap_or_default())
+        .bind(scope.tenant())
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(done.rows_affected())
+    }
 }
