@@ -23,12 +23,13 @@ mod health;
 mod input;
 mod jobs;
 mod limits;
+pub mod ops;
 mod queues;
 mod server;
 
 pub use caller::Caller;
 pub use error::ApiError;
-pub use server::{connection_cap, serve};
+pub use server::{connection_cap, serve, serve_app};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

@@ -61,7 +61,22 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let http = &state.settings.http;
+    let settings = state.settings.clone();
+    let closing = state.closing.clone();
+    let app = router(state);
+    serve_app(listener, app, &settings.http, closing, shutdown, drain).await
+}
+
+/// Serves `app` as [`serve`] does (the same timeouts, cap and draining);
+/// `closing` is cancelled when shutdown begins.
+pub async fn serve_app(
+    listener: TcpListener,
+    app: axum::Router,
+    http: &weir_shared::config::HttpSettings,
+    closing: tokio_util::sync::CancellationToken,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> std::io::Result<()> {
     let cap = connection_cap(http.max_connections);
     tracing::debug!(connections = cap, "HTTP connection cap");
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -70,8 +85,6 @@ pub async fn serve(
         .header_read_timeout(http.header_timeout)
         .max_buf_size(MAX_HEAD_BUFFER)
         .max_headers(2 * crate::limits::MAX_HEADERS);
-    let closing = state.closing.clone();
-    let app = router(state);
     let permits = Arc::new(Semaphore::new(cap));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

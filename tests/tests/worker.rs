@@ -120,3 +120,73 @@ async fn sigterm_hands_back_jobs_that_outlive_the_timeout() {
         "handed back at once, not left to its lease"
     );
 }
+
+async fn probe(port: u16, path: &str) -> (u16, String) {
+    match reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("client")
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+    {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// `weir worker` and `weir scheduler` answer probes on `WEIR_METRICS_ADDR`:
+/// healthy while up, ready while the broker answers and the role works,
+/// and 503 once the broker is gone.
+#[tokio::test]
+async fn workers_and_schedulers_answer_probes_on_the_metrics_address() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut redis = weir_tests::PrivateRedis::start(dir.path());
+    let mut sandbox = Sandbox::new();
+    sandbox
+        .set("WEIR_BROKER_URL", &redis.url())
+        .set("WEIR_AUTH", "disabled");
+    let worker_port = weir_tests::free_port();
+    let mut worker_env = Sandbox::new();
+    worker_env.env = sandbox.env.clone();
+    worker_env.set("WEIR_METRICS_ADDR", &format!("127.0.0.1:{worker_port}"));
+    let worker = worker_env.spawn("worker", &["worker", "--processes", "2", "-c", "2"]);
+    let scheduler_port = weir_tests::free_port();
+    let mut scheduler_env = Sandbox::new();
+    scheduler_env.env = sandbox.env.clone();
+    scheduler_env.set("WEIR_METRICS_ADDR", &format!("127.0.0.1:{scheduler_port}"));
+    let scheduler = scheduler_env.spawn("scheduler", &["scheduler"]);
+
+    for (port, role, proc) in [
+        (worker_port, "worker", &worker),
+        (scheduler_port, "scheduler", &scheduler),
+    ] {
+        assert!(
+            wait_until(Duration::from_secs(20), || async {
+                probe(port, "/readyz").await.0 == 200
+            })
+            .await,
+            "{role} never ready: {}",
+            proc.log()
+        );
+        let (status, body) = probe(port, "/healthz").await;
+        assert_eq!(status, 200);
+        assert!(body.contains(role), "{body}");
+        assert_eq!(probe(port, "/metrics").await.0, 200);
+    }
+    redis.kill();
+    for port in [worker_port, scheduler_port] {
+        assert!(
+            wait_until(Duration::from_secs(10), || async {
+                probe(port, "/readyz").await.0 == 503
+            })
+            .await,
+            "readyz fails while the broker is gone"
+        );
+        assert_eq!(
+            probe(port, "/healthz").await.0,
+            200,
+            "the process still answers"
+        );
+    }
+}

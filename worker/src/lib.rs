@@ -71,8 +71,25 @@ pub fn node_id() -> String {
 /// handed back.
 pub async fn run(
     broker: SharedBroker,
+    registry: Registry,
+    settings: Arc<Settings>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    run_reporting(broker, registry, settings, Arc::default(), shutdown).await
+}
+
+/// True in a process that a worker node's supervisor started as a child.
+pub fn is_child() -> bool {
+    std::env::var_os(child::CHILD_ENV).is_some()
+}
+
+/// [`run`], setting `consuming` while the node has at least one child
+/// taking jobs (what the node's `/readyz` reports).
+pub async fn run_reporting(
+    broker: SharedBroker,
     mut registry: Registry,
     settings: Arc<Settings>,
+    consuming: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     warmup::register(&mut registry, &settings);
@@ -89,7 +106,7 @@ pub async fn run(
         }
         Err(_) => {
             let tasks = registry.names().map(str::to_owned).collect();
-            supervisor::supervise(broker, settings, tasks, shutdown).await
+            supervisor::supervise(broker, settings, tasks, consuming, shutdown).await
         }
     }
 }

@@ -88,8 +88,65 @@ pub async fn scheduler(settings: Settings) -> Outcome {
     let settings = Arc::new(settings);
     let broker = super::open_role(&settings).await?;
     let shutdown = shutdown_token();
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let ops = ops_server(&settings, &broker, "scheduler", running, &shutdown).await?;
     weir_scheduler::run(broker, settings, shutdown).await;
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
     Ok(())
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `WEIR_METRICS_ADDR` for a
+/// role without an API, until `shutdown`; `working` is what readiness adds
+/// to a broker that answers.
+async fn ops_server(
+    settings: &Arc<Settings>,
+    broker: &weir_shared::broker::SharedBroker,
+    role: &'static str,
+    working: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, Failure> {
+    let Some(addr) = settings.http.metrics_addr else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {addr} (set WEIR_METRICS_ADDR to another address)")
+        })
+        .map_err(Failure::Runtime)?;
+    let metrics = match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "Metrics recorder not installed; /metrics will be empty");
+            None
+        }
+    };
+    let state = weir_api::ops::OpsState {
+        broker: broker.clone(),
+        metrics,
+        working: Arc::new(move || working.load(std::sync::atomic::Ordering::Relaxed)),
+        role,
+    };
+    tracing::info!(addr = %addr, role, "Serving /healthz, /readyz and /metrics");
+    let settings = settings.clone();
+    let stop = shutdown.clone();
+    Ok(Some(tokio::spawn(async move {
+        let app = weir_api::ops::router(state);
+        let served = weir_api::serve_app(
+            listener,
+            app,
+            &settings.http,
+            tokio_util::sync::CancellationToken::new(),
+            async move { stop.cancelled().await },
+            std::time::Duration::from_secs(1),
+        )
+        .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "The operations endpoints stopped");
+        }
+    })))
 }
 
 /// Serves the API until `shutdown`, then waits for `companion` (the
@@ -208,7 +265,24 @@ pub async fn worker(mut settings: Settings, args: WorkerArgs) -> Outcome {
     let settings = Arc::new(settings);
     let broker = super::open_role(&settings).await?;
     let shutdown = shutdown_token();
-    weir_worker::run(broker, Registry::with_builtins(), settings, shutdown)
-        .await
-        .map_err(|e| Failure::Runtime(e.into()))
+    let consuming = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The supervisor serves the node's endpoints; its children do not.
+    let ops = if weir_worker::is_child() {
+        None
+    } else {
+        ops_server(&settings, &broker, "worker", consuming.clone(), &shutdown).await?
+    };
+    let ran = weir_worker::run_reporting(
+        broker,
+        Registry::with_builtins(),
+        settings,
+        consuming,
+        shutdown,
+    )
+    .await
+    .map_err(|e| Failure::Runtime(e.into()));
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
+    ran
 }

@@ -94,6 +94,7 @@ pub(super) fn apply(
         http: HttpSettings {
             addr: ([127, 0, 0, 1], 0).into(),
             max_payload_bytes: 0,
+            metrics_addr: None,
             header_timeout: Duration::ZERO,
             request_timeout: Duration::ZERO,
             max_connections: None,

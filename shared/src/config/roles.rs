@@ -141,6 +141,9 @@ pub struct HttpSettings {
     pub addr: SocketAddr,
     /// Largest request body.
     pub max_payload_bytes: usize,
+    /// `WEIR_METRICS_ADDR`: where `weir worker` and `weir scheduler` serve
+    /// `/healthz`, `/readyz` and `/metrics`; `None`: they serve nothing.
+    pub metrics_addr: Option<SocketAddr>,
     /// How long a client may take to send a request's headers, and how
     /// long a kept-alive connection may sit idle between requests.
     pub header_timeout: Duration,

@@ -285,6 +285,21 @@ pub const VARS: &[Var] = &[
         )
     },
     Var {
+        set: Some(|s, v| {
+            s.http.metrics_addr = Some(
+                v.trim()
+                    .parse()
+                    .map_err(|_| format!("`{v}` is not an address like 0.0.0.0:9101"))?,
+            );
+            Ok(())
+        }),
+        ..var(
+            "WEIR_METRICS_ADDR",
+            "off",
+            "where `weir worker` (its supervisor) and `weir scheduler` serve `/healthz`, `/readyz` and `/metrics` for probes and scrapes, e.g. `0.0.0.0:9101` (no key: keep it on a private interface)",
+        )
+    },
+    Var {
         default: Some(|| super::DEFAULT_MAX_PAYLOAD_BYTES.to_string()),
         set: Some(|s, v| {
             let n: usize = number(v, "a number of bytes")?;

@@ -38,6 +38,8 @@ impl Supervisor {
         } else {
             (configured, configured)
         };
+        self.consuming
+            .store(current > 0, std::sync::atomic::Ordering::Relaxed);
         self.identity.report(Counts {
             slots: Slots {
                 busy,

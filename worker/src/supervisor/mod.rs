@@ -69,6 +69,8 @@ struct Supervisor {
     decisions: VecDeque<ScaleDecision>,
     broker: SharedBroker,
     child_ready_ms: Option<u64>,
+    /// Set while at least one child is consuming (the node's readiness).
+    consuming: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Runs a worker node's supervisor until `shutdown`, then drains the children.
@@ -76,6 +78,7 @@ pub(crate) async fn supervise(
     broker: SharedBroker,
     settings: Arc<Settings>,
     tasks: Vec<String>,
+    consuming: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let node_id = crate::node_id();
@@ -118,6 +121,7 @@ pub(crate) async fn supervise(
         procs: HashMap::new(),
         reports: Arc::default(),
         events: events_tx,
+        consuming,
         processed_before: 0,
         recycles: 0,
         restarts: 0,
