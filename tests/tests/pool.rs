@@ -118,6 +118,17 @@ async fn autoscaling_grows_under_backlog_and_shrinks_when_idle() {
         (Some(1), Some(8))
     );
 
+    // A neighbour keeps every core of the host busy: the node looks at its
+    // own CPU (its processes, or its cgroup quota), so it still grows.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut burners: Vec<std::process::Child> = (0..cores)
+        .map(|_| {
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .expect("sh")
+        })
+        .collect();
     let out = sandbox.cli(&[
         "enqueue",
         "weir.sleep",
@@ -127,13 +138,17 @@ async fn autoscaling_grows_under_backlog_and_shrinks_when_idle() {
         "120",
     ]);
     assert!(out.status.success());
-    let grown = wait_until(Duration::from_secs(10), || async {
+    let grown = wait_until(Duration::from_secs(15), || async {
         node(&sandbox).is_some_and(|n| n["slots"]["current"] == 8)
     })
     .await;
+    for b in &mut burners {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
     assert!(
         grown,
-        "no growth to 8 slots within 10 s: {:?}",
+        "no growth to 8 slots within 15 s beside a CPU-bound neighbour: {:?}",
         node(&sandbox)
     );
     assert!(

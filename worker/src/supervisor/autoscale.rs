@@ -4,8 +4,9 @@
 //! supervisor gathers the inputs and applies the answer.
 //!
 //! The rules: grow fast (double) while jobs wait and every slot is busy,
-//! unless the host's CPU is saturated (more slots would only queue on the
-//! CPU); shrink slowly (halve) once the node has been idle, with no
+//! unless the node's own CPU is saturated (`cpu.rs`: its cgroup quota, or
+//! its processes' share of the cores it may use; more slots would only
+//! queue on the CPU); shrink slowly (halve) once the node has been idle, with no
 //! backlog and at most half its slots busy, for [`SHRINK_AFTER`], and not
 //! sooner than that after the last change. Never outside `min..=max`.
 
@@ -17,7 +18,7 @@ use weir_shared::node::ScaleDecision;
 /// How long a node must be idle before it shrinks, and the least time
 /// between a change and a shrink: shrink slowly, grow fast.
 pub(super) const SHRINK_AFTER: Duration = Duration::from_secs(10);
-/// Growth stops while the host's CPU is busier than this (percent).
+/// Growth stops while the node's CPU is busier than this (percent).
 pub(super) const BUSY_CPU: f32 = 90.0;
 /// Autoscaling decisions kept for `weir workers`.
 const DECISIONS_KEPT: usize = 20;
@@ -29,7 +30,7 @@ pub(super) struct Observed {
     pub backlog: u64,
     /// Slots running a job now.
     pub busy: u32,
-    /// Host CPU use, percent.
+    /// The node's own CPU use, percent of what it may use.
     pub cpu: f32,
     /// The node's slots now.
     pub slots: u32,
@@ -108,10 +109,8 @@ impl Supervisor {
                 return;
             }
         };
-        let cpu = self.system.as_mut().map_or(0.0, |s| {
-            s.refresh_cpu_usage();
-            s.global_cpu_usage()
-        });
+        let children: Vec<u32> = self.procs.keys().copied().collect();
+        let cpu = self.cpu.as_mut().map_or(0.0, |m| m.sample(&children));
         let observed = Observed {
             backlog,
             busy: self.busy(),

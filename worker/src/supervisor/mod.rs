@@ -26,6 +26,7 @@
 //! so a recycle never loses a job or runs one twice.
 
 mod autoscale;
+mod cpu;
 mod heartbeat;
 mod process;
 mod recycle;
@@ -69,6 +70,8 @@ struct Supervisor {
     decisions: VecDeque<ScaleDecision>,
     broker: SharedBroker,
     child_ready_ms: Option<u64>,
+    /// The node's own CPU, for the autoscaler.
+    cpu: Option<cpu::CpuMeter>,
     /// Set while at least one child is consuming (the node's readiness).
     consuming: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -121,6 +124,11 @@ pub(crate) async fn supervise(
         procs: HashMap::new(),
         reports: Arc::default(),
         events: events_tx,
+        cpu: if settings.worker.autoscale {
+            cpu::CpuMeter::new()
+        } else {
+            None
+        },
         consuming,
         processed_before: 0,
         recycles: 0,
@@ -133,6 +141,9 @@ pub(crate) async fn supervise(
         broker: broker.clone(),
         child_ready_ms: None,
     };
+    if let Some(meter) = &sup.cpu {
+        tracing::info!(cpu = %meter.describe(), "Autoscaling measures the node's own CPU");
+    }
     if settings.worker.max_memory_per_child.is_some() && sup.system.is_none() {
         tracing::warn!(
             "This platform does not report process memory; WEIR_MAX_MEMORY_PER_CHILD has no effect"
