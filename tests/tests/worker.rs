@@ -59,12 +59,16 @@ async fn a_job_killed_with_its_child_runs_again() {
 
     let done = wait_state(&sandbox, &id, "succeeded", Duration::from_secs(20)).await;
     assert_eq!(done["attempts"], 2, "{done}");
+    // The lost attempt is in the history; the success left no error.
+    assert_eq!(done["history"][0]["outcome"], "lease_expired", "{done}");
     assert!(
-        done["error"]
+        done["history"][0]["error"]
             .as_str()
             .unwrap_or_default()
-            .contains("lease expired during attempt 1")
+            .contains("lease expired during attempt 1"),
+        "{done}"
     );
+    assert_eq!(done["error"], serde_json::Value::Null, "{done}");
     // The supervisor replaced the dead child.
     let replaced = wait_until(Duration::from_secs(10), || async {
         nodes(&sandbox)
