@@ -7,6 +7,14 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about, long_about = None)]
 pub struct Cli {
+    /// The broker, instead of WEIR_BROKER_URL (`sqlite://PATH` or
+    /// `redis://HOST:PORT/DB`). A URL with a password belongs in the
+    /// variable: a command line is visible to every user of the host.
+    #[arg(long, global = true, value_name = "URL")]
+    pub broker: Option<String>,
+    /// A TOML configuration file, instead of WEIR_CONFIG.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -15,28 +23,56 @@ pub struct Cli {
 /// Every subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// API + worker in one process on the embedded SQLite broker: the one-command way to try weir.
+    /// API, worker and cron scheduler in one process, on the embedded SQLite broker by default: the one-command way to try weir.
+    #[command(
+        after_help = "Example:\n  weir dev\n  curl -s -XPOST localhost:8080/v1/jobs -d '{\"task\":\"weir.echo\",\"payload\":1}'"
+    )]
     Dev(ServeArgs),
-    /// The HTTP API alone.
+    /// The HTTP API alone (needs WEIR_API_KEYS or WEIR_API_KEYS_FILE, or WEIR_AUTH=disabled).
+    #[command(
+        after_help = "Example:\n  WEIR_BROKER_URL=redis://127.0.0.1:6379/0 WEIR_API_KEYS_FILE=./weir-keys weir api --addr 0.0.0.0:8080"
+    )]
     Api(ServeArgs),
     /// A worker node: a supervisor and its child processes.
+    #[command(
+        after_help = "Example:\n  weir worker -Q priority_pipeline=6,pipeline=3,dataset=1 -c 8 --processes 2"
+    )]
     Worker(WorkerArgs),
     /// Enqueue one job, or --count N of them.
+    #[command(
+        after_help = "Example:\n  weir enqueue weir.sleep --payload '{\"ms\":500}' --queue pipeline --delay 30s"
+    )]
     Enqueue(EnqueueArgs),
     /// Queues and their counts; pause, resume or purge one.
+    #[command(after_help = "Example:\n  weir queues\n  weir queues pause mail")]
     Queues(QueuesArgs),
-    /// List, show, retry or cancel jobs.
+    /// List, show, explain, retry or cancel jobs; act on many at once.
+    #[command(
+        after_help = "Example:\n  weir jobs list --state failed --queue dataset\n  weir jobs explain 01a21d78-...\n  weir jobs bulk retry --queue dataset --dry-run"
+    )]
     Jobs(JobsArgs),
     /// Live worker nodes, from their heartbeats.
+    #[command(after_help = "Example:\n  weir workers --json")]
     Workers(JsonFlag),
     /// Concurrency caps and rate limits in force, their holders and waiting jobs.
+    #[command(after_help = "Example:\n  WEIR_CONCURRENCY_LIMITS=document.index=5 weir limits")]
     Limits(JsonFlag),
     /// The cron scheduler; run several for availability: each tick is enqueued once.
+    #[command(after_help = "Example:\n  WEIR_CONFIG=weir.toml weir scheduler")]
     Scheduler,
     /// Cron schedules with their last and next fire; trigger, pause or resume one.
+    #[command(
+        after_help = "Example:\n  weir schedules\n  weir schedules trigger app-config-warmup"
+    )]
     Schedules(SchedulesArgs),
     /// API keys.
+    #[command(after_help = "Example:\n  weir keys create --tenant acme > acme.key")]
     Keys(KeysArgs),
+    /// Print a shell completion script: `weir completions bash > /etc/bash_completion.d/weir`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `weir keys create`.
@@ -224,6 +260,15 @@ pub enum JobAction {
         /// Only this task.
         #[arg(long)]
         task: Option<String>,
+        /// Only this tenant's jobs.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only jobs created at or after this: an RFC 3339 time or a duration ago (`2h`).
+        #[arg(long)]
+        after: Option<String>,
+        /// Only jobs created before this (same forms).
+        #[arg(long)]
+        before: Option<String>,
         /// Page size, 1-500.
         #[arg(long, default_value_t = 20)]
         limit: usize,

@@ -1,5 +1,7 @@
-//! How a command fails: a usage error (exit 2: the input must change) or a
-//! runtime failure (exit 1: the same command may work later).
+//! How a command fails: a usage error (exit 2: the command line must
+//! change), a refusal (exit 1: the job is not there, or not in a state that
+//! allows it) or a runtime failure (exit 1: the same command may work
+//! later). Each says which in its message.
 
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -10,6 +12,8 @@ use weir_shared::broker::BrokerError;
 pub enum Failure {
     /// The command line, configuration or input is wrong.
     Usage(String),
+    /// What was asked is not possible now: no such job, the wrong state.
+    Refused(String),
     /// Something outside failed.
     Runtime(anyhow::Error),
 }
@@ -27,6 +31,10 @@ impl Failure {
                 eprintln!("error: {}", message.trim_end());
                 ExitCode::from(2)
             }
+            Failure::Refused(message) => {
+                eprintln!("error: {}", message.trim_end());
+                ExitCode::from(1)
+            }
             Failure::Runtime(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::from(1)
@@ -41,15 +49,16 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-/// The CLI's side of the seam's errors: what the operator can fix is a
-/// usage error (exit 2); an outage or a bug is a runtime error (exit 1).
+/// The CLI's side of the seam's errors: bad input is a usage error (exit
+/// 2); a job that is not there or not in the right state is a refusal, and
+/// an outage or a bug a runtime error (both exit 1).
 impl From<BrokerError> for Failure {
     fn from(e: BrokerError) -> Self {
         match e {
             BrokerError::Invalid(message) => Failure::Usage(message),
-            BrokerError::NotFound => Failure::Usage("no job with that id".into()),
-            BrokerError::Conflict(state) => Failure::Usage(format!("the job is {state}")),
-            BrokerError::UniqueKeyHeld { .. } => Failure::Usage(e.to_string()),
+            BrokerError::NotFound => Failure::Refused("no job with that id".into()),
+            BrokerError::Conflict(state) => Failure::Refused(format!("the job is {state}")),
+            BrokerError::UniqueKeyHeld { .. } => Failure::Refused(e.to_string()),
             BrokerError::Config(message) => Failure::Usage(format!("WEIR_BROKER_URL: {message}")),
             BrokerError::Unavailable(_) | BrokerError::Internal { .. } => {
                 Failure::Runtime(anyhow::Error::new(e))

@@ -1,6 +1,7 @@
 //! The CLI as scripts use it: exit codes 0/1/2, messages that say what to
 //! fix, and `--json` documents.
 
+use serde_json::json;
 use weir_tests::Sandbox;
 
 fn stderr(out: &std::process::Output) -> String {
@@ -226,6 +227,11 @@ fn unique_keys_from_the_cli() {
     let b = sandbox.cli_json(&["enqueue", "weir.noop", "--unique-key", "k", "--json"]);
     assert_eq!(a["id"], b["id"]);
     assert_eq!(a["state"], "scheduled");
+    assert_eq!(
+        (&a["created"], &b["created"]),
+        (&json!(true), &json!(false)),
+        "--json says which"
+    );
 }
 
 #[tokio::test]
@@ -387,4 +393,76 @@ fn bulk_actions_from_the_cli() {
         "jobs", "bulk", "retry", "--queue", "dataset", "--state", "queued",
     ]);
     assert_eq!(wrong.status.code(), Some(2));
+}
+
+/// Global --broker and --config, shell completions, and `jobs list`
+/// filtered by tenant and creation time.
+#[test]
+fn global_flags_completions_and_list_filters() {
+    let sandbox = Sandbox::new();
+    let other = sandbox.dir.path().join("other.db");
+    let broker = format!("sqlite://{}", other.display());
+    let out = sandbox.cli(&[
+        "--broker",
+        &broker,
+        "enqueue",
+        "weir.noop",
+        "--tenant",
+        "acme",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(other.exists(), "--broker wins over WEIR_BROKER_URL");
+    assert!(!sandbox.dir.path().join("weir.db").exists());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let cut = sandbox.cli(&[
+        "--broker",
+        &broker,
+        "enqueue",
+        "weir.noop",
+        "--tenant",
+        "globex",
+    ]);
+    assert!(cut.status.success());
+    let listed = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["--broker", broker.as_str(), "jobs", "list", "--json"];
+        args.extend_from_slice(extra);
+        sandbox.cli_json(&args)["data"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .filter_map(|j| j["tenant"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(listed(&[]), ["globex", "acme"]);
+    assert_eq!(listed(&["--tenant", "acme"]), ["acme"]);
+    let jobs = sandbox.cli_json(&["--broker", &broker, "jobs", "list", "--json"]);
+    let newest = jobs["data"][0]["created_at"]
+        .as_str()
+        .expect("time")
+        .to_owned();
+    assert_eq!(listed(&["--before", &newest]), ["acme"]);
+    assert_eq!(listed(&["--after", &newest]), ["globex"]);
+    assert_eq!(listed(&["--after", "1h"]).len(), 2);
+
+    let config = sandbox.dir.path().join("custom.toml");
+    std::fs::write(&config, "[queues]\ndeclared = [\"only\", \"default\"]\n").expect("config");
+    let queues = sandbox.cli_json(&[
+        "--broker",
+        &broker,
+        "--config",
+        &config.display().to_string(),
+        "queues",
+        "--json",
+    ]);
+    let names: Vec<&str> = queues["data"]
+        .as_array()
+        .map(|q| q.iter().filter_map(|x| x["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(names.contains(&"only"), "--config is read: {names:?}");
+
+    let completions = sandbox.cli(&["completions", "bash"]);
+    assert!(completions.status.success());
+    assert!(String::from_utf8_lossy(&completions.stdout).contains("_weir()"));
 }

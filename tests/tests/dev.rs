@@ -139,7 +139,11 @@ async fn weir_fail_dies_after_its_retries_and_is_retried_by_hand() {
     assert!(refused.status.success(), "a cancelled job can be retried");
     let done = dev.wait_state(&id, "failed", Duration::from_secs(15)).await;
     let conflict = sandbox.cli(&["jobs", "cancel", &id]);
-    assert_eq!(conflict.status.code(), Some(2), "{done}");
+    assert_eq!(
+        conflict.status.code(),
+        Some(1),
+        "a wrong state is a refusal, not a usage error: {done}"
+    );
     assert!(
         String::from_utf8_lossy(&conflict.stderr).contains("cannot cancel a job that is failed")
     );

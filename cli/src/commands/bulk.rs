@@ -14,7 +14,7 @@ use weir_shared::config::parse_duration;
 use weir_shared::job::{JobState, Millis, duration_ms, now_ms};
 
 /// A time given as RFC 3339 or as a duration ago.
-fn time(flag: &str, text: &str) -> Result<Millis, Failure> {
+pub(crate) fn time(flag: &str, text: &str) -> Result<Millis, Failure> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(Millis(t.timestamp_millis()));
     }

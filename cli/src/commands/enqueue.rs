@@ -84,7 +84,12 @@ pub async fn run(settings: Settings, args: EnqueueArgs) -> Outcome {
             .pop()
             .ok_or_else(|| Failure::Runtime(anyhow::anyhow!("the broker returned no job")))?;
         if args.output.json {
-            output::json(&enqueued.job);
+            // The job, and whether it is new: false when an unfinished job
+            // already held the unique key (that job is the one shown).
+            let mut shown = serde_json::to_value(&enqueued.job)
+                .map_err(|e| Failure::Runtime(anyhow::Error::new(e)))?;
+            shown["created"] = json!(enqueued.created);
+            output::json(&shown);
         } else {
             if !enqueued.created {
                 eprintln!(

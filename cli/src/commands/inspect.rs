@@ -224,6 +224,9 @@ pub async fn jobs(settings: Settings, args: JobsArgs) -> Outcome {
             queue,
             state,
             task,
+            tenant,
+            after,
+            before,
             limit,
             cursor,
             output: flag,
@@ -235,10 +238,21 @@ pub async fn jobs(settings: Settings, args: JobsArgs) -> Outcome {
                 .map(|s| JobState::from_str(&s))
                 .transpose()
                 .map_err(Failure::usage)?;
-            let cursor = cursor.map(|c| job_id(&c)).transpose()?;
-            let page = broker
+            let after = after
+                .map(|t| super::bulk::time("--after", &t))
+                .transpose()?;
+            let before = before
+                .map(|t| super::bulk::time("--before", &t))
+                .transpose()?;
+            // Ids are UUIDv7: "created before" is a cursor; "created after"
+            // ends the listing at the first older job.
+            let cursor = match (cursor.map(|c| job_id(&c)).transpose()?, before) {
+                (Some(c), Some(b)) => Some(c.min(JobId::first_at(b))),
+                (c, b) => c.or(b.map(JobId::first_at)),
+            };
+            let mut page = broker
                 .list(ListRequest {
-                    scope: Scope::All,
+                    scope: tenant.map_or(Scope::All, Scope::Tenant),
                     queue,
                     state,
                     task,
@@ -246,6 +260,13 @@ pub async fn jobs(settings: Settings, args: JobsArgs) -> Outcome {
                     cursor,
                 })
                 .await?;
+            if let Some(after) = after
+                && page.data.iter().any(|j| j.created_at < after)
+            {
+                page.data.retain(|j| j.created_at >= after);
+                page.has_more = false;
+                page.next_cursor = None;
+            }
             if flag.json {
                 output::json(&page);
                 return Ok(());
@@ -287,7 +308,7 @@ pub async fn jobs(settings: Settings, args: JobsArgs) -> Outcome {
             let job = broker
                 .get(&Scope::All, job_id(&id)?)
                 .await?
-                .ok_or_else(|| Failure::usage(format!("no job {id}")))?;
+                .ok_or_else(|| Failure::Refused(format!("no job {id}")))?;
             show_job(&job, flag);
         }
         JobAction::Retry { id, output: flag } => {
@@ -309,7 +330,7 @@ pub async fn jobs(settings: Settings, args: JobsArgs) -> Outcome {
             let job = broker
                 .get(&Scope::All, job_id(&id)?)
                 .await?
-                .ok_or_else(|| Failure::usage(format!("no job {id}")))?;
+                .ok_or_else(|| Failure::Refused(format!("no job {id}")))?;
             let why = weir_shared::inspect::explain(
                 broker.as_ref(),
                 &job,
@@ -375,30 +396,36 @@ pub async fn limits(settings: Settings, flag: JsonFlag) -> Outcome {
 
 fn explain(e: weir_shared::broker::BrokerError, verb: &str, allowed: &str) -> Failure {
     match e {
-        weir_shared::broker::BrokerError::Conflict(state) => Failure::usage(format!(
+        weir_shared::broker::BrokerError::Conflict(state) => Failure::Refused(format!(
             "cannot {verb} a job that is {state}; only {allowed} jobs can be"
         )),
         other => other.into(),
     }
 }
 
-/// `weir workers`.
-pub async fn workers(settings: Settings, flag: JsonFlag) -> Outcome {
-    let broker = super::connect(&settings).await?;
-    let nodes = broker.workers().await?;
-    if flag.json {
-        output::json(&json!({"data": nodes}));
-        return Ok(());
-    }
-    let now = now_ms().0;
+/// The `weir workers` table, within 120 columns: the id holds the host
+/// and pid, and a long queue list is shortened (`--json` has it all).
+fn workers_table(nodes: &[weir_shared::node::WorkerInfo], now: i64) -> String {
     let rows: Vec<Vec<String>> = nodes
         .iter()
         .map(|w| {
+            let mut queues = String::new();
+            for (i, q) in w.queues.iter().enumerate() {
+                let more = w.queues.len() - i;
+                let next = if queues.is_empty() {
+                    q.clone()
+                } else {
+                    format!("{queues},{q}")
+                };
+                if next.chars().count() > 20 && i > 0 {
+                    queues.push_str(&format!(" +{more}"));
+                    break;
+                }
+                queues = next;
+            }
             vec![
-                w.id.clone(),
-                w.host.clone(),
-                w.pid.to_string(),
-                w.queues.join(","),
+                output::clip(&w.id, 22),
+                output::clip(&queues, 24),
                 format!(
                     "{}/{}/{}/{}",
                     w.slots.busy, w.slots.current, w.slots.min, w.slots.max
@@ -411,21 +438,30 @@ pub async fn workers(settings: Settings, flag: JsonFlag) -> Outcome {
             ]
         })
         .collect();
-    output::table(
+    output::render(
         &[
             "ID",
-            "HOST",
-            "PID",
             "QUEUES",
-            "SLOTS(B/C/MIN/MAX)",
+            "SLOTS B/C/MIN/MAX",
             "PROCS",
-            "PROCESSED",
+            "DONE",
             "RECYCLED",
             "RESTARTS",
-            "HEARTBEAT",
+            "SEEN",
         ],
         &rows,
-    );
+    )
+}
+
+/// `weir workers`.
+pub async fn workers(settings: Settings, flag: JsonFlag) -> Outcome {
+    let broker = super::connect(&settings).await?;
+    let nodes = broker.workers().await?;
+    if flag.json {
+        output::json(&json!({"data": nodes}));
+        return Ok(());
+    }
+    print!("{}", workers_table(&nodes, now_ms().0));
     if nodes.is_empty() {
         eprintln!("no live worker nodes");
     }
@@ -435,8 +471,60 @@ pub async fn workers(settings: Settings, flag: JsonFlag) -> Outcome {
 /// Restarts, flagged when a child keeps dying.
 fn restarts(w: &weir_shared::node::WorkerInfo) -> String {
     if w.children.iter().any(|c| c.failures > 2) {
-        format!("{} (crash loop)", w.restarts)
+        format!("{} (loop)", w.restarts)
     } else {
         w.restarts.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_shared::job::Millis;
+    use weir_shared::node::{ChildInfo, Slots, WorkerInfo};
+
+    #[test]
+    fn the_workers_table_fits_120_columns() {
+        let node = WorkerInfo {
+            id: "ip-10-0-12-34.eu-west-1.compute.internal:4194301:ab12".into(),
+            host: "ip-10-0-12-34.eu-west-1.compute.internal".into(),
+            pid: 4_194_301,
+            queues: weir_shared::config::DEFAULT_QUEUES
+                .iter()
+                .map(|q| q.to_string())
+                .collect(),
+            slots: Slots {
+                busy: 128,
+                current: 256,
+                min: 16,
+                max: 256,
+            },
+            processed: 123_456_789,
+            started_at: Millis(0),
+            last_heartbeat: Millis(0),
+            children: vec![ChildInfo {
+                pid: 1,
+                slots: 256,
+                busy: 128,
+                processed: 1,
+                state: "serving".into(),
+                failures: 3,
+            }],
+            recycles: 123_456,
+            restarts: 1234,
+            config: Default::default(),
+            child_ready_ms: None,
+            scaling: Vec::new(),
+            tasks: Vec::new(),
+        };
+        let text = workers_table(&[node], 7_200_000);
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= 120,
+                "{} columns: {line}",
+                line.chars().count()
+            );
+        }
+        assert!(text.contains("priority_pipeline +9"), "{text}");
     }
 }

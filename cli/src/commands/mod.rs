@@ -16,7 +16,12 @@ use weir_shared::config::{LogFormat, Settings};
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Outcome {
-    let settings = Settings::from_env().map_err(Failure::usage)?;
+    if let Command::Completions { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "weir", &mut std::io::stdout());
+        return Ok(());
+    }
+    let settings = load_settings(&cli)?;
     init_logging(&settings);
     match cli.command {
         Command::Dev(args) => serve::dev(settings, args).await,
@@ -30,7 +35,28 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Scheduler => serve::scheduler(settings).await,
         Command::Schedules(args) => schedules::run(settings, args).await,
         Command::Keys(args) => keys::run(args),
+        Command::Completions { .. } => Ok(()),
     }
+}
+
+/// The settings, with `--broker` and `--config` in place of their
+/// variables (a worker's children get the same command line).
+fn load_settings(cli: &Cli) -> Result<Settings, Failure> {
+    if let Some(url) = &cli.broker
+        && url::Url::parse(url).is_ok_and(|u| u.password().is_some())
+    {
+        return Err(Failure::usage(
+            "--broker: this URL holds a password, which every user of the host could read from the command line; set WEIR_BROKER_URL instead",
+        ));
+    }
+    let flag = |name: &str| match name {
+        "WEIR_BROKER_URL" => cli.broker.clone(),
+        "WEIR_CONFIG" => cli.config.as_ref().map(|p| p.display().to_string()),
+        _ => None,
+    };
+    let settings =
+        Settings::load(&|k| flag(k).or_else(|| std::env::var(k).ok())).map_err(Failure::usage)?;
+    Ok(settings)
 }
 
 fn init_logging(settings: &Settings) {

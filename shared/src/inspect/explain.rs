@@ -50,13 +50,25 @@ pub struct Explanation {
     pub reasons: Vec<Reason>,
 }
 
+/// `at`, and how long until it in words people read: "in 850 ms",
+/// "in 42s", "in 4m 12s", "in 2h 5m", "in 3d 4h".
 fn in_words(at: Millis, now: Millis) -> String {
     let ms = at.0.saturating_sub(now.0).max(0);
     if ms < 1000 {
-        format!("{} (in {ms} ms)", at.to_rfc3339())
-    } else {
-        format!("{} (in {} s)", at.to_rfc3339(), (ms + 999) / 1000)
+        return format!("{} (in {ms} ms)", at.to_rfc3339());
     }
+    let s = (ms + 999) / 1000;
+    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    let words = if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    };
+    format!("{} (in {words})", at.to_rfc3339())
 }
 
 fn holders_text(holders: &[Holder]) -> String {
@@ -319,4 +331,20 @@ async fn limit_reasons(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_are_said_in_words() {
+        let now = Millis(1_000_000);
+        let say = |ms: i64| in_words(Millis(now.0 + ms), now);
+        assert!(say(850).ends_with("(in 850 ms)"));
+        assert!(say(42_000).ends_with("(in 42s)"));
+        assert!(say(252_000).ends_with("(in 4m 12s)"));
+        assert!(say(7_500_000).ends_with("(in 2h 5m)"));
+        assert!(say(273_600_000).ends_with("(in 3d 4h)"));
+    }
 }

@@ -17,6 +17,13 @@ impl JobId {
         JobId(uuid::Uuid::now_v7())
     }
 
+    /// The smallest id of a job created at `at`: every job created before
+    /// it has a smaller id (a listing cursor for "created before").
+    pub fn first_at(at: Millis) -> Self {
+        let ms = u64::try_from(at.0).unwrap_or(0);
+        JobId(uuid::Builder::from_unix_timestamp_millis(ms, &[0u8; 10]).into_uuid())
+    }
+
     /// The id of the run a schedule fires at `fire_time`: the same on every
     /// scheduler replica (a UUIDv7 whose time is the fire time and whose
     /// other bits are a digest of the schedule and the time), so a tick
