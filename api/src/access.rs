@@ -5,6 +5,9 @@
 //! line per request at `info` on the target `weir::access`: method, route
 //! (the template, never ids or query strings), status, duration, tenant and
 //! request id. Never the key. `WEIR_LOG=info,weir::access=off` silences it.
+//! Each request also counts in `weir_http_requests_total{route,method,status}`
+//! and `weir_http_request_duration_seconds{route}` (the route template keeps
+//! the label set bounded; paths no route matches are `unmatched`).
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
@@ -58,12 +61,22 @@ pub(crate) async fn log_access(request: Request, next: Next) -> Response {
         .extensions()
         .get::<ServedTenant>()
         .map_or("-", |t| t.0.as_str());
+    let took = started.elapsed();
+    metrics::counter!(
+        "weir_http_requests_total",
+        "route" => route.clone(),
+        "method" => method.to_string(),
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    metrics::histogram!("weir_http_request_duration_seconds", "route" => route.clone())
+        .record(took.as_secs_f64());
     tracing::info!(
         target: "weir::access",
         method = %method,
         route = %route,
         status = response.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
+        ms = took.as_secs_f64() * 1000.0,
         tenant = %tenant,
         request_id = %id,
         "request"

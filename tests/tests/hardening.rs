@@ -276,6 +276,16 @@ async fn five_thousand_streams_share_one_poller_and_the_cap_holds() {
         .await
         .expect("text");
     assert_eq!(gauge(&metrics, "weir_http_streams_open"), 5000.0);
+    // Every request is counted by route template, with a latency histogram.
+    assert!(
+        metrics.contains("weir_http_requests_total{route=\"/v1/jobs/{id}/events\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_http_request_duration_seconds_bucket{route=\"/v1/jobs\""),
+        "a histogram, so replicas aggregate: {metrics}"
+    );
+    assert!(metrics.contains("weir_build_info{version=\""), "{metrics}");
     assert_eq!(
         gauge(&metrics, "weir_http_streams_jobs_followed"),
         1.0,

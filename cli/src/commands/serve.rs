@@ -11,15 +11,37 @@ use weir_shared::broker::maintain;
 use weir_shared::config::Settings;
 use weir_worker::Registry;
 
+/// Buckets of `weir_http_request_duration_seconds` (a histogram, so
+/// replicas aggregate with `histogram_quantile`).
+const HTTP_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs this process's Prometheus recorder and records
+/// `weir_build_info{version}`; `None` (with a warning) if it cannot.
+fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("weir_http_request_duration_seconds".into()),
+            &HTTP_BUCKETS,
+        )
+        .unwrap_or_else(|_| PrometheusBuilder::new());
+    match builder.install_recorder() {
+        Ok(handle) => {
+            metrics::gauge!("weir_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            Some(handle)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Metrics recorder not installed; /metrics will be empty");
+            None
+        }
+    }
+}
+
 fn api_state(settings: &Arc<Settings>, connected: weir_shared::broker::Connected) -> AppState {
     let mut state = AppState::new(connected.broker, settings.clone());
     state.limiter = connected.limiter;
-    match PrometheusBuilder::new().install_recorder() {
-        Ok(handle) => state.metrics = Some(handle),
-        Err(e) => {
-            tracing::warn!(error = %e, "Metrics recorder not installed; /metrics will be empty")
-        }
-    }
+    state.metrics = install_metrics();
     state
 }
 
@@ -116,13 +138,7 @@ async fn ops_server(
             format!("cannot listen on {addr} (set WEIR_METRICS_ADDR to another address)")
         })
         .map_err(Failure::Runtime)?;
-    let metrics = match PrometheusBuilder::new().install_recorder() {
-        Ok(handle) => Some(handle),
-        Err(e) => {
-            tracing::warn!(error = %e, "Metrics recorder not installed; /metrics will be empty");
-            None
-        }
-    };
+    let metrics = install_metrics();
     let state = weir_api::ops::OpsState {
         broker: broker.clone(),
         metrics,
