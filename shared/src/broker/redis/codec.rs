@@ -115,8 +115,31 @@ pub(super) fn from_hash(id: &str, h: &HashMap<String, String>) -> BrokerResult<O
             .get("owner")
             .filter(|o| !o.is_empty() && h.get("state").is_some_and(|s| s == "running"))
             .cloned(),
-        history: crate::job::parse_history(h.get("history").map(String::as_str)).map_err(bad)?,
+        history: history(h)?,
     }))
+}
+
+/// A job's history. A first attempt that succeeded is not written out
+/// (`complete.lua` keeps the hash small): it is the job's own owner,
+/// started_at and finished_at.
+fn history(h: &HashMap<String, String>) -> BrokerResult<Vec<crate::job::Attempt>> {
+    let mut history =
+        crate::job::parse_history(h.get("history").map(String::as_str)).map_err(bad)?;
+    let owner = h.get("owner").filter(|o| !o.is_empty());
+    if history.is_empty()
+        && h.get("state").is_some_and(|s| s == "succeeded")
+        && let Some(owner) = owner
+    {
+        history.push(crate::job::Attempt {
+            attempt: optional(h, "attempts")?.unwrap_or(1),
+            worker: owner.clone(),
+            started_at: optional::<i64>(h, "started_at")?.map(Millis),
+            finished_at: Millis(optional(h, "finished_at")?.unwrap_or(0)),
+            outcome: "succeeded".into(),
+            error: None,
+        });
+    }
+    Ok(history)
 }
 
 /// One row of `claim.lua`: id, spec, payload, attempt, base.

@@ -119,24 +119,30 @@ end
 
 -- `history` (the job's `history` field) with one more ended attempt, the
 -- last 10 kept (MAX_HISTORY in shared/src/job/mod.rs). Entries are
--- {a: attempt, w: worker, s: started ms, f: finished ms, o: outcome, e: error}.
+-- {"a": attempt, "w": worker, "s": started ms, "f": finished ms, "o": outcome,
+-- "e": error}. Built and appended as text: a job's first attempt (the
+-- common case) costs no JSON decoding, and only strings from outside
+-- (worker, error) are encoded.
 local function with_attempt(history, attempt, worker, started, now, outcome, err)
-  local h = {}
-  if history and history ~= '' then
-    h = cjson.decode(history)
-  end
-  if #h >= 10 then
-    table.remove(h, 1)
-  end
-  local entry = {a = tonumber(attempt), w = worker or '', f = now, o = outcome}
-  if started and started ~= '' then
-    entry.s = tonumber(started)
-  end
+  local entry = '{"a":' .. attempt .. ',"w":' .. cjson.encode(worker or '') ..
+    ',"s":' .. ((started and started ~= '') and started or 'null') ..
+    ',"f":' .. num(now) .. ',"o":"' .. outcome .. '"'
   if err and err ~= '' then
-    entry.e = err
+    entry = entry .. ',"e":' .. cjson.encode(err)
   end
-  h[#h + 1] = entry
-  return cjson.encode(h)
+  entry = entry .. '}'
+  if not history or history == '' then
+    return '[' .. entry .. ']'
+  end
+  local _, n = string.gsub(history, '{"a":', '')
+  if n >= 10 then
+    -- Drop the oldest entry: decode once, re-encode (rare: a job on its
+    -- eleventh attempt).
+    local h = cjson.decode(history)
+    table.remove(h, 1)
+    history = cjson.encode(h)
+  end
+  return string.sub(history, 1, -2) .. ',' .. entry .. ']'
 end
 
 -- Records the end of a running job's attempt in its history.

@@ -13,10 +13,16 @@ local unleased, succeeded, failed = {}, {}, {}
 -- Permits to give back (per semaphore key) and how many freed per task
 -- and tenant: as many waiting jobs get another look.
 local permits, freed = {}, {}
-local function finished(q, id, state, tenant, task, unique, field, value, into, history)
+local function finished(q, id, state, tenant, task, unique, field, value, into, history, had_history)
   release_unique_of(id, tenant, task, unique)
   local key = jkey(id)
-  if state == 'succeeded' then
+  if state == 'succeeded' and not had_history then
+    -- A first attempt that succeeds writes no history: the job's owner,
+    -- started_at and finished_at are that attempt (the codec reads them so),
+    -- and the hash stays small (Redis's compact encoding holds values up to
+    -- 64 bytes; a history entry is longer).
+    redis.call('HSET', key, 'state', state, 'finished_at', now_s, field, value)
+  elseif state == 'succeeded' then
     -- An earlier attempt's error is history now, not the job's.
     redis.call('HSET', key, 'state', state, 'finished_at', now_s, 'owner', '', field, value,
       'history', history, 'error', '')
@@ -52,24 +58,23 @@ for i = 4, #ARGV, 5 do
         fr.tenants[tenant] = (fr.tenants[tenant] or 0) + 1
       end
     end
-    local function ended(outcome, err)
-      return with_attempt(f[8], f[2], f[6], f[7], now, outcome, err)
-    end
     if kind == 's' then
-      finished(q, id, 'succeeded', tenant, task, unique, 'result', value, succeeded, ended('succeeded'))
+      local had_history = f[8] ~= false and f[8] ~= ''
+      finished(q, id, 'succeeded', tenant, task, unique, 'result', value, succeeded,
+        had_history and with_attempt(f[8], f[2], f[6], f[7], now, 'succeeded') or nil, had_history)
     elseif kind == 'r' then
       redis.call('HINCRBY', key, 'base', 1)
-      redis.call('HSET', key, 'history', ended('released'))
+      redis.call('HSET', key, 'history', with_attempt(f[8], f[2], f[6], f[7], now, 'released'))
       make_ready(q, id, false)
     else
       local used = tonumber(f[2]) - tonumber(f[3] or '0')
       if delay ~= '' and used <= tonumber(max_retries) then
         local run_at = num(now + tonumber(delay))
         redis.call('HSET', key, 'state', 'retrying', 'run_at', run_at, 'owner', '', 'error', value,
-          'history', ended('retried', value))
+          'history', with_attempt(f[8], f[2], f[6], f[7], now, 'retried', value))
         redis.call('ZADD', qkey(q, 'retrying'), run_at, id)
       else
-        finished(q, id, 'failed', tenant, task, unique, 'error', value, failed, ended('failed', value))
+        finished(q, id, 'failed', tenant, task, unique, 'error', value, failed, with_attempt(f[8], f[2], f[6], f[7], now, 'failed', value))
       end
     end
   end
