@@ -18,6 +18,7 @@ const Q_CANCEL: &str = include_str!("queries/cancel.sql");
 const Q_FINISHED_QUEUES: &str = include_str!("queries/finished_queues.sql");
 const Q_RETIRE_OLD: &str = include_str!("queries/retire_old.sql");
 const Q_RETIRE_EXCESS: &str = include_str!("queries/retire_excess.sql");
+const Q_ANY_RETIRED: &str = include_str!("queries/any_retired.sql");
 /// Expired leases returned per maintenance pass.
 const REAP_BATCH: i64 = 1000;
 
@@ -131,7 +132,8 @@ impl SqliteBroker {
 
     /// Deletes finished jobs past their age or beyond the count a queue
     /// keeps, at most [`RETENTION_BATCH`] per queue, outcome and rule, in a
-    /// transaction of its own (the reaper's is not held up by it).
+    /// transaction of its own (the reaper's is not held up by it), taken
+    /// only when a read finds something to delete (or a count cap is set).
     async fn retire(&self, now: crate::job::Millis) -> BrokerResult<()> {
         let queues: Vec<String> = sqlx::query_scalar(Q_FINISHED_QUEUES)
             .fetch_all(&self.reader)
@@ -139,6 +141,18 @@ impl SqliteBroker {
             .map_err(from_sqlx)?;
         if queues.is_empty() {
             return Ok(());
+        }
+        if self.retention.keep.is_none() {
+            let oldest_kept = now.0 - duration_ms(self.retention.shortest());
+            let due: bool = sqlx::query_scalar(Q_ANY_RETIRED)
+                .bind(serde_json::to_string(&queues).unwrap_or_default())
+                .bind(oldest_kept)
+                .fetch_one(&self.reader)
+                .await
+                .map_err(from_sqlx)?;
+            if !due {
+                return Ok(());
+            }
         }
         let batch = RETENTION_BATCH as i64;
         let mut tx = self.begin().await?;
