@@ -33,8 +33,6 @@ use weir_shared::queue_order::QueueOrder;
 
 /// Completions sent per broker call at most.
 const FLUSH_BATCH: usize = 512;
-/// Longest idle wait between two claims when the broker has no wake-up signal.
-const MAX_IDLE_WAIT: Duration = Duration::from_millis(25);
 
 /// What a node runtime needs to know.
 #[derive(Debug, Clone)]
@@ -195,7 +193,7 @@ pub async fn run_node(
                 () = broker.wait_for_work(idle_wait) => {},
                 () = shutdown.cancelled() => break,
             }
-            idle_wait = (idle_wait * 2).min(MAX_IDLE_WAIT);
+            idle_wait = (idle_wait * 2).min(broker.max_idle_wait());
             continue;
         }
         idle_wait = Duration::from_millis(1);

@@ -4,7 +4,7 @@
 //! `redis/config.rs`). Adding a backend adds one variant, one line of
 //! [`REGISTRY`] and one arm of [`BrokerConfig::connect`].
 
-use super::{BrokerResult, SharedBroker, redis, sqlite};
+use super::{BrokerResult, SharedBroker, postgres, redis, sqlite};
 use crate::config::Problem;
 use crate::limit::RateLimiter;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ pub const BACKEND_VARS: &[(&str, &[VarDoc])] = &[
     ("every broker", super::retention::VARS),
     ("sqlite", sqlite::config::VARS),
     ("redis", redis::config::VARS),
+    ("postgres", postgres::config::VARS),
 ];
 
 /// The environment as a lookup function (the process's, or a test's).
@@ -33,6 +34,8 @@ pub enum BrokerConfig {
     Sqlite(sqlite::SqliteConfig),
     /// `redis://HOST:PORT/DB` or `rediss://...`.
     Redis(redis::RedisConfig),
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` or `postgresql://...`.
+    Postgres(postgres::PostgresConfig),
 }
 
 /// One backend: the URL schemes it serves and how it reads its options.
@@ -53,6 +56,12 @@ const REGISTRY: &[Entry] = &[
         schemes: &["redis", "rediss"],
         parse: |url, env, problems| {
             BrokerConfig::Redis(redis::RedisConfig::parse(url, env, problems))
+        },
+    },
+    Entry {
+        schemes: &["postgres", "postgresql"],
+        parse: |url, env, problems| {
+            BrokerConfig::Postgres(postgres::PostgresConfig::parse(url, env, problems))
         },
     },
 ];
@@ -104,6 +113,7 @@ impl BrokerConfig {
         match self {
             BrokerConfig::Sqlite(c) => format!("sqlite://{}", c.path),
             BrokerConfig::Redis(c) => crate::secret::redact_url(&c.url),
+            BrokerConfig::Postgres(c) => crate::secret::redact_url(&c.url),
         }
     }
 
@@ -112,7 +122,7 @@ impl BrokerConfig {
     pub fn redis_url(&self) -> Option<&str> {
         match self {
             BrokerConfig::Redis(c) => Some(&c.url),
-            BrokerConfig::Sqlite(_) => None,
+            BrokerConfig::Sqlite(_) | BrokerConfig::Postgres(_) => None,
         }
     }
 
@@ -121,6 +131,7 @@ impl BrokerConfig {
         match self {
             BrokerConfig::Sqlite(c) => c.connect().await,
             BrokerConfig::Redis(c) => c.connect(),
+            BrokerConfig::Postgres(c) => c.connect().await,
         }
     }
 
@@ -130,6 +141,7 @@ impl BrokerConfig {
         match self {
             BrokerConfig::Sqlite(_) => message.to_owned(),
             BrokerConfig::Redis(c) => crate::secret::scrub(message, &[&c.url]),
+            BrokerConfig::Postgres(c) => crate::secret::scrub(message, &[&c.url]),
         }
     }
 
@@ -138,6 +150,7 @@ impl BrokerConfig {
         match self {
             BrokerConfig::Sqlite(c) => c.retention,
             BrokerConfig::Redis(c) => c.retention,
+            BrokerConfig::Postgres(c) => c.retention,
         }
     }
 
@@ -145,7 +158,7 @@ impl BrokerConfig {
     pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
         match self {
             BrokerConfig::Sqlite(c) => Some(c.path.clone().into()),
-            BrokerConfig::Redis(_) => None,
+            BrokerConfig::Redis(_) | BrokerConfig::Postgres(_) => None,
         }
     }
 
@@ -158,6 +171,7 @@ impl BrokerConfig {
                 c.connect().await
             }
             BrokerConfig::Redis(c) => c.connect(),
+            BrokerConfig::Postgres(c) => c.connect().await,
         }
     }
 
@@ -220,7 +234,8 @@ mod tests {
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].key, "WEIR_BROKER_URL");
         assert!(
-            p[0].message.contains("sqlite://, redis://, rediss://"),
+            p[0].message
+                .contains("sqlite://, redis://, rediss://, postgres://, postgresql://"),
             "{}",
             p[0].message
         );

@@ -1,4 +1,4 @@
-//! The broker seam. A backend (embedded SQLite, Redis; Postgres and
+//! The broker seam. A backend (embedded SQLite, Redis, Postgres;
 //! RabbitMQ next) is one folder under `broker/` with the same files in each
 //! (`mod.rs` wires, `config.rs`, `codec`, `enqueue`, `claim`, `complete`,
 //! `admin`, `inspect`, `cron`, `nodes`, `coord`, and its scripts or
@@ -36,6 +36,7 @@ pub mod maintain;
 mod request;
 pub mod retention;
 
+pub mod postgres;
 pub mod redis;
 pub mod sqlite;
 
@@ -104,6 +105,14 @@ pub trait Broker: Send + Sync + 'static {
     /// soon as a job is enqueued, one without simply sleeps.
     async fn wait_for_work(&self, max: Duration) {
         tokio::time::sleep(max).await;
+    }
+
+    /// The longest an idle worker waits between claims: short where
+    /// [`Broker::wait_for_work`] cannot hear other processes enqueue (a
+    /// poll is all they have), longer where a wake-up signal carries the
+    /// news and the wait is only the floor for what it does not announce.
+    fn max_idle_wait(&self) -> Duration {
+        Duration::from_millis(25)
     }
 }
 

@@ -1,0 +1,162 @@
+//! Claim and lease renewal. A claim first reads which of its queues have
+//! work (an idle worker's poll then locks nothing), then, in the common
+//! case, leases jobs in one autocommit statement. Due jobs to promote, or
+//! caps and rates to honour, make it one short transaction: promote, lock
+//! the limited tasks, count, admit, lease.
+
+use super::codec::{self, lease_arrays, missing};
+use super::{PROMOTE_BATCH, PostgresBroker, flow, from_sqlx};
+use crate::broker::{BrokerResult, ClaimRequest, ClaimedJob, Lease};
+use crate::job::duration_ms;
+use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgRow};
+use std::collections::HashSet;
+use std::time::Duration;
+use uuid::Uuid;
+
+const Q_PROBE: &str = include_str!("queries/probe.sql");
+const Q_CLAIM: &str = include_str!("queries/claim.sql");
+const Q_CLAIM_IDS: &str = include_str!("queries/claim_ids.sql");
+const Q_RENEW: &str = include_str!("queries/renew.sql");
+
+/// The plain claim: the best `limit` queued jobs of `queues`.
+struct ClaimBest<'a> {
+    queues: &'a [String],
+    limit: i64,
+    worker: &'a str,
+    lease_ms: i64,
+    tasks: Option<&'a [String]>,
+}
+
+impl ClaimBest<'_> {
+    fn query(&self) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(Q_CLAIM)
+            .bind(self.queues)
+            .bind(self.limit)
+            .bind(self.worker)
+            .bind(self.lease_ms)
+            .bind(self.tasks)
+    }
+
+    async fn run(&self, conn: &mut PgConnection) -> BrokerResult<Vec<PgRow>> {
+        self.query().fetch_all(conn).await.map_err(from_sqlx)
+    }
+}
+
+impl PostgresBroker {
+    pub(super) async fn claim_jobs(&self, request: ClaimRequest) -> BrokerResult<Vec<ClaimedJob>> {
+        if request.limit == 0 || request.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tasks: Option<&[String]> = request.tasks.as_deref().map(Vec::as_slice);
+        let probe: Vec<Option<String>> = sqlx::query_scalar(Q_PROBE)
+            .bind(&request.queues)
+            .bind(tasks)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        let due = probe.iter().any(Option::is_none);
+        let ready: HashSet<String> = probe.into_iter().flatten().collect();
+        if ready.is_empty() && !due {
+            return Ok(Vec::new());
+        }
+        // After a promotion any queue may have work; otherwise only those
+        // the probe saw, in the order asked.
+        let visit: Vec<String> = request
+            .queues
+            .iter()
+            .filter(|q| due || ready.contains(*q))
+            .cloned()
+            .collect();
+        let best = ClaimBest {
+            queues: &visit,
+            limit: i64::try_from(request.limit).unwrap_or(i64::MAX),
+            worker: &request.worker,
+            lease_ms: duration_ms(request.lease),
+            tasks,
+        };
+        let rows = if !due && request.limits.is_empty() {
+            best.query()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(from_sqlx)?
+        } else {
+            let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
+            if due {
+                flow::promote(&mut tx, PROMOTE_BATCH).await?;
+            }
+            let rows = if request.limits.is_empty() {
+                best.run(&mut tx).await?
+            } else {
+                flow::lock_tasks(&mut tx, &request.limits).await?;
+                match flow::admit(&mut tx, &request.limits, &visit, request.limit, tasks).await? {
+                    flow::Admission::Unbound(tats, now_us) => {
+                        let rows = best.run(&mut tx).await?;
+                        let tasks = rows
+                            .iter()
+                            .map(|r| r.try_get::<String, _>("task").map_err(from_sqlx))
+                            .collect::<BrokerResult<Vec<_>>>()?;
+                        flow::charge(&mut tx, &request.limits, tats, now_us, tasks).await?;
+                        rows
+                    }
+                    flow::Admission::Only(ids) if ids.is_empty() => Vec::new(),
+                    flow::Admission::Only(ids) => sqlx::query(Q_CLAIM_IDS)
+                        .bind(ids)
+                        .bind(&request.worker)
+                        .bind(duration_ms(request.lease))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(from_sqlx)?,
+                }
+            };
+            tx.commit().await.map_err(from_sqlx)?;
+            rows
+        };
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                let seq: i64 = r.try_get("seq").map_err(from_sqlx)?;
+                Ok((codec::claimed(r)?, seq))
+            })
+            .collect::<BrokerResult<Vec<_>>>()?;
+        let clocks = self
+            .clocks
+            .due(claimed.iter().map(|(c, seq)| (c.queue.clone(), *seq)));
+        if let Err(e) = flow::advance_clocks(&self.pool, clocks).await {
+            // The clock only places late-coming tenants; the claim stands.
+            tracing::debug!(error = %e, "Could not move a queue clock");
+        }
+        // RETURNING has no defined order; hand them out as they were ranked.
+        let rank = |queue: &str| visit.iter().position(|q| q == queue).unwrap_or(usize::MAX);
+        claimed.sort_by(|(a, sa), (b, sb)| {
+            rank(&a.queue)
+                .cmp(&rank(&b.queue))
+                .then(b.priority.cmp(&a.priority))
+                .then(sa.cmp(sb))
+                .then(a.lease.id.cmp(&b.lease.id))
+        });
+        Ok(claimed.into_iter().map(|(c, _)| c).collect())
+    }
+
+    pub(super) async fn renew_leases(
+        &self,
+        leases: &[Lease],
+        lease: Duration,
+    ) -> BrokerResult<Vec<Lease>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, attempts) = lease_arrays(leases.iter().copied());
+        let kept: Vec<Uuid> = sqlx::query_scalar(Q_RENEW)
+            .bind(ids)
+            .bind(attempts)
+            .bind(duration_ms(lease))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(missing(leases.iter().copied(), &kept.into_iter().collect()))
+    }
+}

@@ -1,0 +1,135 @@
+//! Conversions between Postgres rows and the job model.
+
+use crate::broker::{BrokerError, BrokerResult, ClaimedJob, Lease};
+use crate::job::{Job, JobId, JobState, Millis};
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use std::collections::HashSet;
+use std::str::FromStr;
+use uuid::Uuid;
+
+fn bad(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::internal(format!("corrupt job row: {e}"))
+}
+
+fn json_column(row: &PgRow, name: &str) -> BrokerResult<Value> {
+    let text: Option<String> = row.try_get(name).map_err(bad)?;
+    match text {
+        None => Ok(Value::Null),
+        Some(text) => serde_json::from_str(&text).map_err(bad),
+    }
+}
+
+fn id_column(row: &PgRow) -> BrokerResult<JobId> {
+    Ok(JobId(row.try_get::<Uuid, _>("id").map_err(bad)?))
+}
+
+fn u32_column(row: &PgRow, name: &str) -> BrokerResult<u32> {
+    let value: i32 = row.try_get(name).map_err(bad)?;
+    u32::try_from(value).map_err(bad)
+}
+
+fn timeout_column(row: &PgRow) -> BrokerResult<Option<u64>> {
+    let value: Option<i64> = row.try_get("timeout_ms").map_err(bad)?;
+    value.map(|v| u64::try_from(v).map_err(bad)).transpose()
+}
+
+fn priority_column(row: &PgRow) -> BrokerResult<u8> {
+    let value: i16 = row.try_get("priority").map_err(bad)?;
+    u8::try_from(value).map_err(bad)
+}
+
+fn time_column(row: &PgRow, name: &str) -> BrokerResult<Option<Millis>> {
+    let value: Option<i64> = row.try_get(name).map_err(bad)?;
+    Ok(value.map(Millis))
+}
+
+fn required_time(row: &PgRow, name: &str) -> BrokerResult<Millis> {
+    time_column(row, name)?.ok_or_else(|| bad(format!("{name} is NULL")))
+}
+
+/// A full job row (the columns of `JOB_COLUMNS`).
+pub(super) fn job(row: &PgRow) -> BrokerResult<Job> {
+    let state: String = row.try_get("state").map_err(bad)?;
+    Ok(Job {
+        id: id_column(row)?,
+        task: row.try_get("task").map_err(bad)?,
+        queue: row.try_get("queue").map_err(bad)?,
+        tenant: row.try_get("tenant").map_err(bad)?,
+        state: JobState::from_str(&state).map_err(bad)?,
+        priority: priority_column(row)?,
+        payload: json_column(row, "payload")?,
+        attempts: u32_column(row, "attempts")?,
+        max_retries: u32_column(row, "max_retries")?,
+        result: json_column(row, "result")?,
+        error: row.try_get("error").map_err(bad)?,
+        progress: json_column(row, "progress")?,
+        timeout_ms: timeout_column(row)?,
+        unique_key: row.try_get("unique_key").map_err(bad)?,
+        created_at: required_time(row, "created_at")?,
+        run_at: required_time(row, "run_at")?,
+        started_at: time_column(row, "started_at")?,
+        finished_at: time_column(row, "finished_at")?,
+        worker: row
+            .try_get::<Option<String>, _>("lease_owner")
+            .map_err(bad)?
+            .filter(|_| state == "running"),
+        history: crate::job::parse_history(
+            row.try_get::<Option<String>, _>("history")
+                .map_err(bad)?
+                .as_deref(),
+        )
+        .map_err(bad)?,
+    })
+}
+
+/// A row returned by a claim.
+pub(super) fn claimed(row: &PgRow) -> BrokerResult<ClaimedJob> {
+    let attempts = u32_column(row, "attempts")?;
+    let base = u32_column(row, "attempt_base")?;
+    let max_retries = u32_column(row, "max_retries")?;
+    let used = attempts.saturating_sub(base);
+    Ok(ClaimedJob {
+        lease: Lease {
+            id: id_column(row)?,
+            attempt: attempts,
+        },
+        task: row.try_get("task").map_err(bad)?,
+        queue: row.try_get("queue").map_err(bad)?,
+        tenant: row.try_get("tenant").map_err(bad)?,
+        priority: priority_column(row)?,
+        payload: json_column(row, "payload")?,
+        max_retries,
+        retries_left: (max_retries + 1).saturating_sub(used),
+        timeout_ms: timeout_column(row)?,
+    })
+}
+
+/// Leases as the two arrays the fenced statements unnest.
+pub(super) fn lease_arrays(leases: impl IntoIterator<Item = Lease>) -> (Vec<Uuid>, Vec<i32>) {
+    leases
+        .into_iter()
+        .map(|l| (l.id.0, i32::try_from(l.attempt).unwrap_or(i32::MAX)))
+        .unzip()
+}
+
+/// The leases whose ids the statement did not return: those it did not touch.
+pub(super) fn missing(
+    requested: impl IntoIterator<Item = Lease>,
+    touched: &HashSet<Uuid>,
+) -> Vec<Lease> {
+    requested
+        .into_iter()
+        .filter(|l| !touched.contains(&l.id.0))
+        .collect()
+}
+
+/// Text Postgres can store: a NUL character becomes U+FFFD.
+pub(super) fn storable(text: &str) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}")
+    } else {
+        text.to_owned()
+    }
+}

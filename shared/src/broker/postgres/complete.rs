@@ -1,0 +1,204 @@
+//! The ends of attempts and leases: completion (succeed, fail, release in
+//! one transaction), progress, cancel, and the maintenance pass (reap
+//! expired leases, promote due jobs, expire heartbeats and coordination
+//! rows, retire finished jobs), every statement skipping rows another node
+//! holds, so every node can run it at once.
+
+use super::codec::{self, lease_arrays, missing, storable};
+use super::{PROMOTE_BATCH, PostgresBroker, flow, from_sqlx};
+use crate::broker::retention::RETENTION_BATCH;
+use crate::broker::{BrokerResult, Completion, Lease, Maintenance, Outcome, Scope};
+use crate::job::{Job, JobId, JobState, duration_ms};
+use serde_json::Value;
+use std::collections::HashSet;
+use uuid::Uuid;
+
+const Q_SUCCEED: &str = include_str!("queries/succeed.sql");
+const Q_FAIL: &str = include_str!("queries/fail.sql");
+const Q_RELEASE: &str = include_str!("queries/release.sql");
+const Q_REAP: &str = include_str!("queries/reap.sql");
+const Q_CANCEL: &str = include_str!("queries/cancel.sql");
+const Q_FINISHED_QUEUES: &str = include_str!("queries/finished_queues.sql");
+const Q_RETIRE_OLD: &str = include_str!("queries/retire_old.sql");
+const Q_RETIRE_EXCESS: &str = include_str!("queries/retire_excess.sql");
+const Q_ANY_RETIRED: &str = include_str!("queries/any_retired.sql");
+/// Expired leases returned per maintenance pass.
+const REAP_BATCH: i64 = 1000;
+
+impl PostgresBroker {
+    pub(super) async fn complete_jobs(
+        &self,
+        completions: Vec<Completion>,
+    ) -> BrokerResult<Vec<Lease>> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut ok_ids, mut ok_attempts, mut results) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut bad_ids, mut bad_attempts, mut errors, mut retry_in) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut released = Vec::new();
+        for c in &completions {
+            let attempt = i32::try_from(c.lease.attempt).unwrap_or(i32::MAX);
+            match &c.outcome {
+                Outcome::Succeeded(result) => {
+                    ok_ids.push(c.lease.id.0);
+                    ok_attempts.push(attempt);
+                    results.push(result.to_string());
+                }
+                Outcome::Failed { error, retry_in: r } => {
+                    bad_ids.push(c.lease.id.0);
+                    bad_attempts.push(attempt);
+                    errors.push(storable(&crate::job::truncate_error(error)));
+                    retry_in.push(r.map(duration_ms));
+                }
+                Outcome::Released => released.push(c.lease),
+            }
+        }
+        let mut touched: HashSet<Uuid> = HashSet::new();
+        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
+        if !ok_ids.is_empty() {
+            let ids: Vec<Uuid> = sqlx::query_scalar(Q_SUCCEED)
+                .bind(ok_ids)
+                .bind(ok_attempts)
+                .bind(results)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            touched.extend(ids);
+        }
+        if !bad_ids.is_empty() {
+            let ids: Vec<Uuid> = sqlx::query_scalar(Q_FAIL)
+                .bind(bad_ids)
+                .bind(bad_attempts)
+                .bind(errors)
+                .bind(retry_in)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            touched.extend(ids);
+        }
+        if !released.is_empty() {
+            let (ids, attempts) = lease_arrays(released.iter().copied());
+            let ids: Vec<Uuid> = sqlx::query_scalar(Q_RELEASE)
+                .bind(ids)
+                .bind(attempts)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            if !ids.is_empty() {
+                self.wake.work_added();
+            }
+            touched.extend(ids);
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(missing(completions.iter().map(|c| c.lease), &touched))
+    }
+
+    pub(super) async fn store_progress(&self, lease: Lease, progress: Value) -> BrokerResult<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET progress = $1::json \
+             WHERE id = $2 AND attempts = $3 AND state = 'running'",
+        )
+        .bind(progress.to_string())
+        .bind(lease.id.0)
+        .bind(i32::try_from(lease.attempt).unwrap_or(i32::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn cancel_job(&self, scope: &Scope, id: JobId) -> BrokerResult<Job> {
+        let row = sqlx::query(Q_CANCEL)
+            .bind(id.0)
+            .bind(scope.tenant())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        match row {
+            Some(row) => codec::job(&row),
+            None => Err(self.conflict_or_missing(scope, id).await),
+        }
+    }
+
+    pub(super) async fn maintain_pass(&self) -> BrokerResult<Maintenance> {
+        let reaped: Vec<String> = sqlx::query_scalar(Q_REAP)
+            .bind(REAP_BATCH)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
+        let promoted = flow::promote(&mut tx, PROMOTE_BATCH).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        if promoted > 0 || reaped.iter().any(|s| s == "queued") {
+            self.wake.work_added();
+        }
+        sqlx::query(
+            "DELETE FROM workers WHERE id IN (SELECT id FROM workers WHERE expires_at < now_ms() \
+             LIMIT 1000 FOR UPDATE SKIP LOCKED)",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        super::coord::sweep(&self.pool).await?;
+        self.retire().await?;
+        let dead = reaped.iter().filter(|s| *s == "failed").count() as u64;
+        Ok(Maintenance {
+            requeued: reaped.len() as u64 - dead,
+            dead,
+            promoted,
+        })
+    }
+
+    /// Deletes finished jobs past their age or beyond the count a queue
+    /// keeps, at most [`RETENTION_BATCH`] per queue, outcome and rule per
+    /// pass, each batch in its own statement; only when a read finds
+    /// something to delete (or a count cap is set).
+    async fn retire(&self) -> BrokerResult<()> {
+        let queues: Vec<String> = sqlx::query_scalar(Q_FINISHED_QUEUES)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        if queues.is_empty() {
+            return Ok(());
+        }
+        if self.retention.keep.is_none() {
+            let due: bool = sqlx::query_scalar(Q_ANY_RETIRED)
+                .bind(&queues)
+                .bind(duration_ms(self.retention.shortest()))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(from_sqlx)?;
+            if !due {
+                return Ok(());
+            }
+        }
+        let batch = RETENTION_BATCH as i64;
+        for queue in &queues {
+            for state in [JobState::Succeeded, JobState::Failed, JobState::Cancelled] {
+                let Some(age) = self.retention.of(state) else {
+                    continue;
+                };
+                sqlx::query(Q_RETIRE_OLD)
+                    .bind(queue)
+                    .bind(state.as_str())
+                    .bind(duration_ms(age))
+                    .bind(batch)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(from_sqlx)?;
+                if let Some(keep) = self.retention.keep {
+                    sqlx::query(Q_RETIRE_EXCESS)
+                        .bind(queue)
+                        .bind(state.as_str())
+                        .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+                        .bind(batch)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(from_sqlx)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

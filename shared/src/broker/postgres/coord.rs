@@ -1,0 +1,108 @@
+//! Coordination on Postgres: keyed GCRA limiters and cooldowns in two
+//! tables. A limiter decision takes the key's advisory lock for its
+//! transaction (a key with no row yet has nothing else to lock), reads the
+//! state and the server's clock, and writes the new state: one atomic step
+//! every process shares.
+
+use super::{PostgresBroker, from_sqlx};
+use crate::broker::{BrokerResult, Coordination};
+use crate::job::duration_ms;
+use crate::limit::{Decision, KeyedRate};
+use async_trait::async_trait;
+use sqlx::postgres::PgPool;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Rows of spent limiters and ended cooldowns deleted per maintenance pass.
+const SWEEP_BATCH: i64 = 1000;
+
+#[async_trait]
+impl Coordination for PostgresBroker {
+    async fn admit(&self, key: &str, rate: KeyedRate, cost: u32) -> BrokerResult<Decision> {
+        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('weir.coord:' || $1, 0))")
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        // A statement of its own, after the lock: its snapshot holds what
+        // the previous holder committed.
+        let (tat, now): (Option<i64>, i64) = sqlx::query_as(
+            "SELECT (SELECT tat FROM coord_limits WHERE key = $1), \
+                    (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+        )
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let step = rate.step(tat.unwrap_or(0), now, cost);
+        if step.allowed {
+            sqlx::query(
+                "INSERT INTO coord_limits (key, tat) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET tat = EXCLUDED.tat",
+            )
+            .bind(key)
+            .bind(step.tat)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(step.decision())
+    }
+
+    async fn cool(&self, key: &str, period: Duration) -> BrokerResult<()> {
+        sqlx::query(
+            "INSERT INTO coord_cooldowns AS c (key, until_ms) VALUES ($1, now_ms() + $2) \
+             ON CONFLICT (key) DO UPDATE SET until_ms = greatest(c.until_ms, EXCLUDED.until_ms)",
+        )
+        .bind(key)
+        .bind(duration_ms(period))
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(())
+    }
+
+    async fn cooling(&self, keys: &[String]) -> BrokerResult<Vec<Option<Duration>>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT key, until_ms - now_ms() FROM coord_cooldowns \
+             WHERE key = ANY ($1::text[]) AND until_ms > now_ms()",
+        )
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        let left: HashMap<String, i64> = rows.into_iter().collect();
+        Ok(keys
+            .iter()
+            .map(|k| {
+                left.get(k)
+                    .map(|ms| Duration::from_millis(u64::try_from(*ms).unwrap_or(0)))
+            })
+            .collect())
+    }
+}
+
+/// Deletes limiter rows whose bucket is full again and ended cooldowns,
+/// in bounded batches (part of the maintenance pass).
+pub(super) async fn sweep(pool: &PgPool) -> BrokerResult<()> {
+    sqlx::query(
+        "DELETE FROM coord_limits WHERE key IN (SELECT key FROM coord_limits \
+         WHERE tat < (extract(epoch FROM clock_timestamp()) * 1000000)::bigint \
+         LIMIT $1 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(SWEEP_BATCH)
+    .execute(pool)
+    .await
+    .map_err(from_sqlx)?;
+    sqlx::query(
+        "DELETE FROM coord_cooldowns WHERE key IN (SELECT key FROM coord_cooldowns \
+         WHERE until_ms < now_ms() LIMIT $1 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(SWEEP_BATCH)
+    .execute(pool)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! Group commit for enqueues, and the insert itself. Every `enqueue` call
+//! in this process hands its jobs to one task, which commits whatever calls
+//! have gathered while earlier transactions ran, up to [`COMMITTERS`]
+//! transactions at once. Each caller is answered only after the commit
+//! that holds its jobs, so a reply means the jobs are stored.
+//!
+//! [`insert_in`] runs inside any transaction: a cron tick's, or a caller's
+//! own (`PostgresBroker::enqueue_in`), where the jobs exist only if the
+//! caller commits.
+
+use super::codec::{self, storable};
+use super::notify::Wake;
+use super::{JOB_COLUMNS, PostgresBroker, flow, from_sqlx};
+use crate::broker::{BrokerError, BrokerResult, EnqueueRequest, Enqueued};
+use crate::job::{Job, JobId, JobState, Millis, now_ms};
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{Postgres, Row, Transaction};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use uuid::Uuid;
+
+const Q_ENQUEUE: &str = include_str!("queries/enqueue.sql");
+
+/// Jobs committed in one transaction at most; a bigger backlog waits for the next.
+const GROUP_JOBS: usize = 5000;
+/// Enqueue transactions one process runs at once.
+const COMMITTERS: usize = 4;
+
+struct Call {
+    jobs: Vec<EnqueueRequest>,
+    reply: oneshot::Sender<BrokerResult<Vec<Enqueued>>>,
+}
+
+/// The handle `PostgresBroker` keeps; cloning it shares the same task.
+#[derive(Debug, Clone)]
+pub(super) struct Enqueuer {
+    calls: mpsc::UnboundedSender<Call>,
+}
+
+impl Enqueuer {
+    /// Starts the committing task; it ends when the last handle is dropped.
+    pub(super) fn spawn(pool: PgPool, wake: Arc<Wake>) -> Self {
+        let (calls, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(pool, wake, rx));
+        Enqueuer { calls }
+    }
+
+    /// Enqueues `jobs` in the next group and waits for its commit.
+    pub(super) async fn submit(&self, jobs: Vec<EnqueueRequest>) -> BrokerResult<Vec<Enqueued>> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || BrokerError::Unavailable("the Postgres enqueuer has stopped".into());
+        self.calls
+            .send(Call { jobs, reply })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(pool: PgPool, wake: Arc<Wake>, mut rx: mpsc::UnboundedReceiver<Call>) {
+    let committers = Arc::new(Semaphore::new(COMMITTERS));
+    loop {
+        // A free committer first: calls that arrive meanwhile join the group.
+        let Ok(permit) = committers.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut size = first.jobs.len();
+        let mut group = vec![first];
+        while size < GROUP_JOBS {
+            match rx.try_recv() {
+                Ok(call) => {
+                    size += call.jobs.len();
+                    group.push(call);
+                }
+                Err(_) => break,
+            }
+        }
+        let (pool, wake) = (pool.clone(), wake.clone());
+        tokio::spawn(async move {
+            let counts: Vec<usize> = group.iter().map(|c| c.jobs.len()).collect();
+            let (jobs, replies): (Vec<_>, Vec<_>) =
+                group.into_iter().map(|c| (c.jobs, c.reply)).unzip();
+            match insert(&pool, jobs.into_iter().flatten().collect()).await {
+                Ok(mut done) => {
+                    if done
+                        .iter()
+                        .any(|e| e.created && e.job.state == JobState::Queued)
+                    {
+                        wake.work_added();
+                    }
+                    for (reply, n) in replies.into_iter().zip(counts) {
+                        let rest = done.split_off(n.min(done.len()));
+                        let _ = reply.send(Ok(done));
+                        done = rest;
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The job an enqueue request becomes, with its id and timestamps.
+pub(super) fn new_job(r: EnqueueRequest, now: Millis) -> Job {
+    let run_at = r.run_at.unwrap_or(now);
+    r.into_job(JobId::new(), now, run_at)
+}
+
+/// Inserts `jobs` in one transaction.
+async fn insert(pool: &PgPool, jobs: Vec<EnqueueRequest>) -> BrokerResult<Vec<Enqueued>> {
+    let now = now_ms();
+    let planned: Vec<Job> = jobs.into_iter().map(|r| new_job(r, now)).collect();
+    let mut tx = pool.begin().await.map_err(from_sqlx)?;
+    let out = insert_in(&mut tx, planned).await?;
+    tx.commit().await.map_err(from_sqlx)?;
+    Ok(out)
+}
+
+/// Inserts planned jobs within the caller's transaction; for a job whose
+/// unique key an unfinished job holds, returns that job instead.
+pub(super) async fn insert_in(
+    conn: &mut PgConnection,
+    mut planned: Vec<Job>,
+) -> BrokerResult<Vec<Enqueued>> {
+    // Jobs due now take their fair-share place at once; delayed ones when
+    // they become due.
+    let pairs: Vec<(String, String)> = planned
+        .iter()
+        .filter(|j| j.state == JobState::Queued)
+        .map(|j| (j.queue.clone(), j.tenant.clone()))
+        .collect();
+    let mut seqs = flow::assign_seqs(conn, &pairs).await?.into_iter();
+    let n = planned.len();
+    let mut cols = Columns::with_capacity(n);
+    for j in &planned {
+        let seq = if j.state == JobState::Queued {
+            seqs.next().unwrap_or(0)
+        } else {
+            0
+        };
+        cols.push(j, seq);
+    }
+    let rows = cols
+        .bind(sqlx::query(Q_ENQUEUE))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+    let mut stored: HashMap<Uuid, (i64, i64)> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id: Uuid = row.try_get("id").map_err(from_sqlx)?;
+        let created: i64 = row.try_get("created_at").map_err(from_sqlx)?;
+        let run_at: i64 = row.try_get("run_at").map_err(from_sqlx)?;
+        stored.insert(id, (created, run_at));
+    }
+    let holders = if stored.len() < n {
+        holders(conn, &planned, &stored).await?
+    } else {
+        HashMap::new()
+    };
+    let mut out = Vec::with_capacity(n);
+    for mut job in planned.drain(..) {
+        if let Some((created, run_at)) = stored.get(&job.id.0) {
+            job.created_at = Millis(*created);
+            job.run_at = Millis(*run_at);
+            out.push(Enqueued { job, created: true });
+            continue;
+        }
+        // Skipped by ON CONFLICT: the unique key is held by an unfinished
+        // job (possibly one earlier in this same group).
+        let key = (job.tenant.clone(), job.task.clone(), job.unique_key.clone());
+        match holders.get(&key) {
+            Some(holder) => out.push(Enqueued {
+                job: holder.clone(),
+                created: false,
+            }),
+            // The holder finished between the insert and this read: the
+            // caller may simply try again.
+            None => {
+                return Err(BrokerError::Unavailable(format!(
+                    "job {} met a unique key that was released meanwhile; retry",
+                    job.id
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+type UniqueKey = (String, String, Option<String>);
+
+/// The unfinished jobs holding the unique keys of the jobs not stored.
+async fn holders(
+    conn: &mut PgConnection,
+    planned: &[Job],
+    stored: &HashMap<Uuid, (i64, i64)>,
+) -> BrokerResult<HashMap<UniqueKey, Job>> {
+    let (mut tenants, mut tasks, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+    for j in planned.iter().filter(|j| !stored.contains_key(&j.id.0)) {
+        tenants.push(j.tenant.clone());
+        tasks.push(j.task.clone());
+        keys.push(j.unique_key.clone().unwrap_or_default());
+    }
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE (tenant, task, unique_key) IN \
+         (SELECT * FROM unnest($1::text[], $2::text[], $3::text[])) \
+         AND unique_key IS NOT NULL \
+         AND state IN ('waiting', 'scheduled', 'queued', 'running', 'retrying')"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenants)
+        .bind(tasks)
+        .bind(keys)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+    rows.iter()
+        .map(|r| {
+            let job = codec::job(r)?;
+            Ok((
+                (job.tenant.clone(), job.task.clone(), job.unique_key.clone()),
+                job,
+            ))
+        })
+        .collect()
+}
+
+/// The columns of `enqueue.sql`, one array each.
+struct Columns {
+    id: Vec<Uuid>,
+    tenant: Vec<String>,
+    task: Vec<String>,
+    queue: Vec<String>,
+    state: Vec<&'static str>,
+    priority: Vec<i16>,
+    seq: Vec<i64>,
+    payload: Vec<String>,
+    max_retries: Vec<i32>,
+    timeout_ms: Vec<Option<i64>>,
+    unique_key: Vec<Option<String>>,
+    run_at: Vec<i64>,
+}
+
+impl Columns {
+    fn with_capacity(n: usize) -> Self {
+        Columns {
+            id: Vec::with_capacity(n),
+            tenant: Vec::with_capacity(n),
+            task: Vec::with_capacity(n),
+            queue: Vec::with_capacity(n),
+            state: Vec::with_capacity(n),
+            priority: Vec::with_capacity(n),
+            seq: Vec::with_capacity(n),
+            payload: Vec::with_capacity(n),
+            max_retries: Vec::with_capacity(n),
+            timeout_ms: Vec::with_capacity(n),
+            unique_key: Vec::with_capacity(n),
+            run_at: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, j: &Job, seq: i64) {
+        self.id.push(j.id.0);
+        self.tenant.push(storable(&j.tenant));
+        self.task.push(storable(&j.task));
+        self.queue.push(storable(&j.queue));
+        self.state.push(j.state.as_str());
+        self.priority.push(i16::from(j.priority));
+        self.seq.push(seq);
+        self.payload.push(j.payload.to_string());
+        self.max_retries
+            .push(i32::try_from(j.max_retries).unwrap_or(i32::MAX));
+        self.timeout_ms
+            .push(j.timeout_ms.map(|t| i64::try_from(t).unwrap_or(i64::MAX)));
+        self.unique_key.push(j.unique_key.as_deref().map(storable));
+        self.run_at.push(j.run_at.0);
+    }
+
+    fn bind(
+        self,
+        q: sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments> {
+        q.bind(self.id)
+            .bind(self.tenant)
+            .bind(self.task)
+            .bind(self.queue)
+            .bind(self.state)
+            .bind(self.priority)
+            .bind(self.seq)
+            .bind(self.payload)
+            .bind(self.max_retries)
+            .bind(self.timeout_ms)
+            .bind(self.unique_key)
+            .bind(self.run_at)
+    }
+}
+
+impl PostgresBroker {
+    /// Enqueues `jobs` inside the caller's transaction: they exist only if
+    /// the caller commits (the outbox pattern without an outbox). The
+    /// transaction must be on the broker's database, with `search_path`
+    /// reaching weir's schema ([`PostgresBroker::begin`] gives one). Idle
+    /// workers learn of the jobs within their poll interval, or at once when
+    /// [`PostgresBroker::announce`] is called after the commit.
+    pub async fn enqueue_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        jobs: Vec<EnqueueRequest>,
+    ) -> BrokerResult<Vec<Enqueued>> {
+        let now = now_ms();
+        let planned = jobs.into_iter().map(|r| new_job(r, now)).collect();
+        insert_in(tx, planned).await
+    }
+
+    /// A transaction on the broker's pool (its `search_path` reaches weir's
+    /// schema), for the caller's own statements and [`Self::enqueue_in`].
+    pub async fn begin(&self) -> BrokerResult<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(from_sqlx)
+    }
+
+    /// Wakes idle workers everywhere (after committing jobs enqueued with
+    /// [`Self::enqueue_in`]).
+    pub fn announce(&self) {
+        self.wake.work_added();
+    }
+
+    /// How many NOTIFYs this process has sent (the benchmark reports it).
+    pub fn notifications_sent(&self) -> u64 {
+        self.wake.notifications_sent()
+    }
+}

@@ -1,0 +1,471 @@
+//! Flow control on Postgres: fair-share sequence numbers, promotion of due
+//! jobs, and the admission of jobs under task caps and rates.
+//!
+//! A limited claim serializes with every other claim of the same tasks on
+//! one advisory lock per task (taken in sorted order, so claimers never
+//! deadlock), counts permits in a statement of its own after the locks (so
+//! it sees what the previous holder committed), and decides in Rust with
+//! the same rules as the SQLite backend.
+
+use super::{BrokerResult, from_sqlx};
+use crate::broker::Position;
+use crate::job::{Job, JobState};
+use crate::limit::{Holder, Limits, TaskLimit, Usage};
+use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgPool};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const Q_ASSIGN_SEQS: &str = include_str!("queries/assign_seqs.sql");
+const Q_PROMOTE: &str = include_str!("queries/promote.sql");
+const Q_CANDIDATES: &str = include_str!("queries/candidates.sql");
+
+/// Jobs a limited claim looks at beyond the ones it wants, so that jobs
+/// refused within the batch do not leave it short.
+const LOOK_AHEAD: usize = 64;
+
+/// Gives each `(queue, tenant)` in `pairs` its next fair-share sequence
+/// number, in order. A tenant's next number is one past the later of its
+/// own last one and the queue's clock: a tenant that arrives while another
+/// has thousands of jobs queued joins the current round. The upsert reads
+/// `last` under the row's lock, so concurrent enqueuers never share a seq;
+/// its rows go in sorted order, so they never deadlock.
+pub(super) async fn assign_seqs(
+    conn: &mut PgConnection,
+    pairs: &[(String, String)],
+) -> BrokerResult<Vec<i64>> {
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for (q, t) in pairs {
+        *counts.entry((q.as_str(), t.as_str())).or_default() += 1;
+    }
+    let (mut queues, mut tenants, mut ns) = (Vec::new(), Vec::new(), Vec::new());
+    for ((q, t), n) in &counts {
+        queues.push(q.to_string());
+        tenants.push(t.to_string());
+        ns.push(*n);
+    }
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(Q_ASSIGN_SEQS)
+        .bind(queues)
+        .bind(tenants)
+        .bind(ns)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+    // The next number to hand out per pair: last - count + 1, upwards.
+    let mut next: HashMap<(String, String), i64> = rows
+        .into_iter()
+        .map(|(q, t, last)| {
+            let n = counts.get(&(q.as_str(), t.as_str())).copied().unwrap_or(1);
+            ((q, t), last - n + 1)
+        })
+        .collect();
+    Ok(pairs
+        .iter()
+        .map(|pair| {
+            let slot = next.entry(pair.clone()).or_insert(1);
+            let seq = *slot;
+            *slot += 1;
+            seq
+        })
+        .collect())
+}
+
+/// Queues due scheduled and retrying jobs (at most `limit`, skipping rows
+/// another node is promoting), each with a fresh fair-share place.
+pub(super) async fn promote(conn: &mut PgConnection, limit: i64) -> BrokerResult<u64> {
+    let due: Vec<(Uuid, String, String)> = sqlx::query_as(Q_PROMOTE)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let pairs: Vec<(String, String)> = due.iter().map(|(_, q, t)| (q.clone(), t.clone())).collect();
+    let seqs = assign_seqs(conn, &pairs).await?;
+    let ids: Vec<Uuid> = due.iter().map(|(id, _, _)| *id).collect();
+    let done = sqlx::query(
+        "UPDATE jobs SET state = 'queued', seq = c.seq \
+         FROM unnest($1::uuid[], $2::bigint[]) AS c(id, seq) WHERE jobs.id = c.id",
+    )
+    .bind(ids)
+    .bind(seqs)
+    .execute(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(done.rows_affected())
+}
+
+/// How often a process writes a queue's clock at most. The clock only places
+/// tenants that arrive later in the current round; trailing the claims by a
+/// few milliseconds changes nothing a tenant can see.
+const CLOCK_EVERY: Duration = Duration::from_millis(50);
+
+/// The clock values this process wrote, and when.
+#[derive(Debug, Default)]
+pub(super) struct Clocks(Mutex<HashMap<String, (i64, Instant)>>);
+
+impl Clocks {
+    /// The queues whose clock should move up now, and to where: the highest
+    /// seq claimed from each, at most once per [`CLOCK_EVERY`] per queue.
+    pub(super) fn due(
+        &self,
+        claimed: impl IntoIterator<Item = (String, i64)>,
+    ) -> Vec<(String, i64)> {
+        let mut top: BTreeMap<String, i64> = BTreeMap::new();
+        for (queue, seq) in claimed {
+            let entry = top.entry(queue).or_insert(seq);
+            *entry = (*entry).max(seq);
+        }
+        let mut written = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        top.retain(|queue, seq| match written.get(queue) {
+            Some((at_least, when)) => *seq > *at_least && when.elapsed() >= CLOCK_EVERY,
+            None => true,
+        });
+        for (queue, seq) in &top {
+            written.insert(queue.clone(), (*seq, Instant::now()));
+        }
+        top.into_iter().collect()
+    }
+}
+
+/// Moves the clocks up, in autocommit: never inside a claim, where the
+/// queue's row would be one every claimer waits on.
+pub(super) async fn advance_clocks(pool: &PgPool, clocks: Vec<(String, i64)>) -> BrokerResult<()> {
+    if clocks.is_empty() {
+        return Ok(());
+    }
+    let (queues, seqs): (Vec<String>, Vec<i64>) = clocks.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO clocks AS c (queue, clock) \
+         SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1 \
+         ON CONFLICT (queue) DO UPDATE SET clock = greatest(c.clock, EXCLUDED.clock)",
+    )
+    .bind(queues)
+    .bind(seqs)
+    .execute(pool)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(())
+}
+
+/// Takes the advisory lock of every task in `limits`, in sorted order, for
+/// the rest of the transaction.
+pub(super) async fn lock_tasks(conn: &mut PgConnection, limits: &Limits) -> BrokerResult<()> {
+    let mut tasks: Vec<String> = limits
+        .iter()
+        .map(|(t, _)| format!("weir.cap:{t}"))
+        .collect();
+    tasks.sort();
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock(k)) FROM \
+         (SELECT hashtextextended(t, 0) AS k FROM unnest($1::text[]) AS t ORDER BY t) AS s",
+    )
+    .bind(tasks)
+    .execute(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(())
+}
+
+/// The new theoretical arrival time if one more start is allowed now.
+fn rate_allows(limit: &TaskLimit, tat: i64, now_us: i64) -> Option<i64> {
+    let step = limit.rate?.step(tat, now_us, 1);
+    step.allowed.then_some(step.tat)
+}
+
+/// What a limited claim may take.
+pub(super) enum Admission {
+    /// No limit can bind within this claim: take the best jobs as usual,
+    /// then [`charge`] the rates (their state as read is carried along).
+    Unbound(HashMap<String, i64>, i64),
+    /// Exactly these job ids (their permits counted, rates charged).
+    Only(Vec<Uuid>),
+}
+
+/// Picks up to `want` jobs from `queues` (already in the order to serve)
+/// that the caps and rates in `limits` let start now, and charges their
+/// rates: the caller leases exactly these ids in the same transaction,
+/// which holds the tasks' advisory locks ([`lock_tasks`]).
+pub(super) async fn admit(
+    conn: &mut PgConnection,
+    limits: &Limits,
+    queues: &[String],
+    want: usize,
+    handled: Option<&[String]>,
+) -> BrokerResult<Admission> {
+    let tasks: Vec<String> = limits.iter().map(|(t, _)| t.clone()).collect();
+    // A statement of its own, after the locks: it sees every claim the
+    // previous lock holder committed.
+    let running: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT task, tenant, count(*) FROM jobs WHERE state = 'running' \
+         AND task = ANY($1::text[]) GROUP BY task, tenant",
+    )
+    .bind(&tasks)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    let mut per_task: HashMap<String, i64> = HashMap::new();
+    let mut per_tenant: HashMap<(String, String), i64> = HashMap::new();
+    for (task, tenant, n) in running {
+        *per_task.entry(task.clone()).or_default() += n;
+        per_tenant.insert((task, tenant), n);
+    }
+    // The server's clock, read now (not at the transaction's start, which
+    // may be before the lock wait).
+    let now_us: i64 =
+        sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(from_sqlx)?;
+    let mut tats: HashMap<String, i64> =
+        sqlx::query_as("SELECT task, tat FROM rates WHERE task = ANY($1::text[])")
+            .bind(&tasks)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(from_sqlx)?
+            .into_iter()
+            .collect();
+    let cap_full = |limit: &TaskLimit, n: i64| limit.concurrency.is_some_and(|c| n >= i64::from(c));
+    let tenant_full =
+        |limit: &TaskLimit, n: i64| limit.tenant_concurrency.is_some_and(|c| n >= i64::from(c));
+
+    // Limits that cannot bind within this claim (room for `want` more
+    // under every cap and rate): the plain claim serves, then the rates
+    // are charged for what it took.
+    let want_i = i64::try_from(want).unwrap_or(i64::MAX);
+    let unbound = limits.iter().all(|(task, limit)| {
+        let n = per_task.get(task).copied().unwrap_or(0);
+        let cap_room = limit
+            .concurrency
+            .is_none_or(|c| n.saturating_add(want_i) <= i64::from(c));
+        let tenant_room = limit.tenant_concurrency.is_none_or(|c| {
+            per_tenant
+                .iter()
+                .filter(|((t, _), _)| t == task)
+                .map(|(_, m)| *m)
+                .max()
+                .unwrap_or(0)
+                .saturating_add(want_i)
+                <= i64::from(c)
+        });
+        let rate_room = limit.rate.is_none_or(|r| {
+            let t = r.interval_us();
+            let tat = tats.get(task).copied().unwrap_or(0).max(now_us);
+            i64::from(r.burst.max(1)).saturating_sub((tat - now_us) / t) >= want_i
+        });
+        cap_room && tenant_room && rate_room
+    });
+    if unbound {
+        return Ok(Admission::Unbound(tats, now_us));
+    }
+
+    // Tasks no job of which may start now, and tenants at their cap.
+    let mut blocked = Vec::new();
+    for (task, limit) in limits.iter() {
+        let n = per_task.get(task).copied().unwrap_or(0);
+        let tat = tats.get(task).copied().unwrap_or(0);
+        if cap_full(limit, n)
+            || limit.tenant_concurrency == Some(0)
+            || (limit.rate.is_some() && rate_allows(limit, tat, now_us).is_none())
+        {
+            blocked.push(task.clone());
+        }
+    }
+    let (full_tasks, full_tenants): (Vec<String>, Vec<String>) = per_tenant
+        .iter()
+        .filter(|((task, _), n)| limits.get(task).is_some_and(|l| tenant_full(l, **n)))
+        .map(|((task, tenant), _)| (task.clone(), tenant.clone()))
+        .unzip();
+    let candidates: Vec<(Uuid, String, String)> = sqlx::query_as(Q_CANDIDATES)
+        .bind(queues)
+        .bind(i64::try_from(want + LOOK_AHEAD).unwrap_or(i64::MAX))
+        .bind(blocked)
+        .bind(full_tasks)
+        .bind(full_tenants)
+        .bind(handled)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+
+    let mut chosen = Vec::new();
+    let mut rated = Vec::new();
+    for (id, task, tenant) in candidates {
+        if chosen.len() == want {
+            break;
+        }
+        let Some(limit) = limits.get(&task) else {
+            chosen.push(id);
+            continue;
+        };
+        let n = per_task.get(&task).copied().unwrap_or(0);
+        let pair = (task.clone(), tenant);
+        let m = per_tenant.get(&pair).copied().unwrap_or(0);
+        if cap_full(limit, n) || tenant_full(limit, m) {
+            continue;
+        }
+        if limit.rate.is_some() {
+            let tat = tats.get(&task).copied().unwrap_or(0);
+            let Some(new_tat) = rate_allows(limit, tat, now_us) else {
+                continue;
+            };
+            tats.insert(task.clone(), new_tat);
+            if !rated.contains(&task) {
+                rated.push(task.clone());
+            }
+        }
+        *per_task.entry(task).or_default() += 1;
+        *per_tenant.entry(pair).or_default() += 1;
+        chosen.push(id);
+    }
+    store_rates(conn, &rated, &tats).await?;
+    Ok(Admission::Only(chosen))
+}
+
+/// Charges the rates of `tasks` (one start each) after an unbound claim.
+pub(super) async fn charge(
+    conn: &mut PgConnection,
+    limits: &Limits,
+    mut tats: HashMap<String, i64>,
+    now_us: i64,
+    tasks: impl IntoIterator<Item = String>,
+) -> BrokerResult<()> {
+    let mut rated = Vec::new();
+    for task in tasks {
+        let Some(rate) = limits.get(&task).and_then(|l| l.rate) else {
+            continue;
+        };
+        let tat = tats.entry(task.clone()).or_insert(0);
+        *tat = (*tat).max(now_us).saturating_add(rate.interval_us());
+        if !rated.contains(&task) {
+            rated.push(task);
+        }
+    }
+    store_rates(conn, &rated, &tats).await
+}
+
+async fn store_rates(
+    conn: &mut PgConnection,
+    rated: &[String],
+    tats: &HashMap<String, i64>,
+) -> BrokerResult<()> {
+    if rated.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<i64> = rated
+        .iter()
+        .map(|t| tats.get(t).copied().unwrap_or(0))
+        .collect();
+    sqlx::query(
+        "INSERT INTO rates (task, tat) SELECT * FROM unnest($1::text[], $2::bigint[]) \
+         ON CONFLICT (task) DO UPDATE SET tat = EXCLUDED.tat",
+    )
+    .bind(rated)
+    .bind(values)
+    .execute(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(())
+}
+
+/// How `task`'s limits are used: holders, jobs they hold back, the rate.
+pub(super) async fn usage(pool: &PgPool, task: &str, limit: &TaskLimit) -> BrokerResult<Usage> {
+    let holders: Vec<Holder> = sqlx::query_as::<_, (Uuid, String, String)>(
+        "SELECT id, tenant, coalesce(lease_owner, '') FROM jobs \
+         WHERE state = 'running' AND task = $1 ORDER BY started_at, id",
+    )
+    .bind(task)
+    .fetch_all(pool)
+    .await
+    .map_err(from_sqlx)?
+    .into_iter()
+    .map(|(id, tenant, worker)| Holder {
+        id: id.to_string(),
+        tenant,
+        worker,
+    })
+    .collect();
+    let (tat, now_us): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT (SELECT tat FROM rates WHERE task = $1), \
+                (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+    )
+    .bind(task)
+    .fetch_one(pool)
+    .await
+    .map_err(from_sqlx)?;
+    let throttled_until = limit
+        .rate
+        .map(|r| r.next_allowed_us(tat.unwrap_or(0)))
+        .filter(|at| *at > now_us)
+        .map(|at| at / 1000);
+    let full = limit
+        .concurrency
+        .is_some_and(|c| holders.len() >= c as usize);
+    let waiting: i64 = if full || throttled_until.is_some() || limit.tenant_concurrency == Some(0) {
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'queued' AND task = $1")
+            .bind(task)
+            .fetch_one(pool)
+            .await
+            .map_err(from_sqlx)?
+    } else if let Some(cap) = limit.tenant_concurrency {
+        let mut per: HashMap<&str, u32> = HashMap::new();
+        for h in &holders {
+            *per.entry(h.tenant.as_str()).or_default() += 1;
+        }
+        let at_cap: Vec<String> = per
+            .into_iter()
+            .filter(|(_, n)| *n >= cap)
+            .map(|(t, _)| t.to_owned())
+            .collect();
+        sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE state = 'queued' AND task = $1 \
+             AND tenant = ANY($2::text[])",
+        )
+        .bind(task)
+        .bind(at_cap)
+        .fetch_one(pool)
+        .await
+        .map_err(from_sqlx)?
+    } else {
+        0
+    };
+    Ok(Usage {
+        holders,
+        waiting: u64::try_from(waiting).unwrap_or(0),
+        throttled_until,
+    })
+}
+
+/// Where a queued job stands in its queue.
+pub(super) async fn position(pool: &PgPool, job: &Job) -> BrokerResult<Position> {
+    if job.state != JobState::Queued {
+        return Ok(Position::default());
+    }
+    let row = sqlx::query(
+        "WITH me AS (SELECT queue, priority, seq, id FROM jobs WHERE id = $1) \
+         SELECT count(*) AS ahead, \
+                count(*) FILTER (WHERE j.priority > me.priority) AS higher \
+         FROM jobs AS j, me \
+         WHERE j.state = 'queued' AND j.queue = me.queue \
+           AND (j.priority > me.priority \
+                OR (j.priority = me.priority AND (j.seq, j.id) < (me.seq, me.id)))",
+    )
+    .bind(job.id.0)
+    .fetch_one(pool)
+    .await
+    .map_err(from_sqlx)?;
+    let get = |name: &str| -> BrokerResult<u64> {
+        let n: i64 = row.try_get(name).map_err(from_sqlx)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    Ok(Position {
+        held: false,
+        ahead: get("ahead")?,
+        ahead_higher_priority: get("higher")?,
+    })
+}

@@ -1,0 +1,141 @@
+//! Read models: plain reads, never a lock.
+
+use super::{JOB_COLUMNS, PostgresBroker, codec, flow, from_sqlx};
+use crate::broker::{
+    BrokerError, BrokerResult, Inspect, JobPage, LIST_SCAN_LIMIT, ListRequest, Position,
+    QueueCounts, Scope,
+};
+use crate::job::{Job, JobId, JobState};
+use crate::limit::{TaskLimit, Usage};
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use uuid::Uuid;
+
+#[async_trait]
+impl Inspect for PostgresBroker {
+    async fn get(&self, scope: &Scope, id: JobId) -> BrokerResult<Option<Job>> {
+        self.fetch_job(scope, id).await
+    }
+
+    async fn list(&self, request: ListRequest) -> BrokerResult<JobPage> {
+        let limit = request.limit.max(1);
+        let upper = request.cursor.map_or(Uuid::max(), |c| c.0);
+        let tenant = request.scope.tenant();
+        // The window a listing examines: the newest LIST_SCAN_LIMIT jobs
+        // (of the tenant, or of everyone) older than the cursor.
+        // Two statements, so each plan uses its index (jobs_tenant, or the
+        // primary key).
+        let window = if tenant.is_some() {
+            "WITH w AS MATERIALIZED (SELECT id FROM jobs WHERE tenant = $1 AND id < $2 \
+             ORDER BY id DESC LIMIT $3) \
+             SELECT (SELECT id FROM w ORDER BY id LIMIT 1), (SELECT count(*) FROM w)"
+        } else {
+            "WITH w AS MATERIALIZED (SELECT id FROM jobs WHERE $1::text IS NULL AND id < $2 \
+             ORDER BY id DESC LIMIT $3) \
+             SELECT (SELECT id FROM w ORDER BY id LIMIT 1), (SELECT count(*) FROM w)"
+        };
+        let (oldest, examined): (Option<Uuid>, i64) = sqlx::query_as(window)
+            .bind(tenant)
+            .bind(upper)
+            .bind(LIST_SCAN_LIMIT as i64)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        let Some(oldest) = oldest else {
+            return Ok(JobPage::bounded(Vec::new(), limit, None));
+        };
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             WHERE id < $5 AND id >= $6 \
+               AND ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR queue = $2) \
+               AND ($3::text IS NULL OR state = $3) AND ($4::text IS NULL OR task = $4) \
+             ORDER BY id DESC LIMIT $7"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(request.queue.as_deref())
+            .bind(request.state.map(JobState::as_str))
+            .bind(request.task.as_deref())
+            .bind(upper)
+            .bind(oldest)
+            .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        let data = rows
+            .iter()
+            .map(codec::job)
+            .collect::<BrokerResult<Vec<_>>>()?;
+        let stopped_at = (examined as usize >= LIST_SCAN_LIMIT).then_some(JobId(oldest));
+        Ok(JobPage::bounded(data, limit, stopped_at))
+    }
+
+    async fn queue_counts(&self) -> BrokerResult<Vec<QueueCounts>> {
+        let mut queues: BTreeMap<String, QueueCounts> = BTreeMap::new();
+        let paused: Vec<(String, bool)> = sqlx::query_as("SELECT name, paused FROM queues")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        for (name, paused) in paused {
+            queues.insert(
+                name.clone(),
+                QueueCounts {
+                    name,
+                    paused,
+                    counts: BTreeMap::new(),
+                },
+            );
+        }
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT queue, state, count(*) FROM jobs GROUP BY queue, state")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(from_sqlx)?;
+        for (name, state, count) in rows {
+            let state = JobState::from_str(&state).map_err(BrokerError::internal)?;
+            queues
+                .entry(name.clone())
+                .or_insert_with(|| QueueCounts {
+                    name,
+                    paused: false,
+                    counts: BTreeMap::new(),
+                })
+                .counts
+                .insert(state, u64::try_from(count).unwrap_or(0));
+        }
+        Ok(queues.into_values().collect())
+    }
+
+    async fn position(&self, job: &Job) -> BrokerResult<Position> {
+        flow::position(&self.pool, job).await
+    }
+
+    async fn usage(&self, task: &str, limit: &TaskLimit) -> BrokerResult<Usage> {
+        flow::usage(&self.pool, task, limit).await
+    }
+}
+
+impl PostgresBroker {
+    pub(super) async fn fetch_job(&self, scope: &Scope, id: JobId) -> BrokerResult<Option<Job>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.0)
+            .bind(scope.tenant())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        row.as_ref().map(codec::job).transpose()
+    }
+
+    /// The state a job is in, for the 409 of a refused cancel or retry.
+    pub(super) async fn conflict_or_missing(&self, scope: &Scope, id: JobId) -> BrokerError {
+        match self.fetch_job(scope, id).await {
+            Ok(Some(job)) => BrokerError::Conflict(job.state),
+            Ok(None) => BrokerError::NotFound,
+            Err(e) => e,
+        }
+    }
+}

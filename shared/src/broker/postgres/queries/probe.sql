@@ -1,0 +1,10 @@
+-- Which of the queues in $1 have queued jobs (of the tasks in $2, the
+-- claimer's handlers; NULL for any), and is anything due to promote (the
+-- row with a NULL queue)? One index seek per queue, no lock: an idle
+-- worker's poll costs one cheap read.
+SELECT q.name AS queue FROM unnest($1::text[]) AS q(name)
+WHERE EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND queue = q.name
+              AND ($2::text[] IS NULL OR task = ANY ($2::text[])))
+UNION ALL
+SELECT NULL WHERE EXISTS (SELECT 1 FROM jobs
+                          WHERE state IN ('scheduled', 'retrying') AND run_at <= now_ms())

@@ -1,0 +1,7 @@
+-- Deletes up to $4 of the jobs of queue $1 in state $2 beyond the newest $3.
+DELETE FROM jobs WHERE id IN (
+  SELECT id FROM jobs
+  WHERE queue = $1 AND state = $2 AND state IN ('succeeded', 'failed', 'cancelled')
+  ORDER BY finished_at DESC
+  LIMIT $4 OFFSET $3
+  FOR UPDATE SKIP LOCKED)
