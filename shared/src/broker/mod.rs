@@ -29,6 +29,7 @@
 //! - **The broker's clock.** Leases, delays and rates are measured on the
 //!   broker's clock (Redis `TIME`, the database's time), never the caller's.
 
+mod admission;
 mod capability;
 pub mod config;
 mod error;

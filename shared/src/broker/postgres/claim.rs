@@ -90,13 +90,13 @@ impl PostgresBroker {
             } else {
                 flow::lock_tasks(&mut tx, &request.limits).await?;
                 match flow::admit(&mut tx, &request.limits, &visit, request.limit, tasks).await? {
-                    flow::Admission::Unbound(tats, now_us) => {
+                    flow::Admission::Unbound(permits) => {
                         let rows = best.run(&mut tx).await?;
                         let tasks = rows
                             .iter()
                             .map(|r| r.try_get::<String, _>("task").map_err(from_sqlx))
                             .collect::<BrokerResult<Vec<_>>>()?;
-                        flow::charge(&mut tx, &request.limits, tats, now_us, tasks).await?;
+                        flow::charge(&mut tx, &request.limits, permits, tasks).await?;
                         rows
                     }
                     flow::Admission::Only(ids) if ids.is_empty() => Vec::new(),

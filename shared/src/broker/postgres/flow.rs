@@ -9,6 +9,7 @@
 
 use super::{BrokerResult, from_sqlx};
 use crate::broker::Position;
+use crate::broker::admission::{self, Permits, Plan};
 use crate::job::{Job, JobState};
 use crate::limit::{Holder, Limits, TaskLimit, Usage};
 use sqlx::Row;
@@ -39,10 +40,7 @@ pub(super) async fn assign_seqs(
     if pairs.is_empty() {
         return Ok(Vec::new());
     }
-    let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-    for (q, t) in pairs {
-        *counts.entry((q.as_str(), t.as_str())).or_default() += 1;
-    }
+    let counts = admission::count_pairs(pairs);
     let (mut queues, mut tenants, mut ns) = (Vec::new(), Vec::new(), Vec::new());
     for ((q, t), n) in &counts {
         queues.push(q.to_string());
@@ -56,23 +54,7 @@ pub(super) async fn assign_seqs(
         .fetch_all(&mut *conn)
         .await
         .map_err(from_sqlx)?;
-    // The next number to hand out per pair: last - count + 1, upwards.
-    let mut next: HashMap<(String, String), i64> = rows
-        .into_iter()
-        .map(|(q, t, last)| {
-            let n = counts.get(&(q.as_str(), t.as_str())).copied().unwrap_or(1);
-            ((q, t), last - n + 1)
-        })
-        .collect();
-    Ok(pairs
-        .iter()
-        .map(|pair| {
-            let slot = next.entry(pair.clone()).or_insert(1);
-            let seq = *slot;
-            *slot += 1;
-            seq
-        })
-        .collect())
+    Ok(admission::number_seqs(pairs, &counts, rows))
 }
 
 /// Queues due scheduled and retrying jobs (at most `limit`, skipping rows
@@ -173,17 +155,11 @@ pub(super) async fn lock_tasks(conn: &mut PgConnection, limits: &Limits) -> Brok
     Ok(())
 }
 
-/// The new theoretical arrival time if one more start is allowed now.
-fn rate_allows(limit: &TaskLimit, tat: i64, now_us: i64) -> Option<i64> {
-    let step = limit.rate?.step(tat, now_us, 1);
-    step.allowed.then_some(step.tat)
-}
-
 /// What a limited claim may take.
 pub(super) enum Admission {
     /// No limit can bind within this claim: take the best jobs as usual,
     /// then [`charge`] the rates (their state as read is carried along).
-    Unbound(HashMap<String, i64>, i64),
+    Unbound(Permits),
     /// Exactly these job ids (their permits counted, rates charged).
     Only(Vec<Uuid>),
 }
@@ -201,7 +177,8 @@ pub(super) async fn admit(
 ) -> BrokerResult<Admission> {
     let tasks: Vec<String> = limits.iter().map(|(t, _)| t.clone()).collect();
     // A statement of its own, after the locks: it sees every claim the
-    // previous lock holder committed.
+    // previous lock holder committed. The clock is read now, not at the
+    // transaction's start, which may be before the lock wait.
     let running: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT task, tenant, count(*) FROM jobs WHERE state = 'running' \
          AND task = ANY($1::text[]) GROUP BY task, tenant",
@@ -210,78 +187,20 @@ pub(super) async fn admit(
     .fetch_all(&mut *conn)
     .await
     .map_err(from_sqlx)?;
-    let mut per_task: HashMap<String, i64> = HashMap::new();
-    let mut per_tenant: HashMap<(String, String), i64> = HashMap::new();
-    for (task, tenant, n) in running {
-        *per_task.entry(task.clone()).or_default() += n;
-        per_tenant.insert((task, tenant), n);
-    }
-    // The server's clock, read now (not at the transaction's start, which
-    // may be before the lock wait).
-    let now_us: i64 =
-        sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(from_sqlx)?;
-    let mut tats: HashMap<String, i64> =
-        sqlx::query_as("SELECT task, tat FROM rates WHERE task = ANY($1::text[])")
-            .bind(&tasks)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(from_sqlx)?
-            .into_iter()
-            .collect();
-    let cap_full = |limit: &TaskLimit, n: i64| limit.concurrency.is_some_and(|c| n >= i64::from(c));
-    let tenant_full =
-        |limit: &TaskLimit, n: i64| limit.tenant_concurrency.is_some_and(|c| n >= i64::from(c));
-
-    // Limits that cannot bind within this claim (room for `want` more
-    // under every cap and rate): the plain claim serves, then the rates
-    // are charged for what it took.
-    let want_i = i64::try_from(want).unwrap_or(i64::MAX);
-    let unbound = limits.iter().all(|(task, limit)| {
-        let n = per_task.get(task).copied().unwrap_or(0);
-        let cap_room = limit
-            .concurrency
-            .is_none_or(|c| n.saturating_add(want_i) <= i64::from(c));
-        let tenant_room = limit.tenant_concurrency.is_none_or(|c| {
-            per_tenant
-                .iter()
-                .filter(|((t, _), _)| t == task)
-                .map(|(_, m)| *m)
-                .max()
-                .unwrap_or(0)
-                .saturating_add(want_i)
-                <= i64::from(c)
-        });
-        let rate_room = limit.rate.is_none_or(|r| {
-            let t = r.interval_us();
-            let tat = tats.get(task).copied().unwrap_or(0).max(now_us);
-            i64::from(r.burst.max(1)).saturating_sub((tat - now_us) / t) >= want_i
-        });
-        cap_room && tenant_room && rate_room
-    });
-    if unbound {
-        return Ok(Admission::Unbound(tats, now_us));
-    }
-
-    // Tasks no job of which may start now, and tenants at their cap.
-    let mut blocked = Vec::new();
-    for (task, limit) in limits.iter() {
-        let n = per_task.get(task).copied().unwrap_or(0);
-        let tat = tats.get(task).copied().unwrap_or(0);
-        if cap_full(limit, n)
-            || limit.tenant_concurrency == Some(0)
-            || (limit.rate.is_some() && rate_allows(limit, tat, now_us).is_none())
-        {
-            blocked.push(task.clone());
-        }
-    }
-    let (full_tasks, full_tenants): (Vec<String>, Vec<String>) = per_tenant
-        .iter()
-        .filter(|((task, _), n)| limits.get(task).is_some_and(|l| tenant_full(l, **n)))
-        .map(|((task, tenant), _)| (task.clone(), tenant.clone()))
-        .unzip();
+    let (tats, now_us): (sqlx::types::Json<HashMap<String, i64>>, i64) = sqlx::query_as(
+        "SELECT coalesce((SELECT json_object_agg(task, tat) FROM rates \
+                          WHERE task = ANY($1::text[])), '{}'::json), \
+                (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+    )
+    .bind(&tasks)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    let mut permits = Permits::new(running, tats.0, now_us);
+    let Plan::Filter { blocked, full } = permits.plan(limits, want) else {
+        return Ok(Admission::Unbound(permits));
+    };
+    let (full_tasks, full_tenants): (Vec<String>, Vec<String>) = full.into_iter().unzip();
     let candidates: Vec<(Uuid, String, String)> = sqlx::query_as(Q_CANDIDATES)
         .bind(queues)
         .bind(i64::try_from(want + LOOK_AHEAD).unwrap_or(i64::MAX))
@@ -292,38 +211,8 @@ pub(super) async fn admit(
         .fetch_all(&mut *conn)
         .await
         .map_err(from_sqlx)?;
-
-    let mut chosen = Vec::new();
-    let mut rated = Vec::new();
-    for (id, task, tenant) in candidates {
-        if chosen.len() == want {
-            break;
-        }
-        let Some(limit) = limits.get(&task) else {
-            chosen.push(id);
-            continue;
-        };
-        let n = per_task.get(&task).copied().unwrap_or(0);
-        let pair = (task.clone(), tenant);
-        let m = per_tenant.get(&pair).copied().unwrap_or(0);
-        if cap_full(limit, n) || tenant_full(limit, m) {
-            continue;
-        }
-        if limit.rate.is_some() {
-            let tat = tats.get(&task).copied().unwrap_or(0);
-            let Some(new_tat) = rate_allows(limit, tat, now_us) else {
-                continue;
-            };
-            tats.insert(task.clone(), new_tat);
-            if !rated.contains(&task) {
-                rated.push(task.clone());
-            }
-        }
-        *per_task.entry(task).or_default() += 1;
-        *per_tenant.entry(pair).or_default() += 1;
-        chosen.push(id);
-    }
-    store_rates(conn, &rated, &tats).await?;
+    let chosen = permits.pick(limits, candidates, want);
+    store_rates(conn, &permits).await?;
     Ok(Admission::Only(chosen))
 }
 
@@ -331,42 +220,24 @@ pub(super) async fn admit(
 pub(super) async fn charge(
     conn: &mut PgConnection,
     limits: &Limits,
-    mut tats: HashMap<String, i64>,
-    now_us: i64,
+    mut permits: Permits,
     tasks: impl IntoIterator<Item = String>,
 ) -> BrokerResult<()> {
-    let mut rated = Vec::new();
-    for task in tasks {
-        let Some(rate) = limits.get(&task).and_then(|l| l.rate) else {
-            continue;
-        };
-        let tat = tats.entry(task.clone()).or_insert(0);
-        *tat = (*tat).max(now_us).saturating_add(rate.interval_us());
-        if !rated.contains(&task) {
-            rated.push(task);
-        }
-    }
-    store_rates(conn, &rated, &tats).await
+    permits.charge(limits, tasks);
+    store_rates(conn, &permits).await
 }
 
-async fn store_rates(
-    conn: &mut PgConnection,
-    rated: &[String],
-    tats: &HashMap<String, i64>,
-) -> BrokerResult<()> {
-    if rated.is_empty() {
+async fn store_rates(conn: &mut PgConnection, permits: &Permits) -> BrokerResult<()> {
+    let (tasks, tats): (Vec<String>, Vec<i64>) = permits.rates_to_store().into_iter().unzip();
+    if tasks.is_empty() {
         return Ok(());
     }
-    let values: Vec<i64> = rated
-        .iter()
-        .map(|t| tats.get(t).copied().unwrap_or(0))
-        .collect();
     sqlx::query(
         "INSERT INTO rates (task, tat) SELECT * FROM unnest($1::text[], $2::bigint[]) \
          ON CONFLICT (task) DO UPDATE SET tat = EXCLUDED.tat",
     )
-    .bind(rated)
-    .bind(values)
+    .bind(tasks)
+    .bind(tats)
     .execute(&mut *conn)
     .await
     .map_err(from_sqlx)?;

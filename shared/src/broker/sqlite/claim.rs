@@ -101,13 +101,13 @@ impl SqliteBroker {
             )
             .await?
             {
-                flow::Admission::Unbound(tats) => {
+                flow::Admission::Unbound(permits) => {
                     let rows = best.run(&mut tx).await?;
                     let tasks = rows
                         .iter()
                         .map(|r| r.try_get::<String, _>("task").map_err(from_sqlx))
                         .collect::<BrokerResult<Vec<_>>>()?;
-                    flow::charge(&mut tx, &request.limits, tats, tasks, now).await?;
+                    flow::charge(&mut tx, &request.limits, permits, tasks).await?;
                     rows
                 }
                 flow::Admission::Only(ids) if ids.is_empty() => {

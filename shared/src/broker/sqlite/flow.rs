@@ -6,6 +6,7 @@
 
 use super::{BrokerResult, from_sqlx};
 use crate::broker::Position;
+use crate::broker::admission::{self, Permits, Plan};
 use crate::job::{Job, JobState, Millis};
 use crate::limit::{Holder, Limits, TaskLimit, Usage};
 use serde_json::{Value, json};
@@ -33,10 +34,7 @@ pub(super) async fn assign_seqs(
     if pairs.is_empty() {
         return Ok(Vec::new());
     }
-    let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-    for (q, t) in pairs {
-        *counts.entry((q.as_str(), t.as_str())).or_default() += 1;
-    }
+    let counts = admission::count_pairs(pairs);
     let keys = Value::Array(counts.iter().map(|((q, t), n)| json!([q, t, n])).collect());
     // One statement: each pair's numbers start one past the later of its
     // last one and the queue's clock; `last` moves past all of them.
@@ -55,23 +53,7 @@ pub(super) async fn assign_seqs(
     .fetch_all(&mut *conn)
     .await
     .map_err(from_sqlx)?;
-    // The next number to hand out per pair: last - count + 1, upwards.
-    let mut next: HashMap<(String, String), i64> = rows
-        .into_iter()
-        .map(|(q, t, last)| {
-            let n = counts.get(&(q.as_str(), t.as_str())).copied().unwrap_or(1);
-            ((q, t), last - n + 1)
-        })
-        .collect();
-    Ok(pairs
-        .iter()
-        .map(|pair| {
-            let slot = next.entry(pair.clone()).or_insert(1);
-            let seq = *slot;
-            *slot += 1;
-            seq
-        })
-        .collect())
+    Ok(admission::number_seqs(pairs, &counts, rows))
 }
 
 /// Queues due scheduled and retrying jobs (at most `limit`), each with a
@@ -158,12 +140,6 @@ impl Clocks {
     }
 }
 
-/// The new theoretical arrival time if one more start is allowed now.
-fn rate_allows(limit: &TaskLimit, tat: i64, now_us: i64) -> Option<i64> {
-    let step = limit.rate?.step(tat, now_us, 1);
-    step.allowed.then_some(step.tat)
-}
-
 /// Picks up to `want` jobs from `queues` (already in the order to serve)
 /// that the caps and rates in `limits` let start now, and takes their
 /// permits: the caller leases exactly these ids in the same transaction.
@@ -185,13 +161,7 @@ pub(super) async fn admit(
     .fetch_all(&mut *conn)
     .await
     .map_err(from_sqlx)?;
-    let mut per_task: HashMap<String, i64> = HashMap::new();
-    let mut per_tenant: HashMap<(String, String), i64> = HashMap::new();
-    for (task, tenant, n) in running {
-        *per_task.entry(task.clone()).or_default() += n;
-        per_tenant.insert((task, tenant), n);
-    }
-    let mut tats: HashMap<String, i64> = sqlx::query_as(
+    let tats: HashMap<String, i64> = sqlx::query_as(
         "SELECT task, tat FROM rates WHERE task IN (SELECT value FROM json_each(?1))",
     )
     .bind(&tasks)
@@ -200,100 +170,25 @@ pub(super) async fn admit(
     .map_err(from_sqlx)?
     .into_iter()
     .collect();
-    let now_us = now.0.saturating_mul(1000);
-    let cap_full = |limit: &TaskLimit, n: i64| limit.concurrency.is_some_and(|c| n >= i64::from(c));
-    let tenant_full =
-        |limit: &TaskLimit, n: i64| limit.tenant_concurrency.is_some_and(|c| n >= i64::from(c));
-
-    // Limits that cannot bind within this claim (room for `want` more
-    // under every cap and rate): the plain claim serves, then the rates
-    // are charged for what it took.
-    let want_i = i64::try_from(want).unwrap_or(i64::MAX);
-    let unbound = limits.iter().all(|(task, limit)| {
-        let n = per_task.get(task).copied().unwrap_or(0);
-        let cap_room = limit
-            .concurrency
-            .is_none_or(|c| n.saturating_add(want_i) <= i64::from(c));
-        let tenant_room = limit.tenant_concurrency.is_none_or(|c| {
-            per_tenant
-                .iter()
-                .filter(|((t, _), _)| t == task)
-                .map(|(_, m)| *m)
-                .max()
-                .unwrap_or(0)
-                .saturating_add(want_i)
-                <= i64::from(c)
-        });
-        let rate_room = limit.rate.is_none_or(|r| {
-            let t = r.interval_us();
-            let tat = tats.get(task).copied().unwrap_or(0).max(now_us);
-            // Starts allowed back to back from now: burst - (tat - now) / t.
-            i64::from(r.burst.max(1)).saturating_sub((tat - now_us) / t) >= want_i
-        });
-        cap_room && tenant_room && rate_room
-    });
-    if unbound {
-        return Ok(Admission::Unbound(tats));
-    }
-
-    // Tasks no job of which may start now, and tenants at their cap.
-    let mut blocked = Vec::new();
-    for (task, limit) in limits.iter() {
-        let n = per_task.get(task).copied().unwrap_or(0);
-        let tat = tats.get(task).copied().unwrap_or(0);
-        if cap_full(limit, n)
-            || limit.tenant_concurrency == Some(0)
-            || (limit.rate.is_some() && rate_allows(limit, tat, now_us).is_none())
-        {
-            blocked.push(json!(task));
-        }
-    }
-    let pairs: Vec<Value> = per_tenant
+    let mut permits = Permits::new(running, tats, now.0.saturating_mul(1000));
+    let Plan::Filter { blocked, full } = permits.plan(limits, want) else {
+        return Ok(Admission::Unbound(permits));
+    };
+    let pairs: Vec<Value> = full
         .iter()
-        .filter(|((task, _), n)| limits.get(task).is_some_and(|l| tenant_full(l, **n)))
-        .map(|((task, tenant), _)| json!([task, tenant]))
+        .map(|(task, tenant)| json!([task, tenant]))
         .collect();
     let candidates: Vec<(String, String, String)> = sqlx::query_as(Q_CANDIDATES)
         .bind(serde_json::to_string(queues).unwrap_or_default())
         .bind(i64::try_from(want + LOOK_AHEAD).unwrap_or(i64::MAX))
-        .bind(Value::Array(blocked).to_string())
+        .bind(serde_json::to_string(&blocked).unwrap_or_default())
         .bind(Value::Array(pairs).to_string())
         .bind(handled)
         .fetch_all(&mut *conn)
         .await
         .map_err(from_sqlx)?;
-
-    let mut chosen = Vec::new();
-    let mut rated = Vec::new();
-    for (id, task, tenant) in candidates {
-        if chosen.len() == want {
-            break;
-        }
-        let Some(limit) = limits.get(&task) else {
-            chosen.push(id);
-            continue;
-        };
-        let n = per_task.get(&task).copied().unwrap_or(0);
-        let pair = (task.clone(), tenant);
-        let m = per_tenant.get(&pair).copied().unwrap_or(0);
-        if cap_full(limit, n) || tenant_full(limit, m) {
-            continue;
-        }
-        if limit.rate.is_some() {
-            let tat = tats.get(&task).copied().unwrap_or(0);
-            let Some(new_tat) = rate_allows(limit, tat, now_us) else {
-                continue;
-            };
-            tats.insert(task.clone(), new_tat);
-            if !rated.contains(&task) {
-                rated.push(task.clone());
-            }
-        }
-        *per_task.entry(task).or_default() += 1;
-        *per_tenant.entry(pair).or_default() += 1;
-        chosen.push(id);
-    }
-    store_rates(conn, &rated, &tats).await?;
+    let chosen = permits.pick(limits, candidates, want);
+    store_rates(conn, &permits).await?;
     Ok(Admission::Only(chosen))
 }
 
@@ -301,7 +196,7 @@ pub(super) async fn admit(
 pub(super) enum Admission {
     /// No limit can bind within this claim: take the best jobs as usual,
     /// then [`charge`] the rates (their state as read is carried along).
-    Unbound(HashMap<String, i64>),
+    Unbound(Permits),
     /// Exactly these job ids (their permits counted, rates charged).
     Only(Vec<String>),
 }
@@ -310,39 +205,19 @@ pub(super) enum Admission {
 pub(super) async fn charge(
     conn: &mut SqliteConnection,
     limits: &Limits,
-    mut tats: HashMap<String, i64>,
+    mut permits: Permits,
     tasks: impl IntoIterator<Item = String>,
-    now: Millis,
 ) -> BrokerResult<()> {
-    let now_us = now.0.saturating_mul(1000);
-    let mut rated = Vec::new();
-    for task in tasks {
-        let Some(rate) = limits.get(&task).and_then(|l| l.rate) else {
-            continue;
-        };
-        let tat = tats.entry(task.clone()).or_insert(0);
-        *tat = (*tat).max(now_us).saturating_add(rate.interval_us());
-        if !rated.contains(&task) {
-            rated.push(task);
-        }
-    }
-    store_rates(conn, &rated, &tats).await
+    permits.charge(limits, tasks);
+    store_rates(conn, &permits).await
 }
 
-async fn store_rates(
-    conn: &mut SqliteConnection,
-    rated: &[String],
-    tats: &HashMap<String, i64>,
-) -> BrokerResult<()> {
-    if rated.is_empty() {
+async fn store_rates(conn: &mut SqliteConnection, permits: &Permits) -> BrokerResult<()> {
+    let moved = permits.rates_to_store();
+    if moved.is_empty() {
         return Ok(());
     }
-    let rows = Value::Array(
-        rated
-            .iter()
-            .map(|t| json!([t, tats.get(t).copied().unwrap_or(0)]))
-            .collect(),
-    );
+    let rows = Value::Array(moved.iter().map(|(t, tat)| json!([t, tat])).collect());
     sqlx::query(
         "INSERT INTO rates (task, tat) SELECT value ->> 0, value ->> 1 FROM json_each(?1) \
          WHERE true ON CONFLICT (task) DO UPDATE SET tat = excluded.tat",
