@@ -449,3 +449,83 @@ pub fn redis_sandbox(url: &str) -> (Sandbox, weir_shared::broker::redis::PrefixC
         },
     )
 }
+
+/// Every job of `task`, read page by page.
+pub async fn jobs_of(api: &Dev, task: &str) -> Vec<weir_shared::job::Job> {
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = api
+            .get(&format!("/v1/jobs?task={task}&limit=500{cursor}"))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        for j in page["data"].as_array().cloned().unwrap_or_default() {
+            out.push(serde_json::from_value(j).expect("a job"));
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) if page["has_more"] == true => cursor = format!("&cursor={next}"),
+            _ => return out,
+        }
+    }
+}
+
+/// The most jobs running at one moment, from their start and finish times
+/// (a job that starts the millisecond another finishes does not overlap it).
+pub fn max_overlap(jobs: &[weir_shared::job::Job]) -> usize {
+    let mut edges: Vec<(i64, i32)> = Vec::new();
+    for j in jobs {
+        if let (Some(s), Some(f)) = (j.started_at, j.finished_at) {
+            edges.push((s.0, 1));
+            edges.push((f.0, -1));
+        }
+    }
+    // Ends sort before starts at the same instant.
+    edges.sort_unstable();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
+/// Waits until `n` worker nodes are listed.
+pub async fn wait_workers(api: &Dev, n: usize) {
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            api.get("/v1/workers").await.1["data"]
+                .as_array()
+                .is_some_and(|w| w.len() == n)
+        })
+        .await,
+        "{n} worker nodes register"
+    );
+}
+
+/// A sandbox on the Postgres at `url` in a schema of its own (auth off,
+/// 2 s leases), and the guard that drops the schema at the end.
+pub fn postgres_sandbox(url: &str) -> (Sandbox, weir_shared::broker::postgres::SchemaCleanup) {
+    let schema = format!("weirtest_{}", uuid::Uuid::now_v7().simple());
+    let mut sandbox = Sandbox::new();
+    sandbox
+        .set("WEIR_BROKER_URL", url)
+        .set("WEIR_POSTGRES_SCHEMA", &schema)
+        .set("WEIR_AUTH", "disabled")
+        .set("WEIR_LEASE", "2s");
+    (
+        sandbox,
+        weir_shared::broker::postgres::SchemaCleanup {
+            url: url.to_owned(),
+            schema,
+        },
+    )
+}
+
+/// The test Postgres (`WEIR_TEST_POSTGRES_URL`), if reachable (see
+/// [`weir_shared::broker::conformance::service_url`]).
+pub fn postgres_url() -> Option<String> {
+    weir_shared::broker::conformance::service_url(
+        "WEIR_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+    )
+}

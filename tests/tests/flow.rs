@@ -6,49 +6,12 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use weir_shared::broker::conformance::service_url;
 use weir_shared::job::Job;
-use weir_tests::{Dev, Proc, Sandbox, kill_node, redis_sandbox, wait_until};
+use weir_tests::{
+    Dev, Proc, Sandbox, jobs_of, kill_node, max_overlap, redis_sandbox, wait_until, wait_workers,
+};
 
 fn redis_url() -> Option<String> {
     service_url("WEIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-}
-
-/// Every job of `task`, read page by page.
-async fn jobs_of(api: &Dev, task: &str) -> Vec<Job> {
-    let mut out = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let (status, page) = api
-            .get(&format!("/v1/jobs?task={task}&limit=500{cursor}"))
-            .await;
-        assert_eq!(status, 200, "{page}");
-        for j in page["data"].as_array().cloned().unwrap_or_default() {
-            out.push(serde_json::from_value(j).expect("a job"));
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) if page["has_more"] == true => cursor = format!("&cursor={next}"),
-            _ => return out,
-        }
-    }
-}
-
-/// The most jobs running at one moment, from their start and finish times
-/// (a job that starts the millisecond another finishes does not overlap it).
-fn max_overlap(jobs: &[Job]) -> usize {
-    let mut edges: Vec<(i64, i32)> = Vec::new();
-    for j in jobs {
-        if let (Some(s), Some(f)) = (j.started_at, j.finished_at) {
-            edges.push((s.0, 1));
-            edges.push((f.0, -1));
-        }
-    }
-    // Ends sort before starts at the same instant.
-    edges.sort_unstable();
-    let (mut now, mut most) = (0i32, 0i32);
-    for (_, d) in edges {
-        now += d;
-        most = most.max(now);
-    }
-    usize::try_from(most).unwrap_or(0)
 }
 
 async fn enqueue(api: &Dev, jobs: Vec<Value>) -> Vec<String> {
@@ -87,18 +50,6 @@ async fn reasons(api: &Dev, id: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-async fn wait_workers(api: &Dev, n: usize) {
-    assert!(
-        wait_until(Duration::from_secs(20), || async {
-            api.get("/v1/workers").await.1["data"]
-                .as_array()
-                .is_some_and(|w| w.len() == n)
-        })
-        .await,
-        "{n} worker nodes register"
-    );
 }
 
 #[tokio::test]

@@ -6,6 +6,11 @@
 CREATE FUNCTION now_ms() RETURNS bigint LANGUAGE sql STABLE PARALLEL SAFE
     AS $$ SELECT (extract(epoch FROM now()) * 1000)::bigint $$;
 
+-- The time now, not at the transaction's start: a claim may have waited
+-- for a task's advisory lock, and its jobs start when it leases them.
+CREATE FUNCTION clock_ms() RETURNS bigint LANGUAGE sql VOLATILE PARALLEL SAFE
+    AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
+
 CREATE TABLE jobs (
     id               uuid     PRIMARY KEY,        -- UUIDv7 made by the client: the key is also the FIFO order
     tenant           text     NOT NULL,

@@ -21,8 +21,8 @@ picked AS MATERIALIZED (
         FOR UPDATE SKIP LOCKED) AS j
     LIMIT $2)
 UPDATE jobs
-SET state = 'running', attempts = attempts + 1, started_at = now_ms(),
-    lease_owner = $3, lease_expires_at = now_ms() + $4
+SET state = 'running', attempts = attempts + 1, started_at = clock_ms(),
+    lease_owner = $3, lease_expires_at = clock_ms() + $4
 FROM picked WHERE jobs.id = picked.id
 RETURNING jobs.id, jobs.tenant, jobs.task, jobs.queue, jobs.priority,
           jobs.payload::text AS payload, jobs.attempts, jobs.attempt_base,
