@@ -5,7 +5,6 @@
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use weir_shared::broker::conformance::service_url;
-use weir_shared::job::Job;
 use weir_tests::{
     Dev, Proc, Sandbox, jobs_of, kill_node, max_overlap, redis_sandbox, wait_until, wait_workers,
 };
