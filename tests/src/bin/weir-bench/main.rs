@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_tests::{Sandbox, wait_until};
 
+mod postgres_bench;
 mod redis_bench;
 
 const DRAIN_JOBS: u64 = 100_000;
@@ -167,9 +168,12 @@ async fn main() -> Result<()> {
         "sqlite" => sqlite_report().await,
         "redis" => redis_bench::report().await,
         "redis-http" => redis_bench::http_report().await,
+        "postgres" => postgres_bench::report().await,
         "pool" => pool_report().await,
         "flow" => flow_report().await,
-        other => bail!("unknown benchmark `{other}`: sqlite, redis, redis-http, pool or flow"),
+        other => {
+            bail!("unknown benchmark `{other}`: sqlite, redis, redis-http, postgres, pool or flow")
+        }
     }
 }
 
@@ -214,17 +218,17 @@ fn chrono_now() -> String {
 }
 
 /// What one drain run measured.
-struct DrainRun {
+pub(crate) struct DrainRun {
     /// Bulk enqueue rate of `weir enqueue --count`, jobs/s.
-    enqueue: f64,
+    pub(crate) enqueue: f64,
     /// Drain rate, jobs/s.
-    drain: f64,
+    pub(crate) drain: f64,
     /// The node's last child start-to-ready time.
     ready_ms: Option<u64>,
 }
 
 /// Enqueues `n` no-op jobs and drains them with `weir worker ARGS` on SQLite.
-async fn drain_with(n: u64, args: &[&str], env: &[(&str, &str)]) -> Result<DrainRun> {
+pub(crate) async fn drain_with(n: u64, args: &[&str], env: &[(&str, &str)]) -> Result<DrainRun> {
     let mut sandbox = Sandbox::new();
     for (k, v) in env {
         sandbox.set(k, v);

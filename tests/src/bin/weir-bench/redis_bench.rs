@@ -59,7 +59,7 @@ impl Run {
 
 /// Enqueues `n` jobs of `task` in bulk, drains them with one node; returns
 /// (bulk enqueue jobs/s, drain jobs/s from the finish times).
-async fn drain(
+pub(crate) async fn drain(
     task: &str,
     payload: &str,
     n: u64,
