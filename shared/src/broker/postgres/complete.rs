@@ -91,6 +91,11 @@ impl PostgresBroker {
             touched.extend(ids);
         }
         tx.commit().await.map_err(from_sqlx)?;
+        if !touched.is_empty() {
+            // A finished job frees its permit: an idle slot of this process
+            // may now start a job a cap held back.
+            self.wake.wake_local();
+        }
         Ok(missing(completions.iter().map(|c| c.lease), &touched))
     }
 

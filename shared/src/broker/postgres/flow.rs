@@ -179,24 +179,25 @@ pub(super) async fn admit(
     // A statement of its own, after the locks: it sees every claim the
     // previous lock holder committed. The clock is read now, not at the
     // transaction's start, which may be before the lock wait.
-    let running: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT task, tenant, count(*) FROM jobs WHERE state = 'running' \
-         AND task = ANY($1::text[]) GROUP BY task, tenant",
-    )
-    .bind(&tasks)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(from_sqlx)?;
-    let (tats, now_us): (sqlx::types::Json<HashMap<String, i64>>, i64) = sqlx::query_as(
-        "SELECT coalesce((SELECT json_object_agg(task, tat) FROM rates \
-                          WHERE task = ANY($1::text[])), '{}'::json), \
+    type Read = (
+        sqlx::types::Json<Vec<(String, String, i64)>>,
+        sqlx::types::Json<HashMap<String, i64>>,
+        i64,
+    );
+    let (running, tats, now_us): Read = sqlx::query_as(
+        "SELECT (SELECT coalesce(json_agg(json_build_array(task, tenant, n)), '[]'::json) \
+                 FROM (SELECT task, tenant, count(*) AS n FROM jobs \
+                       WHERE state = 'running' AND task = ANY($1::text[]) \
+                       GROUP BY task, tenant) AS r), \
+                (SELECT coalesce(json_object_agg(task, tat), '{}'::json) FROM rates \
+                 WHERE task = ANY($1::text[])), \
                 (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
     )
     .bind(&tasks)
     .fetch_one(&mut *conn)
     .await
     .map_err(from_sqlx)?;
-    let mut permits = Permits::new(running, tats.0, now_us);
+    let mut permits = Permits::new(running.0, tats.0, now_us);
     let Plan::Filter { blocked, full } = permits.plan(limits, want) else {
         return Ok(Admission::Unbound(permits));
     };

@@ -67,6 +67,12 @@ impl Wake {
         }
     }
 
+    /// Wakes this process's idle workers only (a permit this process freed
+    /// is most cheaply taken by its own next claim).
+    pub(super) fn wake_local(&self) {
+        self.local.notify_waiters();
+    }
+
     /// Waits for a wake-up, or `max`.
     pub(super) async fn wait(&self, max: Duration) {
         let _ = tokio::time::timeout(max, self.local.notified()).await;

@@ -169,6 +169,8 @@ async fn main() -> Result<()> {
         "redis" => redis_bench::report().await,
         "redis-http" => redis_bench::http_report().await,
         "postgres" => postgres_bench::report().await,
+        "postgres-http" => postgres_bench::http_report().await,
+        "postgres-cap" => postgres_bench::cap_report().await,
         "pool" => pool_report().await,
         "flow" => flow_report().await,
         other => {

@@ -75,7 +75,6 @@ struct Drain {
     wal_per_job: f64,
     table_mb: f64,
     dead: i64,
-    notifies: u64,
 }
 
 async fn drain(
@@ -94,16 +93,6 @@ async fn drain(
         bail!("enqueue failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let enqueue = n as f64 / started.elapsed().as_secs_f64();
-    // Count the NOTIFYs that reach a listener (one per debounce window at most).
-    let notifies = Arc::new(AtomicU64::new(0));
-    let mut listener = PgListener::connect(&url()).await?;
-    listener.listen(&format!("weir_{}", run.schema)).await?;
-    let counter = notifies.clone();
-    let listening = tokio::spawn(async move {
-        while listener.recv().await.is_ok() {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    });
     // The xmin pitfall, made visible: a session holding a snapshot open.
     let mut holder = None;
     if hold_snapshot {
@@ -144,15 +133,41 @@ async fn drain(
         )
         .await
         .unwrap_or(-1);
-    listening.abort();
     Ok(Drain {
         enqueue,
         drain: n as f64 / ((last - first).max(1) as f64 / 1000.0),
         wal_per_job: (wal_after - wal_before) as f64 / n as f64,
         table_mb: table as f64 / 1048576.0,
         dead,
-        notifies: notifies.load(Ordering::Relaxed),
     })
+}
+
+/// The drain under a global cap of 5.
+pub async fn cap_report() -> Result<()> {
+    let capped = drain(
+        20_000,
+        &["--processes", "2", "-c", "64"],
+        &[("WEIR_CONCURRENCY_LIMITS", "weir.noop=5")],
+        false,
+    )
+    .await?;
+    println!(
+        "\n### Postgres: drain of 20,000 `weir.noop` under a global cap of 5 (`--processes 2 -c 64`)\n\n{:.0} jobs/s",
+        capped.drain
+    );
+    Ok(())
+}
+
+/// HTTP enqueue with the queue paused.
+pub async fn http_report() -> Result<()> {
+    let run = Run::new(&[]).await?;
+    let api = run.sandbox.api().await;
+    let (status, _) = api.post("/v1/queues/default/pause", &json!({})).await;
+    if status != 200 {
+        bail!("pause failed");
+    }
+    println!("\n### Postgres: HTTP enqueue into `weir api` (queue paused: enqueue alone)\n");
+    http_table(&api.base, &[1, 16, 64]).await
 }
 
 pub async fn report() -> Result<()> {
@@ -180,10 +195,8 @@ pub async fn report() -> Result<()> {
     }
 
     println!("\n### Postgres: what a drain of {n} leaves behind\n");
-    println!(
-        "| run | drain | WAL per job | `jobs` table + indexes after | dead tuples after | NOTIFYs heard |"
-    );
-    println!("|---|---|---|---|---|---|");
+    println!("| run | drain | WAL per job | `jobs` table + indexes after | dead tuples after |");
+    println!("|---|---|---|---|---|");
     let args = ["--processes", "2", "-c", "512"];
     for (label, hold) in [
         ("plain", false),
@@ -191,33 +204,12 @@ pub async fn report() -> Result<()> {
     ] {
         let d = drain(n, &args, &[], hold).await?;
         println!(
-            "| {label} | {:.0} jobs/s | {:.0} bytes | {:.1} MB | {} | {} |",
-            d.drain, d.wal_per_job, d.table_mb, d.dead, d.notifies
+            "| {label} | {:.0} jobs/s | {:.0} bytes | {:.1} MB | {} |",
+            d.drain, d.wal_per_job, d.table_mb, d.dead
         );
     }
-    let capped = drain(
-        20_000,
-        &["--processes", "2", "-c", "64"],
-        &[("WEIR_CONCURRENCY_LIMITS", "weir.noop=5")],
-        false,
-    )
-    .await?;
-    println!(
-        "\n### Postgres: drain of 20,000 `weir.noop` under a global cap of 5 (`--processes 2 -c 64`)\n\n{:.0} jobs/s",
-        capped.drain
-    );
-
-    // HTTP enqueue with the queue paused.
-    let run = Run::new(&[]).await?;
-    let api = run.sandbox.api().await;
-    let (status, _) = api.post("/v1/queues/default/pause", &json!({})).await;
-    if status != 200 {
-        bail!("pause failed");
-    }
-    println!("\n### Postgres: HTTP enqueue into `weir api` (queue paused: enqueue alone)\n");
-    http_table(&api.base, &[1, 16, 64]).await?;
-    drop(api);
-    drop(run);
+    cap_report().await?;
+    http_report().await?;
 
     // Latency: a warm worker, jobs at a fixed rate, start - created from the rows.
     let run = Run::new(&[]).await?;
@@ -231,6 +223,16 @@ pub async fn report() -> Result<()> {
             .is_some_and(|w| !w.is_empty())
     })
     .await;
+    // Count the NOTIFYs that reach a listener (one per 20 ms per process at most).
+    let notifies = Arc::new(AtomicU64::new(0));
+    let mut listener = PgListener::connect(&url()).await?;
+    listener.listen(&format!("weir_{}", run.schema)).await?;
+    let counter = notifies.clone();
+    let listening = tokio::spawn(async move {
+        while listener.recv().await.is_ok() {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
     let http = reqwest::Client::new();
     let (rate, seconds) = (500u64, 10u64);
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
@@ -268,5 +270,10 @@ pub async fn report() -> Result<()> {
         "\n### Postgres: enqueue->start latency at {rate} jobs/s for {seconds} s (server time, ms resolution)\n"
     );
     latency_table(&lat);
+    listening.abort();
+    println!(
+        "\n{sent} jobs enqueued one per request; {} NOTIFYs sent",
+        notifies.load(Ordering::Relaxed)
+    );
     Ok(())
 }
