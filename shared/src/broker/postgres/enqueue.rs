@@ -9,7 +9,7 @@
 
 use super::codec::{self, storable};
 use super::notify::Wake;
-use super::{JOB_COLUMNS, PostgresBroker, flow, from_sqlx};
+use super::{JOB_COLUMNS, PostgresBroker, from_sqlx};
 use crate::broker::{BrokerError, BrokerResult, EnqueueRequest, Enqueued};
 use crate::job::{Job, JobId, JobState, Millis, now_ms};
 use sqlx::postgres::{PgConnection, PgPool};
@@ -23,12 +23,12 @@ const Q_ENQUEUE: &str = include_str!("queries/enqueue.sql");
 
 /// Jobs committed in one transaction at most; a bigger backlog waits for the next.
 const GROUP_JOBS: usize = 5000;
-/// Enqueue transactions one process runs at once. Each holds the lock of
-/// its `(queue, tenant)` fair-share rows until it commits, so concurrent
-/// groups of one tenant wait on each other anyway; one committer makes the
-/// groups larger instead. Measured with `weir-bench postgres-http`, single
-/// jobs from 16 / 64 clients: 1 committer 3,987 / 9,005 jobs/s, 2: 3,760 /
-/// 7,800, 4: 2,235 / 5,909.
+/// Enqueue statements one process runs at once. Each locks the
+/// `(queue, tenant)` fair-share rows of its jobs until it commits, so
+/// concurrent groups of one tenant wait on each other anyway; one at a
+/// time makes the groups larger instead. Measured with `weir-bench
+/// postgres-http`, single jobs from 16 / 64 clients: 1 at a time 6,460 /
+/// 12,343 jobs/s, 2 at a time 4,681 / 9,191.
 const COMMITTERS: usize = 1;
 
 struct Call {
@@ -118,14 +118,14 @@ pub(super) fn new_job(r: EnqueueRequest, now: Millis) -> Job {
     r.into_job(JobId::new(), now, run_at)
 }
 
-/// Inserts `jobs` in one transaction.
+/// Inserts `jobs` in one statement.
 async fn insert(pool: &PgPool, jobs: Vec<EnqueueRequest>) -> BrokerResult<Vec<Enqueued>> {
     let now = now_ms();
     let planned: Vec<Job> = jobs.into_iter().map(|r| new_job(r, now)).collect();
-    let mut tx = pool.begin().await.map_err(from_sqlx)?;
-    let out = insert_in(&mut tx, planned).await?;
-    tx.commit().await.map_err(from_sqlx)?;
-    Ok(out)
+    // One statement is one atomic step: no transaction around it, so the
+    // fair-share rows it locks are held only while it runs and commits.
+    let mut conn = pool.acquire().await.map_err(from_sqlx)?;
+    insert_in(&mut conn, planned).await
 }
 
 /// Inserts planned jobs within the caller's transaction; for a job whose
@@ -134,23 +134,12 @@ pub(super) async fn insert_in(
     conn: &mut PgConnection,
     mut planned: Vec<Job>,
 ) -> BrokerResult<Vec<Enqueued>> {
-    // Jobs due now take their fair-share place at once; delayed ones when
-    // they become due.
-    let pairs: Vec<(String, String)> = planned
-        .iter()
-        .filter(|j| j.state == JobState::Queued)
-        .map(|j| (j.queue.clone(), j.tenant.clone()))
-        .collect();
-    let mut seqs = flow::assign_seqs(conn, &pairs).await?.into_iter();
+    // Jobs due now take their fair-share place in the statement itself;
+    // delayed ones when they become due.
     let n = planned.len();
     let mut cols = Columns::with_capacity(n);
     for j in &planned {
-        let seq = if j.state == JobState::Queued {
-            seqs.next().unwrap_or(0)
-        } else {
-            0
-        };
-        cols.push(j, seq);
+        cols.push(j);
     }
     let rows = cols
         .bind(sqlx::query(Q_ENQUEUE))
@@ -244,7 +233,6 @@ struct Columns {
     queue: Vec<String>,
     state: Vec<&'static str>,
     priority: Vec<i16>,
-    seq: Vec<i64>,
     payload: Vec<String>,
     max_retries: Vec<i32>,
     timeout_ms: Vec<Option<i64>>,
@@ -261,7 +249,6 @@ impl Columns {
             queue: Vec::with_capacity(n),
             state: Vec::with_capacity(n),
             priority: Vec::with_capacity(n),
-            seq: Vec::with_capacity(n),
             payload: Vec::with_capacity(n),
             max_retries: Vec::with_capacity(n),
             timeout_ms: Vec::with_capacity(n),
@@ -270,14 +257,13 @@ impl Columns {
         }
     }
 
-    fn push(&mut self, j: &Job, seq: i64) {
+    fn push(&mut self, j: &Job) {
         self.id.push(j.id.0);
         self.tenant.push(storable(&j.tenant));
         self.task.push(storable(&j.task));
         self.queue.push(storable(&j.queue));
         self.state.push(j.state.as_str());
         self.priority.push(i16::from(j.priority));
-        self.seq.push(seq);
         self.payload.push(j.payload.to_string());
         self.max_retries
             .push(i32::try_from(j.max_retries).unwrap_or(i32::MAX));
@@ -297,7 +283,6 @@ impl Columns {
             .bind(self.queue)
             .bind(self.state)
             .bind(self.priority)
-            .bind(self.seq)
             .bind(self.payload)
             .bind(self.max_retries)
             .bind(self.timeout_ms)
