@@ -164,6 +164,7 @@ impl Schedule {
                 .timeout
                 .map(|t| crate::job::duration_ms(t).unsigned_abs()),
             unique_key: None,
+            serial_key: None,
         }
     }
 

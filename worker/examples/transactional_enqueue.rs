@@ -25,6 +25,7 @@ fn confirmation(order: i64) -> EnqueueRequest {
         max_retries: 3,
         timeout_ms: None,
         unique_key: Some(format!("order-{order}")),
+        serial_key: None,
     }
 }
 

@@ -137,6 +137,7 @@ mod tests {
                 max_retries: 0,
                 timeout_ms: None,
                 unique_key: None,
+                serial_key: None,
             })
             .collect();
         broker.enqueue(requests).await.expect("enqueue");

@@ -77,6 +77,7 @@ impl Node {
                 max_retries,
                 timeout_ms: None,
                 unique_key: None,
+                serial_key: None,
             }])
             .await
             .expect("enqueue");
@@ -222,6 +223,7 @@ async fn an_attempt_that_overruns_its_timeout_fails() {
             max_retries: 0,
             timeout_ms: Some(200),
             unique_key: None,
+            serial_key: None,
         }])
         .await
         .expect("enqueue");

@@ -35,6 +35,9 @@ CREATE TABLE jobs (
     finished_at      bigint,
     lease_owner      text,
     lease_expires_at bigint,
+    serial_key       text,                         -- a lane: (tenant, serial_key) run one at a time
+    serial_seq       bigint   NOT NULL DEFAULT 0,  -- place in the lane
+    serial_wait      boolean  NOT NULL DEFAULT false, -- a lane member behind its head: out of the claim
     CONSTRAINT jobs_state_known CHECK (state IN ('waiting', 'scheduled', 'queued', 'running',
                                                  'retrying', 'succeeded', 'failed', 'cancelled'))
 ) WITH (fillfactor = 90, autovacuum_vacuum_scale_factor = 0.01,
@@ -43,13 +46,15 @@ CREATE TABLE jobs (
 
 -- Every index but jobs_tenant is partial: it holds only the rows one query
 -- needs, and stays small however many finished jobs the table keeps.
-CREATE INDEX jobs_claim    ON jobs (queue, priority DESC, seq, id) WHERE state = 'queued';
+CREATE INDEX jobs_claim    ON jobs (queue, priority DESC, seq, id) WHERE state = 'queued' AND NOT serial_wait;
 CREATE INDEX jobs_due      ON jobs (run_at) WHERE state IN ('scheduled', 'retrying');
 CREATE INDEX jobs_leases   ON jobs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX jobs_running  ON jobs (task, tenant) WHERE state = 'running';
 CREATE INDEX jobs_finished ON jobs (queue, state, finished_at)
     WHERE state IN ('succeeded', 'failed', 'cancelled');
 CREATE INDEX jobs_tenant   ON jobs (tenant, id);
+CREATE INDEX jobs_serial   ON jobs (tenant, serial_key, serial_seq)
+    WHERE serial_key IS NOT NULL AND state IN ('waiting', 'scheduled', 'queued', 'running', 'retrying');
 CREATE UNIQUE INDEX jobs_unique ON jobs (tenant, task, unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('waiting', 'scheduled', 'queued', 'running', 'retrying');
 
@@ -57,6 +62,14 @@ CREATE TABLE queues (
     name       text    PRIMARY KEY,
     paused     boolean NOT NULL DEFAULT false,
     updated_at bigint  NOT NULL
+);
+
+-- The next place in each serial lane.
+CREATE TABLE serial_lanes (
+    tenant text   NOT NULL,
+    key    text   NOT NULL,
+    next   bigint NOT NULL,
+    PRIMARY KEY (tenant, key)
 );
 
 -- The last seq each tenant got in each queue.

@@ -32,6 +32,9 @@ pub struct EnqueueRequest {
     pub timeout_ms: Option<u64>,
     /// Deduplication key among the tenant's unfinished jobs of this task.
     pub unique_key: Option<String>,
+    /// Jobs of the tenant with the same serial key run one at a time, in
+    /// enqueue order.
+    pub serial_key: Option<String>,
 }
 
 impl EnqueueRequest {
@@ -58,6 +61,7 @@ impl EnqueueRequest {
             progress: Value::Null,
             timeout_ms: self.timeout_ms,
             unique_key: self.unique_key,
+            serial_key: self.serial_key,
             created_at: now,
             run_at,
             started_at: None,

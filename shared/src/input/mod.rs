@@ -46,7 +46,7 @@ pub enum InputError {
 }
 
 /// Fields a job request may carry.
-const JOB_FIELDS: [&str; 9] = [
+const JOB_FIELDS: [&str; 10] = [
     "task",
     "queue",
     "payload",
@@ -56,6 +56,7 @@ const JOB_FIELDS: [&str; 9] = [
     "max_retries",
     "timeout_ms",
     "unique_key",
+    "serial_key",
 ];
 /// Longest per-attempt timeout a job may ask for (24 h).
 const MAX_TIMEOUT_MS: i64 = 24 * 3600 * 1000;
@@ -71,6 +72,7 @@ struct JobBody {
     max_retries: Option<i64>,
     timeout_ms: Option<i64>,
     unique_key: Option<String>,
+    serial_key: Option<String>,
 }
 
 /// The configuration a job request is checked against.
@@ -211,15 +213,20 @@ pub fn job_request(
             ));
         }
     };
-    if let Some(key) = &body.unique_key
-        && (key.is_empty()
-            || key.len() > MAX_UNIQUE_KEY_LEN
-            || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
-    {
-        return Err(invalid(
-            "invalid_field",
-            format!("unique_key must be 1 to {MAX_UNIQUE_KEY_LEN} printable ASCII characters"),
-        ));
+    for (name, key) in [
+        ("unique_key", &body.unique_key),
+        ("serial_key", &body.serial_key),
+    ] {
+        if let Some(key) = key
+            && (key.is_empty()
+                || key.len() > MAX_UNIQUE_KEY_LEN
+                || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+        {
+            return Err(invalid(
+                "invalid_field",
+                format!("{name} must be 1 to {MAX_UNIQUE_KEY_LEN} printable ASCII characters"),
+            ));
+        }
     }
     Ok(EnqueueRequest {
         tenant: tenant.to_owned(),
@@ -231,5 +238,6 @@ pub fn job_request(
         max_retries,
         timeout_ms,
         unique_key: body.unique_key,
+        serial_key: body.serial_key,
     })
 }

@@ -22,7 +22,7 @@ pub const DEFAULT_MAX_RETRIES: u32 = 3;
 pub const MAX_RETRIES_LIMIT: u32 = 25;
 /// The farthest in the future a job may be scheduled (30 days).
 pub const MAX_DELAY_MS: i64 = 30 * 24 * 3600 * 1000;
-/// The longest `unique_key` accepted.
+/// The longest `unique_key` (and `serial_key`) accepted.
 pub const MAX_UNIQUE_KEY_LEN: usize = 255;
 /// The longest stored error message; longer ones are truncated.
 pub const MAX_ERROR_LEN: usize = 4096;
@@ -60,6 +60,10 @@ pub struct Job {
     /// Deduplication key among the tenant's unfinished jobs of this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<String>,
+    /// Jobs of the tenant with the same serial key run one at a time, in
+    /// enqueue order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_key: Option<String>,
     /// When the job was enqueued.
     pub created_at: Millis,
     /// When the job is (or was) due to run.

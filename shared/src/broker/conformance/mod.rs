@@ -16,6 +16,7 @@ mod jobs;
 mod limits;
 mod retention;
 mod schedules;
+mod serial;
 mod views;
 
 pub use bulk::*;
@@ -23,6 +24,7 @@ pub use jobs::*;
 pub use limits::*;
 pub use retention::*;
 pub use schedules::*;
+pub use serial::*;
 pub use views::*;
 
 use super::{ClaimRequest, ClaimedJob, EnqueueRequest, Scope, SharedBroker};
@@ -94,6 +96,7 @@ pub fn request(task: &str, queue: &str) -> EnqueueRequest {
         max_retries: 3,
         timeout_ms: None,
         unique_key: None,
+        serial_key: None,
     }
 }
 
@@ -155,7 +158,9 @@ macro_rules! broker_conformance {
             attempt_history_is_kept, attempt_history_is_bounded, bulk_dead_letters,
             heartbeats, cap_bounds_running_jobs, tenant_cap, permit_follows_the_lease,
             rate_spaces_starts_without_attempts, fair_share_across_tenants,
-            usage_and_position, ticks_fire_once, lifting_a_limit_frees_waiting_jobs_at_once);
+            usage_and_position, ticks_fire_once, lifting_a_limit_frees_waiting_jobs_at_once,
+            serial_one_at_a_time_in_order, serial_retry_keeps_place,
+            serial_survives_crash_cancel_and_caps);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(

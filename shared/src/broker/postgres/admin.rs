@@ -1,10 +1,11 @@
 //! Operator actions: retry a dead job, pause a queue, purge its waiting
 //! jobs, delete finished ones. Each is one statement.
 
-use super::{PostgresBroker, codec, from_sqlx};
+use super::{PostgresBroker, codec, from_sqlx, serial};
 use crate::broker::{Admin, BrokerError, BrokerResult, Scope};
 use crate::job::{Job, JobId};
 use async_trait::async_trait;
+use sqlx::Row;
 use uuid::Uuid;
 
 const Q_RETRY: &str = include_str!("queries/retry.sql");
@@ -12,10 +13,11 @@ const Q_RETRY: &str = include_str!("queries/retry.sql");
 #[async_trait]
 impl Admin for PostgresBroker {
     async fn retry(&self, scope: &Scope, id: JobId) -> BrokerResult<Job> {
+        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
         let row = sqlx::query(Q_RETRY)
             .bind(id.0)
             .bind(scope.tenant())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await;
         let row = match row {
             Ok(row) => row,
@@ -25,6 +27,17 @@ impl Admin for PostgresBroker {
             }
             Err(e) => return Err(from_sqlx(e)),
         };
+        if let Some(row) = &row
+            && let Some(key) = row
+                .try_get::<Option<String>, _>("serial_key")
+                .map_err(from_sqlx)?
+        {
+            // The lane moved on: a retried member joins at its tail.
+            let id: Uuid = row.try_get("id").map_err(from_sqlx)?;
+            let tenant: String = row.try_get("tenant").map_err(from_sqlx)?;
+            serial::join(&mut tx, &[(id, (tenant, key))]).await?;
+        }
+        tx.commit().await.map_err(from_sqlx)?;
         match row {
             Some(row) => {
                 self.wake.work_added();
@@ -51,14 +64,18 @@ impl Admin for PostgresBroker {
     }
 
     async fn purge(&self, queue: &str) -> BrokerResult<u64> {
-        let done = sqlx::query(
-            "DELETE FROM jobs WHERE queue = $1 AND state IN ('scheduled', 'queued', 'retrying')",
+        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
+        let gone = sqlx::query(
+            "DELETE FROM jobs WHERE queue = $1 AND state IN ('scheduled', 'queued', 'retrying') \
+             RETURNING tenant, serial_key",
         )
         .bind(queue)
-        .execute(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(from_sqlx)?;
-        Ok(done.rows_affected())
+        serial::advance(&mut tx, serial::lanes_of(&gone)).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(gone.len() as u64)
     }
 
     async fn delete(&self, scope: &Scope, ids: &[JobId]) -> BrokerResult<u64> {

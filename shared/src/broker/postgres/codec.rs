@@ -67,6 +67,7 @@ pub(super) fn job(row: &PgRow) -> BrokerResult<Job> {
         progress: json_column(row, "progress")?,
         timeout_ms: timeout_column(row)?,
         unique_key: row.try_get("unique_key").map_err(bad)?,
+        serial_key: row.try_get("serial_key").map_err(bad)?,
         created_at: required_time(row, "created_at")?,
         run_at: required_time(row, "run_at")?,
         started_at: time_column(row, "started_at")?,

@@ -5,11 +5,13 @@
 //! holds, so every node can run it at once.
 
 use super::codec::{self, lease_arrays, missing, storable};
-use super::{PROMOTE_BATCH, PostgresBroker, flow, from_sqlx};
+use super::{PROMOTE_BATCH, PostgresBroker, flow, from_sqlx, serial};
 use crate::broker::retention::RETENTION_BATCH;
 use crate::broker::{BrokerResult, Completion, Lease, Maintenance, Outcome, Scope};
 use crate::job::{Job, JobId, JobState, duration_ms};
 use serde_json::Value;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
 use std::collections::HashSet;
 use uuid::Uuid;
 
@@ -22,6 +24,13 @@ const Q_FINISHED_QUEUES: &str = include_str!("queries/finished_queues.sql");
 const Q_RETIRE_OLD: &str = include_str!("queries/retire_old.sql");
 const Q_RETIRE_EXCESS: &str = include_str!("queries/retire_excess.sql");
 const Q_ANY_RETIRED: &str = include_str!("queries/any_retired.sql");
+/// The ids a fenced statement returned.
+fn ids_of(rows: &[PgRow]) -> BrokerResult<Vec<Uuid>> {
+    rows.iter()
+        .map(|r| r.try_get::<Uuid, _>("id").map_err(from_sqlx))
+        .collect()
+}
+
 /// Expired leases returned per maintenance pass.
 const REAP_BATCH: i64 = 1000;
 
@@ -55,19 +64,21 @@ impl PostgresBroker {
             }
         }
         let mut touched: HashSet<Uuid> = HashSet::new();
+        let mut lanes = Vec::new();
         let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
         if !ok_ids.is_empty() {
-            let ids: Vec<Uuid> = sqlx::query_scalar(Q_SUCCEED)
+            let rows = sqlx::query(Q_SUCCEED)
                 .bind(ok_ids)
                 .bind(ok_attempts)
                 .bind(results)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-            touched.extend(ids);
+            touched.extend(ids_of(&rows)?);
+            lanes.extend(serial::lanes_of(&rows));
         }
         if !bad_ids.is_empty() {
-            let ids: Vec<Uuid> = sqlx::query_scalar(Q_FAIL)
+            let rows = sqlx::query(Q_FAIL)
                 .bind(bad_ids)
                 .bind(bad_attempts)
                 .bind(errors)
@@ -75,8 +86,10 @@ impl PostgresBroker {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-            touched.extend(ids);
+            touched.extend(ids_of(&rows)?);
+            lanes.extend(serial::lanes_of(&rows));
         }
+        serial::advance(&mut tx, lanes).await?;
         if !released.is_empty() {
             let (ids, attempts) = lease_arrays(released.iter().copied());
             let ids: Vec<Uuid> = sqlx::query_scalar(Q_RELEASE)
@@ -114,12 +127,17 @@ impl PostgresBroker {
     }
 
     pub(super) async fn cancel_job(&self, scope: &Scope, id: JobId) -> BrokerResult<Job> {
+        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
         let row = sqlx::query(Q_CANCEL)
             .bind(id.0)
             .bind(scope.tenant())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(from_sqlx)?;
+        if let Some(row) = &row {
+            serial::advance(&mut tx, serial::lanes_of(std::slice::from_ref(row))).await?;
+        }
+        tx.commit().await.map_err(from_sqlx)?;
         match row {
             Some(row) => codec::job(&row),
             None => Err(self.conflict_or_missing(scope, id).await),
@@ -127,11 +145,19 @@ impl PostgresBroker {
     }
 
     pub(super) async fn maintain_pass(&self) -> BrokerResult<Maintenance> {
-        let reaped: Vec<String> = sqlx::query_scalar(Q_REAP)
+        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
+        let reaped_rows = sqlx::query(Q_REAP)
             .bind(REAP_BATCH)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await
             .map_err(from_sqlx)?;
+        serial::advance(&mut tx, serial::lanes_of(&reaped_rows)).await?;
+        serial::repair(&mut tx).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        let reaped: Vec<String> = reaped_rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("state").map_err(from_sqlx))
+            .collect::<BrokerResult<_>>()?;
         let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
         let promoted = flow::promote(&mut tx, PROMOTE_BATCH).await?;
         tx.commit().await.map_err(from_sqlx)?;

@@ -9,7 +9,7 @@
 
 use super::codec::{self, storable};
 use super::notify::Wake;
-use super::{JOB_COLUMNS, PostgresBroker, from_sqlx};
+use super::{JOB_COLUMNS, PostgresBroker, from_sqlx, serial};
 use crate::broker::{BrokerError, BrokerResult, EnqueueRequest, Enqueued};
 use crate::job::{Job, JobId, JobState, Millis, now_ms};
 use sqlx::postgres::{PgConnection, PgPool};
@@ -122,6 +122,13 @@ pub(super) fn new_job(r: EnqueueRequest, now: Millis) -> Job {
 async fn insert(pool: &PgPool, jobs: Vec<EnqueueRequest>) -> BrokerResult<Vec<Enqueued>> {
     let now = now_ms();
     let planned: Vec<Job> = jobs.into_iter().map(|r| new_job(r, now)).collect();
+    if planned.iter().any(|j| j.serial_key.is_some()) {
+        // Members of serial lanes take their places in the same step.
+        let mut tx = pool.begin().await.map_err(from_sqlx)?;
+        let out = insert_in(&mut tx, planned).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        return Ok(out);
+    }
     // One statement is one atomic step: no transaction around it, so the
     // fair-share rows it locks are held only while it runs and commits.
     let mut conn = pool.acquire().await.map_err(from_sqlx)?;
@@ -153,6 +160,18 @@ pub(super) async fn insert_in(
         let run_at: i64 = row.try_get("run_at").map_err(from_sqlx)?;
         stored.insert(id, (created, run_at));
     }
+    // New members of serial lanes take their places, in this batch's order.
+    let members: Vec<(Uuid, serial::Lane)> = planned
+        .iter()
+        .filter(|j| stored.contains_key(&j.id.0))
+        .filter_map(|j| {
+            Some((
+                j.id.0,
+                (j.tenant.clone(), storable(j.serial_key.as_deref()?)),
+            ))
+        })
+        .collect();
+    serial::join(conn, &members).await?;
     let holders = if stored.len() < n {
         holders(conn, &planned, &stored).await?
     } else {
@@ -238,6 +257,7 @@ struct Columns {
     timeout_ms: Vec<Option<i64>>,
     unique_key: Vec<Option<String>>,
     run_at: Vec<i64>,
+    serial_key: Vec<Option<String>>,
 }
 
 impl Columns {
@@ -254,6 +274,7 @@ impl Columns {
             timeout_ms: Vec::with_capacity(n),
             unique_key: Vec::with_capacity(n),
             run_at: Vec::with_capacity(n),
+            serial_key: Vec::with_capacity(n),
         }
     }
 
@@ -271,6 +292,7 @@ impl Columns {
             .push(j.timeout_ms.map(|t| i64::try_from(t).unwrap_or(i64::MAX)));
         self.unique_key.push(j.unique_key.as_deref().map(storable));
         self.run_at.push(j.run_at.0);
+        self.serial_key.push(j.serial_key.as_deref().map(storable));
     }
 
     fn bind(
@@ -288,6 +310,7 @@ impl Columns {
             .bind(self.timeout_ms)
             .bind(self.unique_key)
             .bind(self.run_at)
+            .bind(self.serial_key)
     }
 }
 

@@ -37,6 +37,7 @@ mod flow;
 mod inspect;
 mod nodes;
 mod notify;
+mod serial;
 
 pub use config::PostgresConfig;
 pub use connect::SchemaCleanup;
@@ -57,7 +58,7 @@ use std::time::Duration;
 const JOB_COLUMNS: &str = "id, tenant, task, queue, state, priority, payload::text AS payload, \
      attempts, max_retries, timeout_ms, unique_key, result::text AS result, error, \
      progress::text AS progress, created_at, run_at, started_at, finished_at, lease_owner, \
-     history::text AS history";
+     history::text AS history, serial_key";
 
 /// Due jobs promoted per statement.
 const PROMOTE_BATCH: i64 = 1000;

@@ -107,6 +107,7 @@ pub(super) fn from_hash(id: &str, h: &HashMap<String, String>) -> BrokerResult<O
         unique_key: Some(spec.unique_key)
             .filter(|k| !k.is_empty())
             .map(str::to_owned),
+        serial_key: h.get("sk").cloned(),
         created_at: Millis(created_at),
         run_at: Millis(optional(h, "run_at")?.unwrap_or(created_at)),
         started_at: optional::<i64>(h, "started_at")?.map(Millis),

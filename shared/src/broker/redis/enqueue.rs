@@ -122,6 +122,7 @@ pub(super) fn job_args<R: std::borrow::Borrow<EnqueueRequest>>(
             && x.max_retries == y.max_retries
             && x.timeout_ms == y.timeout_ms
             && x.unique_key == y.unique_key
+            && x.serial_key == y.serial_key
     };
     for run in jobs.chunk_by(same) {
         let (_, delay, first) = &run[0];
@@ -134,6 +135,7 @@ pub(super) fn job_args<R: std::borrow::Borrow<EnqueueRequest>>(
             .arg(r.max_retries)
             .arg(r.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
             .arg(r.unique_key.as_deref().unwrap_or(""))
+            .arg(r.serial_key.as_deref().unwrap_or(""))
             .arg(*delay)
             .arg(run.len());
         for (id, _, r) in run {

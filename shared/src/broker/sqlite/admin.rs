@@ -1,9 +1,10 @@
 //! Operator actions: retry a dead job, pause a queue, purge its waiting jobs.
 
-use super::{SqliteBroker, codec, from_sqlx};
+use super::{SqliteBroker, codec, from_sqlx, serial};
 use crate::broker::{Admin, BrokerError, BrokerResult, Scope};
 use crate::job::{Job, JobId, now_ms};
 use async_trait::async_trait;
+use sqlx::Row;
 
 const Q_RETRY: &str = include_str!("queries/retry.sql");
 
@@ -25,6 +26,16 @@ impl Admin for SqliteBroker {
             }
             Err(e) => return Err(from_sqlx(e)),
         };
+        if let Some(row) = &row
+            && let Some(key) = row
+                .try_get::<Option<String>, _>("serial_key")
+                .map_err(from_sqlx)?
+        {
+            // The lane moved on: a retried member joins at its tail.
+            let id: String = row.try_get("id").map_err(from_sqlx)?;
+            let tenant: String = row.try_get("tenant").map_err(from_sqlx)?;
+            serial::join(&mut tx, &[(id, (tenant, key))]).await?;
+        }
         tx.commit().await.map_err(from_sqlx)?;
         self.work.notify_waiters();
         match row {
@@ -54,15 +65,17 @@ impl Admin for SqliteBroker {
 
     async fn purge(&self, queue: &str) -> BrokerResult<u64> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "DELETE FROM jobs WHERE queue = ?1 AND state IN ('scheduled', 'queued', 'retrying')",
+        let gone = sqlx::query(
+            "DELETE FROM jobs WHERE queue = ?1 AND state IN ('scheduled', 'queued', 'retrying') \
+             RETURNING tenant, serial_key",
         )
         .bind(queue)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(from_sqlx)?;
+        serial::advance(&mut tx, serial::lanes_of(&gone)).await?;
         tx.commit().await.map_err(from_sqlx)?;
-        Ok(done.rows_affected())
+        Ok(gone.len() as u64)
     }
 
     async fn delete(&self, scope: &Scope, ids: &[JobId]) -> BrokerResult<u64> {

@@ -30,6 +30,7 @@ pub(super) fn insert_json(job: &Job, seq: i64) -> Value {
         "unique_key": job.unique_key,
         "run_at": job.run_at.0,
         "seq": seq,
+        "serial_key": job.serial_key,
     })
 }
 
@@ -92,6 +93,7 @@ pub(super) fn job(row: &SqliteRow) -> BrokerResult<Job> {
         progress: json_column(row, "progress")?,
         timeout_ms: timeout_column(row)?,
         unique_key: row.try_get("unique_key").map_err(bad)?,
+        serial_key: row.try_get("serial_key").map_err(bad)?,
         created_at: required_time(row, "created_at")?,
         run_at: required_time(row, "run_at")?,
         started_at: time_column(row, "started_at")?,

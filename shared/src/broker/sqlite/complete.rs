@@ -3,11 +3,12 @@
 //! reaps expired leases and promotes due jobs.
 
 use super::codec::{self, ids, missing};
-use super::{PROMOTE_BATCH, SqliteBroker, flow, from_sqlx};
+use super::{PROMOTE_BATCH, SqliteBroker, flow, from_sqlx, serial};
 use crate::broker::retention::RETENTION_BATCH;
 use crate::broker::{BrokerResult, Completion, Lease, Maintenance, Outcome, Scope};
 use crate::job::{Job, JobId, JobState, duration_ms, now_ms};
 use serde_json::{Value, json};
+use sqlx::Row;
 use std::collections::HashSet;
 
 const Q_SUCCEED: &str = include_str!("queries/succeed.sql");
@@ -47,6 +48,7 @@ impl SqliteBroker {
             }
         }
         let mut touched = HashSet::new();
+        let mut lanes = Vec::new();
         let mut tx = self.begin().await?;
         for (sql, batch) in [(Q_SUCCEED, succeeded), (Q_FAIL, failed)] {
             if batch.is_empty() {
@@ -59,7 +61,9 @@ impl SqliteBroker {
                 .await
                 .map_err(from_sqlx)?;
             touched.extend(ids(&rows)?);
+            lanes.extend(serial::lanes_of(&rows));
         }
+        serial::advance(&mut tx, lanes).await?;
         if !released.is_empty() {
             let rows = sqlx::query(Q_RELEASE)
                 .bind(now.0)
@@ -97,6 +101,9 @@ impl SqliteBroker {
             .fetch_optional(&mut *tx)
             .await
             .map_err(from_sqlx)?;
+        if let Some(row) = &row {
+            serial::advance(&mut tx, serial::lanes_of(std::slice::from_ref(row))).await?;
+        }
         tx.commit().await.map_err(from_sqlx)?;
         match row {
             Some(row) => codec::job(&row),
@@ -107,12 +114,18 @@ impl SqliteBroker {
     pub(super) async fn maintain_pass(&self) -> BrokerResult<Maintenance> {
         let now = now_ms();
         let mut tx = self.begin().await?;
-        let reaped: Vec<String> = sqlx::query_scalar(Q_REAP)
+        let reaped_rows = sqlx::query(Q_REAP)
             .bind(now.0)
             .bind(REAP_BATCH)
             .fetch_all(&mut *tx)
             .await
             .map_err(from_sqlx)?;
+        serial::advance(&mut tx, serial::lanes_of(&reaped_rows)).await?;
+        serial::repair(&mut tx).await?;
+        let reaped: Vec<String> = reaped_rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("state").map_err(from_sqlx))
+            .collect::<BrokerResult<_>>()?;
         let promoted = flow::promote(&mut tx, now, PROMOTE_BATCH).await?;
         sqlx::query("DELETE FROM workers WHERE expires_at < ?1")
             .bind(now.0)

@@ -217,6 +217,7 @@ mod tests {
             max_retries: 0,
             timeout_ms: None,
             unique_key: None,
+            serial_key: None,
         }
     }
 

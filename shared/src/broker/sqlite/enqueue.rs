@@ -11,6 +11,7 @@ use super::{JOB_COLUMNS, from_sqlx};
 use crate::broker::{BrokerError, BrokerResult, EnqueueRequest, Enqueued};
 use crate::job::{Job, JobState, now_ms};
 use serde_json::Value;
+use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -131,6 +132,27 @@ pub(super) async fn insert_in(
         .await
         .map_err(from_sqlx)?;
     let inserted = ids(&rows)?;
+    // New members of serial lanes take their places (in this batch's order).
+    let members: Vec<(String, super::serial::Lane)> = rows
+        .iter()
+        .filter_map(|r| {
+            let id: String = r.try_get("id").ok()?;
+            let tenant: String = r.try_get("tenant").ok()?;
+            let key: String = r.try_get::<Option<String>, _>("serial_key").ok()??;
+            Some((id, (tenant, key)))
+        })
+        .collect();
+    if !members.is_empty() {
+        // RETURNING has no defined order: the lane order is the batch's.
+        let order: std::collections::HashMap<String, usize> = planned
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.id.to_string(), i))
+            .collect();
+        let mut members = members;
+        members.sort_by_key(|(id, _)| order.get(id).copied().unwrap_or(usize::MAX));
+        super::serial::join(tx, &members).await?;
+    }
     let mut out = Vec::with_capacity(planned.len());
     for job in planned {
         if inserted.contains(&job.id.to_string()) {

@@ -24,6 +24,7 @@ mod enqueue;
 mod flow;
 mod inspect;
 mod nodes;
+mod serial;
 
 pub use config::SqliteConfig;
 
@@ -42,7 +43,7 @@ use tokio::sync::Notify;
 
 const JOB_COLUMNS: &str = "id, tenant, task, queue, state, priority, payload, attempts, \
      max_retries, timeout_ms, unique_key, result, error, progress, created_at, run_at, \
-     started_at, finished_at, lease_owner, history";
+     started_at, finished_at, lease_owner, history, serial_key";
 
 /// Due jobs promoted per statement; bounds the time one call holds the write lock.
 const PROMOTE_BATCH: i64 = 1000;

@@ -11,7 +11,7 @@ WITH q AS MATERIALIZED (
 SELECT j.id, j.task, j.tenant
 FROM q CROSS JOIN LATERAL (
     SELECT id, task, tenant FROM jobs
-    WHERE state = 'queued' AND queue = q.name
+    WHERE state = 'queued' AND NOT serial_wait AND queue = q.name
       AND task <> ALL ($3::text[])
       AND ($6::text[] IS NULL OR task = ANY ($6::text[]))
       AND NOT EXISTS (SELECT 1 FROM unnest($4::text[], $5::text[]) AS b(task, tenant)

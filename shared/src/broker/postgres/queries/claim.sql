@@ -14,7 +14,7 @@ picked AS MATERIALIZED (
     SELECT j.id
     FROM q CROSS JOIN LATERAL (
         SELECT id FROM jobs
-        WHERE state = 'queued' AND queue = q.name
+        WHERE state = 'queued' AND NOT serial_wait AND queue = q.name
           AND ($5::text[] IS NULL OR task = ANY ($5::text[]))
         ORDER BY priority DESC, seq, id
         LIMIT $2

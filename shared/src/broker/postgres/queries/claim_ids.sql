@@ -3,7 +3,7 @@
 UPDATE jobs
 SET state = 'running', attempts = attempts + 1, started_at = clock_ms(),
     lease_owner = $2, lease_expires_at = clock_ms() + $3
-WHERE state = 'queued' AND id = ANY ($1::uuid[])
+WHERE state = 'queued' AND NOT serial_wait AND id = ANY ($1::uuid[])
 RETURNING jobs.id, jobs.tenant, jobs.task, jobs.queue, jobs.priority,
           jobs.payload::text AS payload, jobs.attempts, jobs.attempt_base,
           jobs.max_retries, jobs.timeout_ms, jobs.seq

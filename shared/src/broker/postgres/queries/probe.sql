@@ -3,7 +3,7 @@
 -- row with a NULL queue)? One index seek per queue, no lock: an idle
 -- worker's poll costs one cheap read.
 SELECT q.name AS queue FROM unnest($1::text[]) AS q(name)
-WHERE EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND queue = q.name
+WHERE EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND NOT serial_wait AND queue = q.name
               AND ($2::text[] IS NULL OR task = ANY ($2::text[])))
 UNION ALL
 SELECT NULL WHERE EXISTS (SELECT 1 FROM jobs

@@ -8,4 +8,4 @@ WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) AND state IN ('failed', 'can
 RETURNING id, tenant, task, queue, state, priority, payload::text AS payload, attempts,
           max_retries, timeout_ms, unique_key, result::text AS result, error,
           progress::text AS progress, created_at, run_at, started_at, finished_at,
-          lease_owner, history::text AS history
+          lease_owner, history::text AS history, serial_key

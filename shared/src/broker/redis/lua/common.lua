@@ -151,26 +151,6 @@ local function record_attempt(key, now, outcome, err)
   redis.call('HSET', key, 'history', with_attempt(f[4], f[1], f[2], f[3], now, outcome, err))
 end
 
--- Moves a job to a terminal state. `extra` holds more fields to set (the
--- result, for one). The hash and lookup key expire after the retention;
--- the maintenance pass trims the terminal sets.
-local function finish_with(q, id, state, now, retention, tenant, task, key, extra)
-  release_unique_of(id, tenant, task, key)
-  local key_j = jkey(id)
-  if extra then
-    redis.call('HSET', key_j, 'state', state, 'finished_at', num(now), 'owner', '', extra[1], extra[2])
-  else
-    redis.call('HSET', key_j, 'state', state, 'finished_at', num(now), 'owner', '')
-  end
-  redis.call('ZADD', qkey(q, state), num(now), id)
-  redis.call('PEXPIRE', key_j, retention)
-end
-
-local function finish(q, id, state, now, retention)
-  local tenant, task, _, _, _, _, _, key = spec(redis.call('HGET', jkey(id), 'spec'))
-  finish_with(q, id, state, now, retention, tenant, task, key, nil)
-end
-
 -- The next fair-share sequence number of `tenant` in queue q: one past the
 -- later of the tenant's last one and the queue's clock (the seq of the
 -- latest claimed job). A tenant that arrives while another has thousands
@@ -200,6 +180,90 @@ local function make_ready(q, id, fresh)
   end
   redis.call('HSET', key, 'state', 'queued', 'owner', '')
   redis.call('ZADD', qkey(q, 'ready'), num((9 - tonumber(priority or '5')) * SEQ + seq), id)
+end
+
+-- Serial lanes. P:serial:TENANT:KEY is a ZSET of the lane's unfinished
+-- members by place (P:serial:TENANT:KEY:n the last place given); the head
+-- (lowest place) is claimable, the others are parked: field `sw` = '1' and
+-- in P:{q:NAME}:parked, out of `ready`. A member leaves in its terminal
+-- transition (or deletion), and the next head is made claimable then.
+local function lane_key(tenant, key)
+  return P .. ':serial:' .. lenc(tenant) .. ':' .. lenc(key)
+end
+
+-- Joins job id (stored, queued or scheduled) to its lane. True when it is
+-- the head (the caller makes it claimable as usual), false when parked.
+local function lane_join(q, id, tenant, key)
+  local lk = lane_key(tenant, key)
+  local place = redis.call('INCR', lk .. ':n')
+  redis.call('ZADD', lk, place, id)
+  redis.call('HSET', jkey(id), 'sk', key)
+  if redis.call('ZCARD', lk) == 1 then
+    return true
+  end
+  redis.call('HSET', jkey(id), 'sw', '1')
+  redis.call('ZADD', qkey(q, 'parked'), place, id)
+  return false
+end
+
+-- Makes the lane's head claimable if it is parked (due now, or scheduled).
+local function lane_advance(tenant, key, now)
+  local lk = lane_key(tenant, key)
+  local head = redis.call('ZRANGE', lk, 0, 0)[1]
+  if not head then
+    redis.call('DEL', lk .. ':n')
+    return
+  end
+  local hk = jkey(head)
+  local f = redis.call('HMGET', hk, 'sw', 'state', 'spec', 'run_at')
+  if f[1] ~= '1' then
+    return
+  end
+  redis.call('HDEL', hk, 'sw')
+  local _, _, q = spec(f[3])
+  redis.call('ZREM', qkey(q, 'parked'), head)
+  if f[2] == 'scheduled' and tonumber(f[4] or '0') > now then
+    redis.call('ZADD', qkey(q, 'scheduled'), f[4], head)
+  else
+    make_ready(q, head, true)
+    redis.call('PUBLISH', P .. ':wake', q)
+  end
+end
+
+-- Job id (of `tenant`) leaves its lane, if it has one; the next may start.
+local function lane_leave(id, tenant, now)
+  local f = redis.call('HMGET', jkey(id), 'sk', 'sw', 'spec')
+  if f[1] then
+    if f[2] == '1' then
+      -- A parked member cancelled by hand.
+      local _, _, q = spec(f[3])
+      redis.call('ZREM', qkey(q, 'parked'), id)
+      redis.call('HDEL', jkey(id), 'sw')
+    end
+    redis.call('ZREM', lane_key(tenant, f[1]), id)
+    lane_advance(tenant, f[1], now)
+  end
+end
+
+-- Moves a job to a terminal state. `extra` holds more fields to set (the
+-- result, for one). The hash and lookup key expire after the retention;
+-- the maintenance pass trims the terminal sets.
+local function finish_with(q, id, state, now, retention, tenant, task, key, extra)
+  release_unique_of(id, tenant, task, key)
+  lane_leave(id, tenant, now)
+  local key_j = jkey(id)
+  if extra then
+    redis.call('HSET', key_j, 'state', state, 'finished_at', num(now), 'owner', '', extra[1], extra[2])
+  else
+    redis.call('HSET', key_j, 'state', state, 'finished_at', num(now), 'owner', '')
+  end
+  redis.call('ZADD', qkey(q, state), num(now), id)
+  redis.call('PEXPIRE', key_j, retention)
+end
+
+local function finish(q, id, state, now, retention)
+  local tenant, task, _, _, _, _, _, key = spec(redis.call('HGET', jkey(id), 'spec'))
+  finish_with(q, id, state, now, retention, tenant, task, key, nil)
 end
 
 local function semkey(task, tenant)

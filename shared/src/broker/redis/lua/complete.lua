@@ -15,6 +15,7 @@ local unleased, succeeded, failed = {}, {}, {}
 local permits, freed = {}, {}
 local function finished(q, id, state, tenant, task, unique, field, value, into, history, had_history)
   release_unique_of(id, tenant, task, unique)
+  lane_leave(id, tenant, now)
   local key = jkey(id)
   if state == 'succeeded' and not had_history then
     -- A first attempt that succeeds writes no history: the job's owner,

@@ -1,5 +1,5 @@
 -- ARGV: P, queue_1 .. queue_n. Per queue: the sizes of its state sets
--- (scheduled, ready plus held, running, retrying, succeeded, failed,
+-- (scheduled, ready plus held and parked, running, retrying, succeeded, failed,
 -- cancelled) and 1 when paused, else 0.
 local out = {}
 for i = 2, #ARGV do
@@ -10,6 +10,7 @@ for i = 2, #ARGV do
   end
   out[#out + 1] = redis.call('ZCARD', qkey(q, 'scheduled'))
   out[#out + 1] = redis.call('ZCARD', qkey(q, 'ready')) + held
+    + redis.call('ZCARD', qkey(q, 'parked'))
   for _, set in ipairs({'running', 'retrying', 'succeeded', 'failed', 'cancelled'}) do
     out[#out + 1] = redis.call('ZCARD', qkey(q, set))
   end

@@ -1,6 +1,6 @@
 -- ARGV: P, then groups of jobs that share their attributes: tenant, task,
 -- queue, priority, max_retries, timeout_ms ('' for none), unique_key ('' for
--- none), delay_ms, n, then n pairs of id and payload (JSON text). Flat
+-- none), serial_key ('' for none), delay_ms, n, then n pairs of id and payload (JSON text). Flat
 -- arguments, and each attribute once per group rather than once per job:
 -- every argument costs Redis a conversion into Lua and back.
 -- Returns {now, k_1, holder_1, ...}: the jobs not created, by their place in
@@ -49,15 +49,16 @@ local function next_seq(q, tenant)
   return s
 end
 local checked = true
-if ARGV_END > 2 + 9 + 2 * 8 then
-  checked = not redis.call('SET', P .. ':call:' .. ARGV[11], '1', 'NX', 'PX', '600000')
+if ARGV_END > 2 + 10 + 2 * 8 then
+  checked = not redis.call('SET', P .. ':call:' .. ARGV[12], '1', 'NX', 'PX', '600000')
 end
 local i, k = 2, 0
 while i <= ARGV_END do
   local tenant, task, queue, priority = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local max_retries, timeout, unique = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  local delay = tonumber(ARGV[i + 7])
-  local n = tonumber(ARGV[i + 8])
+  local serial = ARGV[i + 7]
+  local delay = tonumber(ARGV[i + 8])
+  local n = tonumber(ARGV[i + 9])
   local delayed = delay > 0
   local run_at_s, state = now_s, 'queued'
   if delayed then
@@ -65,7 +66,7 @@ while i <= ARGV_END do
   end
   local rank = (9 - tonumber(priority)) * SEQ
   local job_spec = table.concat({tenant, task, queue, priority, max_retries, timeout, now_s, unique}, '\n')
-  local j = i + 9
+  local j = i + 10
   i = j + 2 * n
   for p = j, i - 1, 2 do
     k = k + 1
@@ -82,7 +83,23 @@ while i <= ARGV_END do
       out[#out + 1] = holder
     else
       local key = jkey(id)
-      if delayed then
+      if serial ~= '' then
+        -- A lane member: claimable (or scheduled) only as the lane's head.
+        if delayed then
+          redis.call('HSET', key, 'spec', job_spec, 'state', state, 'payload', ARGV[p + 1],
+            'run_at', run_at_s)
+        else
+          redis.call('HSET', key, 'spec', job_spec, 'state', state, 'payload', ARGV[p + 1])
+        end
+        new_queues[queue], new_tenants[tenant] = true, true
+        if lane_join(queue, id, tenant, serial) then
+          if delayed then
+            push(scheduled, queue, run_at_s, id)
+          else
+            push(ready, queue, rank + next_seq(queue, tenant), id)
+          end
+        end
+      elseif delayed then
         redis.call('HSET', key, 'spec', job_spec, 'state', state, 'payload', ARGV[p + 1],
           'run_at', run_at_s)
         push(scheduled, queue, run_at_s, id)

@@ -22,6 +22,12 @@ redis.call('ZREM', qkey(q, f[1]), id)
 redis.call('PERSIST', key)
 redis.call('HSET', key, 'base', f[3] or '0', 'run_at', num(now_ms()))
 redis.call('HDEL', key, 'result', 'progress', 'started_at', 'finished_at')
+local serial = redis.call('HGET', key, 'sk')
+if serial and not lane_join(q, id, tenant, serial) then
+  -- The lane moved on: a retried member joins at its tail, parked.
+  redis.call('HSET', key, 'state', 'queued')
+  return 'ok'
+end
 make_ready(q, id, true)
 redis.call('PUBLISH', P .. ':wake', q)
 return 'ok'

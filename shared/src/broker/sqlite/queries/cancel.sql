@@ -13,4 +13,4 @@ WHERE id = ?2 AND (?3 IS NULL OR tenant = ?3)
   AND state IN ('scheduled', 'queued', 'running', 'retrying')
 RETURNING id, tenant, task, queue, state, priority, payload, attempts, max_retries, timeout_ms,
           unique_key, result, error, progress, created_at, run_at, started_at, finished_at,
-          lease_owner, history
+          lease_owner, history, serial_key

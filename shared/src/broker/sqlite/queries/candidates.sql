@@ -6,7 +6,7 @@
 SELECT j.id, j.task, j.tenant
 FROM json_each(?1) AS q
 JOIN jobs AS j ON j.id IN (SELECT id FROM jobs
-                           WHERE state = 'queued' AND queue = q.value
+                           WHERE state = 'queued' AND serial_wait = 0 AND queue = q.value
                              AND task NOT IN (SELECT value FROM json_each(?3))
                              AND (?5 IS NULL OR task IN (SELECT value FROM json_each(?5)))
                              AND NOT EXISTS (SELECT 1 FROM json_each(?4) AS b

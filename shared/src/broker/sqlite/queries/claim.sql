@@ -11,7 +11,7 @@ WHERE id IN (
     SELECT j.id
     FROM json_each(?4) AS q
     JOIN jobs AS j ON j.id IN (SELECT id FROM jobs
-                               WHERE state = 'queued' AND queue = q.value
+                               WHERE state = 'queued' AND serial_wait = 0 AND queue = q.value
                                  AND (?6 IS NULL OR task IN (SELECT value FROM json_each(?6)))
                                ORDER BY priority DESC, seq, id LIMIT ?5)
     WHERE NOT EXISTS (SELECT 1 FROM queues WHERE name = q.value AND paused = 1)

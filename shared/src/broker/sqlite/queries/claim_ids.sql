@@ -2,6 +2,6 @@
 UPDATE jobs
 SET state = 'running', attempts = attempts + 1, started_at = ?1,
     lease_owner = ?2, lease_expires_at = ?3
-WHERE state = 'queued' AND id IN (SELECT value FROM json_each(?4))
+WHERE state = 'queued' AND serial_wait = 0 AND id IN (SELECT value FROM json_each(?4))
 RETURNING id, tenant, task, queue, priority, payload, attempts, attempt_base,
           max_retries, timeout_ms, seq

@@ -3,11 +3,12 @@
 -- and is skipped; RETURNING tells the caller which ones went in.
 -- (`WHERE true` resolves SQLite's parsing ambiguity of INSERT ... SELECT ... ON CONFLICT.)
 INSERT INTO jobs (id, tenant, task, queue, state, priority, payload, max_retries,
-                  timeout_ms, unique_key, created_at, run_at, seq)
+                  timeout_ms, unique_key, created_at, run_at, seq, serial_key, serial_wait)
 SELECT value ->> 'id', value ->> 'tenant', value ->> 'task', value ->> 'queue',
        value ->> 'state', value ->> 'priority', value ->> 'payload',
        value ->> 'max_retries', value ->> 'timeout_ms', value ->> 'unique_key',
-       ?1, value ->> 'run_at', value ->> 'seq'
+       ?1, value ->> 'run_at', value ->> 'seq', value ->> 'serial_key',
+       value ->> 'serial_key' IS NOT NULL
 FROM json_each(?2) WHERE true
 ON CONFLICT DO NOTHING
-RETURNING id
+RETURNING id, tenant, serial_key

@@ -4,7 +4,7 @@
 -- have work: one index seek per queue (jobs of tasks outside ?3, the
 -- claimer's handlers, do not count; NULL for any).
 SELECT q.value AS queue FROM json_each(?1) AS q
-WHERE EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND queue = q.value
+WHERE EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND serial_wait = 0 AND queue = q.value
               AND (?3 IS NULL OR task IN (SELECT value FROM json_each(?3))))
 UNION ALL
 SELECT NULL WHERE EXISTS (SELECT 1 FROM jobs

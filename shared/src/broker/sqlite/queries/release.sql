@@ -13,4 +13,4 @@ SET state = 'queued', attempt_base = attempt_base + 1,
     lease_owner = NULL, lease_expires_at = NULL
 FROM (SELECT value ->> 'id' AS id, value ->> 'attempt' AS attempt FROM json_each(?2)) AS c
 WHERE jobs.id = c.id AND jobs.attempts = c.attempt AND jobs.state = 'running'
-RETURNING jobs.id
+RETURNING jobs.id, jobs.tenant, jobs.serial_key

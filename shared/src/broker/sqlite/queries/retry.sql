@@ -6,4 +6,4 @@ SET state = 'queued', run_at = ?1, attempt_base = attempts, result = NULL,
 WHERE id = ?2 AND (?3 IS NULL OR tenant = ?3) AND state IN ('failed', 'cancelled')
 RETURNING id, tenant, task, queue, state, priority, payload, attempts, max_retries, timeout_ms,
           unique_key, result, error, progress, created_at, run_at, started_at, finished_at,
-          lease_owner, history
+          lease_owner, history, serial_key
