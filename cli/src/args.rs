@@ -159,6 +159,10 @@ pub struct EnqueueArgs {
     /// Skip if an unfinished job of this task holds the same key.
     #[arg(long)]
     pub unique_key: Option<String>,
+    /// Run one at a time, in enqueue order, with the tenant's other jobs of
+    /// the same serial key (a retrying job keeps its place).
+    #[arg(long)]
+    pub serial_key: Option<String>,
     /// Tenant that owns the job.
     #[arg(long, default_value = "default")]
     pub tenant: String,

@@ -41,6 +41,9 @@ fn body(args: &EnqueueArgs) -> Result<Value, Failure> {
     if let Some(k) = &args.unique_key {
         job.insert("unique_key".into(), json!(k));
     }
+    if let Some(k) = &args.serial_key {
+        job.insert("serial_key".into(), json!(k));
+    }
     Ok(Value::Object(job))
 }
 

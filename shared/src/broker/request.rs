@@ -280,6 +280,10 @@ pub struct Position {
     pub ahead: u64,
     /// Of the jobs ahead in the queue, those at a higher priority.
     pub ahead_higher_priority: u64,
+    /// Unfinished jobs ahead of it in its serial lane (same tenant and
+    /// serial key): it cannot start before they end.
+    #[serde(default)]
+    pub serial_ahead: u64,
 }
 
 /// What a maintenance pass did.

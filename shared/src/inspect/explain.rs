@@ -13,7 +13,7 @@ use serde::Serialize;
 pub struct Reason {
     /// `scheduled`, `retrying`, `running`, `finished`, `queue_paused`,
     /// `no_consumer`, `no_handler`, `cap_full`, `tenant_share`, `rate_limited`,
-    /// `jobs_ahead` or `waiting_for_slot`.
+    /// `serial_busy`, `jobs_ahead` or `waiting_for_slot`.
     pub code: &'static str,
     /// What it means here, in a sentence.
     pub message: String,
@@ -192,7 +192,18 @@ pub async fn explain(
         limit_reasons(broker, job, limit, viewer, now, &mut reasons).await?;
     }
     let position = broker.position(job).await?;
-    if position.ahead > 0 {
+    if position.serial_ahead > 0 {
+        reasons.push(Reason::new(
+            "serial_busy",
+            format!(
+                "serial key `{}` is busy: {} {} of the same key ahead of it; they run one at a time, in enqueue order",
+                job.serial_key.as_deref().unwrap_or(""),
+                position.serial_ahead,
+                if position.serial_ahead == 1 { "job" } else { "jobs" }
+            ),
+        ));
+    }
+    if position.ahead > 0 && position.serial_ahead == 0 {
         let higher = if position.ahead_higher_priority > 0 {
             format!(
                 " ({} of them at a higher priority)",

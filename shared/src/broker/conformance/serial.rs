@@ -2,7 +2,7 @@
 //! at a time, in enqueue order, through retries, crashes, cancels and
 //! caps, the same on every backend.
 
-use super::{LEASE, TestBroker, claim, claim_under, enqueue_one, request, state_of};
+use super::{LEASE, TestBroker, claim, claim_under, enqueue_one, job_of, request, state_of};
 use crate::broker::{Completion, EnqueueRequest, Lease, Outcome, Scope};
 use crate::job::{JobId, JobState};
 use crate::limit::{Limits, TaskLimit};
@@ -46,6 +46,15 @@ pub async fn serial_one_at_a_time_in_order(t: TestBroker) {
         state_of(&t, b.id).await,
         JobState::Queued,
         "a waiting member is queued"
+    );
+    let place = t
+        .broker
+        .position(&job_of(&t, c.id).await)
+        .await
+        .expect("position");
+    assert_eq!(
+        place.serial_ahead, 2,
+        "explain can say how many are ahead in the lane"
     );
 
     let first = claim(&t, &["default"], 10, LEASE).await;

@@ -323,7 +323,7 @@ pub(super) async fn position(pool: &PgPool, job: &Job) -> BrokerResult<Position>
          SELECT count(*) AS ahead, \
                 count(*) FILTER (WHERE j.priority > me.priority) AS higher \
          FROM jobs AS j, me \
-         WHERE j.state = 'queued' AND j.queue = me.queue \
+         WHERE j.state = 'queued' AND NOT j.serial_wait AND j.queue = me.queue \
            AND (j.priority > me.priority \
                 OR (j.priority = me.priority AND (j.seq, j.id) < (me.seq, me.id)))",
     )
@@ -335,9 +335,25 @@ pub(super) async fn position(pool: &PgPool, job: &Job) -> BrokerResult<Position>
         let n: i64 = row.try_get(name).map_err(from_sqlx)?;
         Ok(u64::try_from(n).unwrap_or(0))
     };
+    let serial_ahead: i64 = if job.serial_key.is_some() {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM jobs AS j, \
+               (SELECT tenant, serial_key, serial_seq FROM jobs WHERE id = $1) AS me \
+             WHERE j.tenant = me.tenant AND j.serial_key = me.serial_key \
+               AND j.state IN ('waiting', 'scheduled', 'queued', 'running', 'retrying') \
+               AND j.serial_seq < me.serial_seq",
+        )
+        .bind(job.id.0)
+        .fetch_one(pool)
+        .await
+        .map_err(from_sqlx)?
+    } else {
+        0
+    };
     Ok(Position {
         held: false,
         ahead: get("ahead")?,
         ahead_higher_priority: get("higher")?,
+        serial_ahead: u64::try_from(serial_ahead).unwrap_or(0),
     })
 }

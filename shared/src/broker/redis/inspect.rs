@@ -162,6 +162,27 @@ impl Inspect for RedisBroker {
             .invoke_async(&mut conn)
             .await
             .map_err(from_redis)?;
+        let serial_ahead = match &job.serial_key {
+            None => 0,
+            Some(key) => {
+                // The lane holds only unfinished members, by place.
+                let lane = format!(
+                    "{}:serial:{}:{}:{}:{}",
+                    self.prefix,
+                    job.tenant.len(),
+                    job.tenant,
+                    key.len(),
+                    key
+                );
+                let rank: Option<u64> = redis::cmd("ZRANK")
+                    .arg(lane)
+                    .arg(job.id.to_string())
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(from_redis)?;
+                rank.unwrap_or(0)
+            }
+        };
         Ok(Position {
             held: !held.is_empty(),
             ahead,
@@ -170,6 +191,7 @@ impl Inspect for RedisBroker {
             } else {
                 0
             },
+            serial_ahead,
         })
     }
 
