@@ -32,3 +32,4 @@ pub mod node;
 pub mod queue_order;
 pub mod schedule;
 pub mod secret;
+pub mod workflow;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use weir_shared::broker::conformance::service_url;
 use weir_shared::job::{Job, JobState};
 use weir_tests::{
-    Dev, Sandbox, jobs_of, max_overlap, postgres_sandbox, postgres_url, redis_sandbox,
-    wait_until, wait_workers,
+    Dev, Sandbox, jobs_of, max_overlap, postgres_sandbox, postgres_url, redis_sandbox, wait_until,
+    wait_workers,
 };
 
 /// Enqueues 20 jobs of key `run-1` and 20 of `run-2` interleaved, with
@@ -57,10 +57,7 @@ async fn one_lane_at_a_time(sandbox: &Sandbox, api: &Dev) {
         sorted.sort_unstable();
         assert_eq!(order, sorted, "{key}: in enqueue order, not by priority");
     }
-    assert!(
-        max_overlap(&all) >= 2,
-        "the two keys run beside each other"
-    );
+    assert!(max_overlap(&all) >= 2, "the two keys run beside each other");
     // A bad key is refused with the field named, nothing enqueued.
     let (status, body) = api
         .post("/v1/jobs", &json!({"task": "weir.noop", "serial_key": ""}))
