@@ -238,3 +238,28 @@ async fn bad_configuration_stops_the_process_with_what_to_fix() {
     assert!(log.contains("GRANT CREATE"), "{log}");
     assert!(log.contains("WEIR_POSTGRES_SCHEMA"), "{log}");
 }
+
+/// Behind PgBouncer in transaction mode LISTEN does not work:
+/// `WEIR_POSTGRES_NOTIFY=false` polls instead, and jobs (due now and
+/// delayed) still run.
+#[tokio::test]
+async fn poll_only_mode_runs_jobs() {
+    let Some(url) = postgres_url() else { return };
+    let (mut sandbox, _cleanup) = postgres_sandbox(&url);
+    sandbox.set("WEIR_POSTGRES_NOTIFY", "false");
+    let api = sandbox.api().await;
+    let _worker = sandbox.spawn("worker", &["worker", "--processes", "1", "-c", "16"]);
+    wait_workers(&api, 1).await;
+    let mut jobs: Vec<Value> = (0..200).map(|_| json!({"task": "weir.noop"})).collect();
+    jobs.push(json!({"task": "weir.noop", "delay_ms": 300}));
+    let (status, body) = api.post("/v1/jobs/batch", &json!({"jobs": jobs})).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            counts(&api).await["succeeded"].as_u64() == Some(201)
+        })
+        .await,
+        "every job runs without notifications: {}",
+        counts(&api).await
+    );
+}
