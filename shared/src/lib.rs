@@ -29,6 +29,7 @@ pub mod inspect;
 pub mod job;
 pub mod limit;
 pub mod node;
+pub mod outbound;
 pub mod queue_order;
 pub mod schedule;
 pub mod secret;

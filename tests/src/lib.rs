@@ -172,7 +172,7 @@ impl Sandbox {
         let dev = Dev {
             proc,
             base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
+            http: http_client(),
         };
         let ready = wait_until(Duration::from_secs(20), || async {
             dev.http
@@ -528,4 +528,17 @@ pub fn postgres_url() -> Option<String> {
         "WEIR_TEST_POSTGRES_URL",
         "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
     )
+}
+
+/// An HTTP client for tests (the TLS crypto provider installed first: the
+/// workspace's reqwest is built without a default one).
+pub fn http_client() -> reqwest::Client {
+    weir_shared::outbound::install_crypto_provider();
+    reqwest::Client::new()
+}
+
+/// A builder of [`http_client`]'s kind.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    weir_shared::outbound::install_crypto_provider();
+    reqwest::Client::builder()
 }

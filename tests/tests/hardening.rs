@@ -28,7 +28,7 @@ fn addr(dev: &Dev) -> String {
 /// `/healthz` on a new connection, and how long it took.
 async fn health(dev: &Dev) -> (u16, Duration) {
     let started = Instant::now();
-    let client = reqwest::Client::builder()
+    let client = weir_tests::http_builder()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
@@ -196,7 +196,7 @@ async fn a_trickled_body_is_408_and_oversized_heads_get_the_json_envelope() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"request_timeout\""), "{answer}");
 
-    let client = reqwest::Client::new();
+    let client = weir_tests::http_client();
     let long = format!("{}/v1/jobs?task={}", dev.base, "a".repeat(20_000));
     let r = client.get(long).send().await.expect("GET");
     assert_eq!(r.status().as_u16(), 414);

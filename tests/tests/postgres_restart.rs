@@ -29,7 +29,7 @@ async fn a_postgres_restart_loses_no_acknowledged_job() {
     let api = sandbox.api().await;
     let worker = sandbox.spawn("worker", &["worker", "--processes", "1", "-c", "20"]);
 
-    let http = reqwest::Client::builder()
+    let http = weir_tests::http_builder()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");

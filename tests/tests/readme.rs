@@ -252,7 +252,7 @@ async fn the_readme_tour_runs_as_written() {
         .next()
         .expect("key line")
         .to_owned();
-    let client = reqwest::Client::new();
+    let client = weir_tests::http_client();
     let done = wait_until(Duration::from_secs(20), || async {
         let Ok(r) = client
             .get(format!("http://{}/v1/jobs?state=succeeded", walk.base))

@@ -81,7 +81,7 @@ async fn a_redis_restart_loses_no_acknowledged_job() {
     let api = sandbox.api().await;
     let worker = sandbox.spawn("worker", &["worker", "--processes", "1", "-c", "20"]);
 
-    let http = reqwest::Client::builder()
+    let http = weir_tests::http_builder()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
@@ -183,7 +183,7 @@ async fn a_full_redis_is_503_not_500() {
         .await
         .expect("maxmemory");
 
-    let http = reqwest::Client::new();
+    let http = weir_tests::http_client();
     let response = http
         .post(format!("{}/v1/jobs", api.base))
         .json(&json!({"task": "weir.noop"}))

@@ -126,7 +126,7 @@ async fn sigterm_hands_back_jobs_that_outlive_the_timeout() {
 }
 
 async fn probe(port: u16, path: &str) -> (u16, String) {
-    match reqwest::Client::builder()
+    match weir_tests::http_builder()
         .timeout(Duration::from_secs(3))
         .build()
         .expect("client")

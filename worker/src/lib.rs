@@ -22,6 +22,7 @@ mod builtin;
 mod child;
 mod executor;
 mod heartbeat;
+mod http;
 pub mod node;
 mod supervisor;
 pub mod task;
@@ -93,6 +94,7 @@ pub async fn run_reporting(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     warmup::register(&mut registry, &settings);
+    http::register(&mut registry, &settings);
     match std::env::var(child::CHILD_ENV) {
         Ok(node) => {
             let slots = std::env::var(child::SLOTS_ENV)
@@ -120,6 +122,7 @@ pub async fn run_in_process(
     shutdown: CancellationToken,
 ) {
     warmup::register(&mut registry, &settings);
+    http::register(&mut registry, &settings);
     let tasks = registry.names().map(str::to_owned).collect();
     let identity = Identity::new(node_id(), &settings, tasks);
     let node = identity.id().to_owned();

@@ -70,6 +70,29 @@ pub(super) fn apply(
 
     let limits = Limits::new(tasks.iter().map(|(n, t)| (n.clone(), t.limit)).collect());
     let warmup = sections::warmups(file.warmup, problems);
+    let mut outbound = super::OutboundSettings::default();
+    if let Some(hosts) = file.http.allow_hosts {
+        outbound.allow_hosts = hosts;
+    }
+    if let Some(t) = &file.http.timeout {
+        match super::parse_duration(t) {
+            Ok(d) if !d.is_zero() => outbound.timeout = d,
+            _ => problems.push(Problem {
+                key: "http.timeout".into(),
+                message: format!("`{t}` is not a duration above zero, e.g. \"30s\""),
+            }),
+        }
+    }
+    if let Some(n) = file.http.max_response_bytes {
+        if n == 0 {
+            problems.push(Problem {
+                key: "http.max_response_bytes".into(),
+                message: "must be at least 1".into(),
+            });
+        } else {
+            outbound.max_response_bytes = n;
+        }
+    }
     let schedules =
         sections::schedules(file.schedules, &tasks, &declared_queues, &warmup, problems);
     // Every field below that has a default in the variables' table gets it
@@ -117,6 +140,7 @@ pub(super) fn apply(
         limits,
         schedules,
         warmup,
+        outbound,
     };
     super::vars::apply(&mut settings, env, problems);
     let w = &settings.worker;

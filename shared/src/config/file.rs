@@ -18,6 +18,17 @@ pub(super) struct ConfigFile {
     pub schedules: Vec<ScheduleFile>,
     #[serde(default)]
     pub warmup: BTreeMap<String, WarmupFile>,
+    #[serde(default)]
+    pub http: HttpFile,
+}
+
+/// `[http]`: outbound calls of tasks.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HttpFile {
+    pub allow_hosts: Option<Vec<String>>,
+    pub timeout: Option<String>,
+    pub max_response_bytes: Option<usize>,
 }
 
 /// `[[schedules]]`.

@@ -43,13 +43,14 @@ pub const DEFAULT_QUEUES: [&str; 10] = [
 ];
 
 /// Tasks every worker knows.
-pub const BUILTIN_TASKS: [&str; 6] = [
+pub const BUILTIN_TASKS: [&str; 7] = [
     "weir.noop",
     "weir.echo",
     "weir.sleep",
     "weir.cpu",
     "weir.fail",
     "cache.warmup",
+    "http.request",
 ];
 
 pub use crate::broker::config::DEFAULT_BROKER_URL;
@@ -87,6 +88,30 @@ pub struct Settings {
     pub schedules: Vec<crate::schedule::Schedule>,
     /// `[warmup.NAME]`: what `cache.warmup {"target": NAME}` does.
     pub warmup: BTreeMap<String, WarmupTarget>,
+    /// `[http]`: outbound calls of tasks (`http.request`).
+    pub outbound: OutboundSettings,
+}
+
+/// Outbound HTTP of tasks: `[http]` in the file, `WEIR_HTTP_ALLOW_HOSTS`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundSettings {
+    /// Hosts a job may call although they are private or local (exact
+    /// hosts as written in URLs, or `*.suffix`).
+    pub allow_hosts: Vec<String>,
+    /// One call, connect to last byte (`[http] timeout`, default 30 s).
+    pub timeout: Duration,
+    /// The largest response read (`[http] max_response_bytes`, default 10 MiB).
+    pub max_response_bytes: usize,
+}
+
+impl Default for OutboundSettings {
+    fn default() -> Self {
+        OutboundSettings {
+            allow_hosts: Vec::new(),
+            timeout: Duration::from_secs(30),
+            max_response_bytes: 10 << 20,
+        }
+    }
 }
 
 /// One thing wrong with the configuration.
@@ -148,7 +173,7 @@ impl Settings {
         // Keys that come from the file are named with the file.
         if let Some(path) = &file_path {
             for p in &mut problems {
-                if ["tasks.", "queues.", "schedules[", "warmup."]
+                if ["tasks.", "queues.", "schedules[", "warmup.", "http."]
                     .iter()
                     .any(|prefix| p.key.starts_with(prefix))
                 {

@@ -346,6 +346,22 @@ pub const VARS: &[Var] = &[
     },
     Var {
         set: Some(|s, v| {
+            s.outbound.allow_hosts = v
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect();
+            Ok(())
+        }),
+        ..var(
+            "WEIR_HTTP_ALLOW_HOSTS",
+            "none",
+            "hosts (`name`, `10.0.0.5`, `*.internal.example`; comma-separated) that tasks' outbound calls (`http.request`) may reach although they are loopback, private or link-local; replaces `[http] allow_hosts`",
+        )
+    },
+    Var {
+        set: Some(|s, v| {
             s.http.max_connections = Some(at_least_one(v)? as usize);
             Ok(())
         }),

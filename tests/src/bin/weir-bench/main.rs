@@ -78,7 +78,7 @@ async fn load(
     for _ in 0..clients {
         let (body, url) = (body.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = weir_tests::http_client();
             let mut latencies = Vec::new();
             while Instant::now() < end {
                 let t = Instant::now();
@@ -116,7 +116,7 @@ async fn load(
 
 /// Enqueue->start latency at `rate` jobs/s for `seconds`, from the jobs' own timestamps.
 async fn latency(sandbox: &Sandbox, base: &str, rate: u64, seconds: u64) -> Result<Vec<f64>> {
-    let http = reqwest::Client::new();
+    let http = weir_tests::http_client();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
     let mut ids = Vec::new();

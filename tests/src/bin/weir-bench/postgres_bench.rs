@@ -233,7 +233,7 @@ pub async fn report() -> Result<()> {
             counter.fetch_add(1, Ordering::Relaxed);
         }
     });
-    let http = reqwest::Client::new();
+    let http = weir_tests::http_client();
     let (rate, seconds) = (500u64, 10u64);
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
