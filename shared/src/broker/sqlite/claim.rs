@@ -68,8 +68,12 @@ impl SqliteBroker {
         if ready.is_empty() && !due {
             return Ok(Vec::new());
         }
-        let expires = now.0.saturating_add(duration_ms(request.lease));
         let mut tx = self.begin().await?;
+        // The jobs start now, after the wait for the write lock: stamped
+        // with the time before it, a job could seem to start before the
+        // end that let it start (a lane's previous member, a permit).
+        let now = now_ms();
+        let expires = now.0.saturating_add(duration_ms(request.lease));
         if due {
             flow::promote(&mut tx, now, PROMOTE_BATCH).await?;
         }
