@@ -99,11 +99,12 @@ pub(super) async fn advance(
 
 /// A safety net in maintenance: unparks up to 100 parked members that no
 /// unfinished member precedes (a head that left by a path that did not
-/// advance its lane).
+/// advance its lane). It reads only unfinished lane members (the
+/// `jobs_serial` partial index), never the finished jobs.
 pub(super) async fn repair(conn: &mut SqliteConnection) -> BrokerResult<u64> {
     let done = sqlx::query(
         "UPDATE jobs SET serial_wait = 0 WHERE id IN ( \
-           SELECT j.id FROM jobs AS j WHERE j.serial_wait = 1 \
+           SELECT j.id FROM jobs AS j WHERE j.serial_wait = 1 AND j.serial_key IS NOT NULL \
              AND j.state IN ('waiting', 'scheduled', 'queued', 'running', 'retrying') \
              AND NOT EXISTS (SELECT 1 FROM jobs AS h \
                              WHERE h.tenant = j.tenant AND h.serial_key = j.serial_key \
