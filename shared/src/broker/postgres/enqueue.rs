@@ -342,9 +342,4 @@ impl PostgresBroker {
     pub fn announce(&self) {
         self.wake.work_added();
     }
-
-    /// How many NOTIFYs this process has sent (the benchmark reports it).
-    pub fn notifications_sent(&self) -> u64 {
-        self.wake.notifications_sent()
-    }
 }

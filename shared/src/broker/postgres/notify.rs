@@ -10,7 +10,6 @@
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
@@ -29,8 +28,6 @@ pub(super) struct Wake {
     local: Notify,
     /// Ask the sender for a NOTIFY (None: notifications are off).
     send: Option<mpsc::UnboundedSender<()>>,
-    /// NOTIFYs sent by this process (the benchmark reports them).
-    sent: Arc<AtomicU64>,
 }
 
 impl Wake {
@@ -42,16 +39,14 @@ impl Wake {
         enabled: bool,
     ) -> Arc<Self> {
         let channel = format!("weir_{schema}");
-        let sent = Arc::new(AtomicU64::new(0));
         let send = enabled.then(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(send_loop(pool.clone(), channel.clone(), rx, sent.clone()));
+            tokio::spawn(send_loop(pool.clone(), channel.clone(), rx));
             tx
         });
         let wake = Arc::new(Wake {
             local: Notify::new(),
             send,
-            sent,
         });
         if enabled {
             tokio::spawn(listen_loop(options, channel, Arc::downgrade(&wake)));
@@ -86,32 +81,19 @@ impl Wake {
             POLL_ONLY_WAIT
         }
     }
-
-    /// NOTIFYs this process has sent.
-    pub(super) fn notifications_sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
-    }
 }
 
 /// Sends one NOTIFY per request, then ignores requests for [`DEBOUNCE`]
 /// and sends one more if any came meanwhile. Ends with the broker.
-async fn send_loop(
-    pool: PgPool,
-    channel: String,
-    mut rx: mpsc::UnboundedReceiver<()>,
-    sent: Arc<AtomicU64>,
-) {
+async fn send_loop(pool: PgPool, channel: String, mut rx: mpsc::UnboundedReceiver<()>) {
     while rx.recv().await.is_some() {
         while rx.try_recv().is_ok() {}
         let done = sqlx::query("SELECT pg_notify($1, '')")
             .bind(&channel)
             .execute(&pool)
             .await;
-        match done {
-            Ok(_) => {
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => tracing::debug!(error = %e, "NOTIFY failed; idle workers poll meanwhile"),
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "NOTIFY failed; idle workers poll meanwhile");
         }
         tokio::time::sleep(DEBOUNCE).await;
     }
