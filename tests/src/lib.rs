@@ -542,3 +542,99 @@ pub fn http_builder() -> reqwest::ClientBuilder {
     weir_shared::outbound::install_crypto_provider();
     reqwest::Client::builder()
 }
+
+/// The counts of queue `default`, as `GET /v1/queues/default` gives them.
+pub async fn default_counts(api: &Dev) -> Value {
+    let (_, q) = api.get("/v1/queues/default").await;
+    q["counts"].clone()
+}
+
+/// An API and two worker nodes on `sandbox`'s broker; 5,000 `weir.sleep`
+/// jobs; one node killed with kill -9 once 1,000 have run: every job
+/// succeeds, none fails or stays running, and the killed node stops being
+/// listed once its heartbeat expires.
+pub async fn two_nodes_finish_every_job_when_one_is_killed(sandbox: &Sandbox) {
+    let api = sandbox.api().await;
+    let a = sandbox.spawn("worker-a", &["worker", "--processes", "2", "-c", "40"]);
+    let _b = sandbox.spawn("worker-b", &["worker", "--processes", "2", "-c", "40"]);
+    wait_workers(&api, 2).await;
+    let total = 5000;
+    for _ in 0..total / 1000 {
+        let jobs: Vec<Value> = (0..1000)
+            .map(|_| serde_json::json!({"task": "weir.sleep", "payload": {"ms": 20}}))
+            .collect();
+        let (status, body) = api
+            .post("/v1/jobs/batch", &serde_json::json!({"jobs": jobs}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            default_counts(&api).await["succeeded"].as_u64() >= Some(1000)
+        })
+        .await,
+        "work starts"
+    );
+    kill_node(&a);
+    let done = wait_until(Duration::from_secs(120), || async {
+        default_counts(&api).await["succeeded"].as_u64() == Some(total)
+    })
+    .await;
+    let last = default_counts(&api).await;
+    assert!(done, "not every job succeeded: {last}\n{}", a.log());
+    assert_eq!(last["failed"], 0);
+    assert_eq!(last["running"], 0);
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            api.get("/v1/workers").await.1["data"]
+                .as_array()
+                .is_some_and(|w| w.len() == 1)
+        })
+        .await,
+        "the killed node stops being listed once its heartbeat expires"
+    );
+}
+
+/// Posts one short `weir.sleep` job to `url` (`/v1/jobs`) while the broker
+/// may be down: `Some(id)` when the API acknowledged it (201), `None` when
+/// it answered 503 with `Retry-After`; the API must answer, and nothing
+/// else is accepted.
+pub async fn post_through_outage(http: &reqwest::Client, url: &str) -> Option<String> {
+    let response = match http
+        .post(url)
+        .json(&serde_json::json!({"task": "weir.sleep", "payload": {"ms": 5}}))
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => panic!("the API answers while the broker is down: {e}"),
+    };
+    match response.status().as_u16() {
+        201 => {
+            let job: Value = response.json().await.expect("job");
+            Some(job["id"].as_str().expect("id").to_owned())
+        }
+        503 => {
+            assert!(response.headers().contains_key("retry-after"));
+            None
+        }
+        other => panic!(
+            "unexpected status {other}: {}",
+            response.text().await.unwrap_or_default()
+        ),
+    }
+}
+
+/// Waits (up to 60 s) until every job of `ids` has succeeded.
+pub async fn all_succeed(api: &Dev, ids: &[String]) -> bool {
+    wait_until(Duration::from_secs(60), || async {
+        let mut done = 0;
+        for id in ids {
+            if api.get(&format!("/v1/jobs/{id}")).await.1["state"] == "succeeded" {
+                done += 1;
+            }
+        }
+        done == ids.len()
+    })
+    .await
+}

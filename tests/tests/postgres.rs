@@ -10,55 +10,15 @@ use weir_shared::broker::postgres::{PostgresBroker, PostgresConfig};
 use weir_shared::broker::{Broker, ClaimRequest, EnqueueRequest, Retention};
 use weir_shared::job::JobState;
 use weir_tests::{
-    Proc, jobs_of, kill_node, max_overlap, postgres_sandbox, postgres_url, wait_until, wait_workers,
+    Proc, default_counts, jobs_of, max_overlap, postgres_sandbox, postgres_url,
+    two_nodes_finish_every_job_when_one_is_killed, wait_until, wait_workers,
 };
-
-async fn counts(api: &weir_tests::Dev) -> Value {
-    let (_, q) = api.get("/v1/queues/default").await;
-    q["counts"].clone()
-}
 
 #[tokio::test]
 async fn two_worker_nodes_finish_every_job_when_one_is_killed() {
     let Some(url) = postgres_url() else { return };
     let (sandbox, _cleanup) = postgres_sandbox(&url);
-    let api = sandbox.api().await;
-    let a = sandbox.spawn("worker-a", &["worker", "--processes", "2", "-c", "40"]);
-    let _b = sandbox.spawn("worker-b", &["worker", "--processes", "2", "-c", "40"]);
-    wait_workers(&api, 2).await;
-    let total = 5000;
-    for _ in 0..total / 1000 {
-        let jobs: Vec<Value> = (0..1000)
-            .map(|_| json!({"task": "weir.sleep", "payload": {"ms": 20}}))
-            .collect();
-        let (status, body) = api.post("/v1/jobs/batch", &json!({"jobs": jobs})).await;
-        assert_eq!(status, 201, "{body}");
-    }
-    assert!(
-        wait_until(Duration::from_secs(60), || async {
-            counts(&api).await["succeeded"].as_u64() >= Some(1000)
-        })
-        .await,
-        "work starts"
-    );
-    kill_node(&a);
-    let done = wait_until(Duration::from_secs(120), || async {
-        counts(&api).await["succeeded"].as_u64() == Some(total)
-    })
-    .await;
-    let last = counts(&api).await;
-    assert!(done, "not every job succeeded: {last}\n{}", a.log());
-    assert_eq!(last["failed"], 0);
-    assert_eq!(last["running"], 0);
-    assert!(
-        wait_until(Duration::from_secs(20), || async {
-            api.get("/v1/workers").await.1["data"]
-                .as_array()
-                .is_some_and(|w| w.len() == 1)
-        })
-        .await,
-        "the killed node stops being listed once its heartbeat expires"
-    );
+    two_nodes_finish_every_job_when_one_is_killed(&sandbox).await;
 }
 
 #[tokio::test]
@@ -84,11 +44,11 @@ async fn a_global_cap_holds_across_two_nodes() {
     assert_eq!(status, 201, "{body}");
     assert!(
         wait_until(Duration::from_secs(60), || async {
-            counts(&api).await["succeeded"].as_u64() == Some(60)
+            default_counts(&api).await["succeeded"].as_u64() == Some(60)
         })
         .await,
         "every capped job runs: {}",
-        counts(&api).await
+        default_counts(&api).await
     );
     let jobs = jobs_of(&api, "weir.sleep").await;
     assert_eq!(jobs.len(), 60);
@@ -256,10 +216,10 @@ async fn poll_only_mode_runs_jobs() {
     assert_eq!(status, 201, "{body}");
     assert!(
         wait_until(Duration::from_secs(30), || async {
-            counts(&api).await["succeeded"].as_u64() == Some(201)
+            default_counts(&api).await["succeeded"].as_u64() == Some(201)
         })
         .await,
         "every job runs without notifications: {}",
-        counts(&api).await
+        default_counts(&api).await
     );
 }

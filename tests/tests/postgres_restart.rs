@@ -4,9 +4,8 @@
 //! binary of its own: restarting the shared server would break tests
 //! running beside it.
 
-use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use weir_tests::{postgres_sandbox, postgres_url, wait_until};
+use weir_tests::{all_succeed, post_through_outage, postgres_sandbox, postgres_url, wait_until};
 
 fn restart_postgres() {
     let version = std::fs::read_dir("/etc/postgresql")
@@ -49,29 +48,12 @@ async fn a_postgres_restart_loses_no_acknowledged_job() {
         {
             t.join().expect("restart thread");
         }
-        let response = match http
-            .post(&endpoint)
-            .json(&json!({"task": "weir.sleep", "payload": {"ms": 5}}))
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => panic!("the API answers while Postgres is down: {e}"),
-        };
-        match response.status().as_u16() {
-            201 => {
-                let job: Value = response.json().await.expect("job");
-                acked.push(job["id"].as_str().expect("id").to_owned());
-            }
-            503 => {
-                assert!(response.headers().contains_key("retry-after"));
+        match post_through_outage(&http, &endpoint).await {
+            Some(id) => acked.push(id),
+            None => {
                 unavailable += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            other => panic!(
-                "unexpected status {other}: {}",
-                response.text().await.unwrap_or_default()
-            ),
         }
     }
     assert!(
@@ -85,16 +67,7 @@ async fn a_postgres_restart_loses_no_acknowledged_job() {
         .await,
         "ready again"
     );
-    let all_done = wait_until(Duration::from_secs(60), || async {
-        let mut done = 0;
-        for id in &acked {
-            if api.get(&format!("/v1/jobs/{id}")).await.1["state"] == "succeeded" {
-                done += 1;
-            }
-        }
-        done == acked.len()
-    })
-    .await;
+    let all_done = all_succeed(&api, &acked).await;
     assert!(
         all_done,
         "some acknowledged jobs never ran ({} acked)\n{}",

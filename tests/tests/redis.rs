@@ -2,19 +2,17 @@
 //! worker nodes as separate processes; a node killed with kill -9; Redis
 //! itself killed and restarted under load.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::{Duration, Instant};
 use weir_shared::broker::conformance::service_url;
 use weir_shared::broker::redis::PrefixCleanup;
-use weir_tests::{PrivateRedis, Sandbox, kill_node, redis_sandbox, wait_until};
+use weir_tests::{
+    PrivateRedis, Sandbox, all_succeed, post_through_outage, redis_sandbox,
+    two_nodes_finish_every_job_when_one_is_killed,
+};
 
 fn on_redis(url: &str) -> (Sandbox, PrefixCleanup) {
     redis_sandbox(url)
-}
-
-async fn counts(api: &weir_tests::Dev) -> Value {
-    let (_, q) = api.get("/v1/queues/default").await;
-    q["counts"].clone()
 }
 
 #[tokio::test]
@@ -23,51 +21,7 @@ async fn two_worker_nodes_finish_every_job_when_one_is_killed() {
         return;
     };
     let (sandbox, _cleanup) = on_redis(&url);
-    let api = sandbox.api().await;
-    let a = sandbox.spawn("worker-a", &["worker", "--processes", "2", "-c", "40"]);
-    let _b = sandbox.spawn("worker-b", &["worker", "--processes", "2", "-c", "40"]);
-    assert!(
-        wait_until(Duration::from_secs(20), || async {
-            api.get("/v1/workers").await.1["data"]
-                .as_array()
-                .is_some_and(|w| w.len() == 2)
-        })
-        .await,
-        "both nodes register"
-    );
-    let total = 5000;
-    for _ in 0..total / 1000 {
-        let jobs: Vec<Value> = (0..1000)
-            .map(|_| json!({"task": "weir.sleep", "payload": {"ms": 20}}))
-            .collect();
-        let (status, _) = api.post("/v1/jobs/batch", &json!({"jobs": jobs})).await;
-        assert_eq!(status, 201);
-    }
-    assert!(
-        wait_until(Duration::from_secs(60), || async {
-            counts(&api).await["succeeded"].as_u64() >= Some(1000)
-        })
-        .await,
-        "work starts"
-    );
-    kill_node(&a);
-    let done = wait_until(Duration::from_secs(120), || async {
-        counts(&api).await["succeeded"].as_u64() == Some(total)
-    })
-    .await;
-    let last = counts(&api).await;
-    assert!(done, "not every job succeeded: {last}\n{}", a.log());
-    assert_eq!(last["failed"], 0);
-    assert_eq!(last["running"], 0);
-    // The killed node stops being listed once its heartbeat expires.
-    assert!(
-        wait_until(Duration::from_secs(20), || async {
-            api.get("/v1/workers").await.1["data"]
-                .as_array()
-                .is_some_and(|w| w.len() == 1)
-        })
-        .await
-    );
+    two_nodes_finish_every_job_when_one_is_killed(&sandbox).await;
 }
 
 #[tokio::test]
@@ -100,26 +54,12 @@ async fn a_redis_restart_loses_no_acknowledged_job() {
             redis.restart();
             restarted = true;
         }
-        let response = http
-            .post(&url)
-            .json(&json!({"task": "weir.sleep", "payload": {"ms": 5}}))
-            .send()
-            .await
-            .expect("the API answers while Redis is down");
-        match response.status().as_u16() {
-            201 => {
-                let job: Value = response.json().await.expect("job");
-                acked.push(job["id"].as_str().expect("id").to_owned());
-            }
-            503 => {
-                assert!(response.headers().contains_key("retry-after"));
+        match post_through_outage(&http, &url).await {
+            Some(id) => acked.push(id),
+            None => {
                 unavailable += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            other => panic!(
-                "unexpected status {other}: {}",
-                response.text().await.unwrap_or_default()
-            ),
         }
     }
     assert!(unavailable > 0, "the API answered 503 while Redis was down");
@@ -127,16 +67,7 @@ async fn a_redis_restart_loses_no_acknowledged_job() {
     assert_eq!(ready, 200);
 
     // Every job acknowledged with 201 runs, on the same worker processes.
-    let all_done = wait_until(Duration::from_secs(60), || async {
-        let mut done = 0;
-        for id in &acked {
-            if api.get(&format!("/v1/jobs/{id}")).await.1["state"] == "succeeded" {
-                done += 1;
-            }
-        }
-        done == acked.len()
-    })
-    .await;
+    let all_done = all_succeed(&api, &acked).await;
     assert!(
         all_done,
         "some acknowledged jobs never ran ({} acked)\n{}",

@@ -243,6 +243,43 @@ pub struct QueueCounts {
     pub counts: BTreeMap<JobState, u64>,
 }
 
+impl QueueCounts {
+    /// Every queue that has a pause flag (`paused`: name, flag) or jobs
+    /// (`counted`: queue, state, count), by name: what the SQL backends
+    /// read, assembled once.
+    pub(crate) fn assemble(
+        paused: Vec<(String, bool)>,
+        counted: Vec<(String, String, i64)>,
+    ) -> Result<Vec<QueueCounts>, super::BrokerError> {
+        let mut queues: BTreeMap<String, QueueCounts> = BTreeMap::new();
+        for (name, paused) in paused {
+            queues.insert(
+                name.clone(),
+                QueueCounts {
+                    name,
+                    paused,
+                    counts: BTreeMap::new(),
+                },
+            );
+        }
+        for (name, state, count) in counted {
+            let state = state
+                .parse::<JobState>()
+                .map_err(super::BrokerError::internal)?;
+            queues
+                .entry(name.clone())
+                .or_insert_with(|| QueueCounts {
+                    name,
+                    paused: false,
+                    counts: BTreeMap::new(),
+                })
+                .counts
+                .insert(state, u64::try_from(count).unwrap_or(0));
+        }
+        Ok(queues.into_values().collect())
+    }
+}
+
 /// One tick of a schedule: the run to enqueue at most once, whichever
 /// scheduler replica gets there first. Its job id is
 /// [`JobId::for_tick`] of the schedule and fire time.

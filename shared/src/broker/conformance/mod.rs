@@ -129,6 +129,16 @@ async fn claim_under(
         .expect("claim")
 }
 
+/// Ends an attempt whose lease is held with `outcome`.
+async fn end_held(t: &TestBroker, lease: super::Lease, outcome: super::Outcome) {
+    let stale = t
+        .broker
+        .complete(vec![super::Completion { lease, outcome }])
+        .await
+        .expect("complete");
+    assert!(stale.is_empty(), "the lease was held");
+}
+
 /// The stored job, which must exist.
 async fn job_of(t: &TestBroker, id: crate::job::JobId) -> crate::job::Job {
     t.broker

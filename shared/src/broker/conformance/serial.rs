@@ -2,8 +2,10 @@
 //! at a time, in enqueue order, through retries, crashes, cancels and
 //! caps, the same on every backend.
 
-use super::{LEASE, TestBroker, claim, claim_under, enqueue_one, job_of, request, state_of};
-use crate::broker::{Completion, EnqueueRequest, Lease, Outcome, Scope};
+use super::{
+    LEASE, TestBroker, claim, claim_under, end_held, enqueue_one, job_of, request, state_of,
+};
+use crate::broker::{EnqueueRequest, Outcome, Scope};
 use crate::job::{JobId, JobState};
 use crate::limit::{Limits, TaskLimit};
 use serde_json::json;
@@ -17,15 +19,6 @@ fn keyed(tenant: &str, key: &str, priority: u8) -> EnqueueRequest {
     r.serial_key = Some(key.into());
     r.priority = priority;
     r
-}
-
-async fn end(t: &TestBroker, lease: Lease, outcome: Outcome) {
-    let stale = t
-        .broker
-        .complete(vec![Completion { lease, outcome }])
-        .await
-        .expect("complete");
-    assert!(stale.is_empty(), "the lease was held");
 }
 
 fn ids(claimed: &[crate::broker::ClaimedJob]) -> Vec<JobId> {
@@ -66,14 +59,14 @@ pub async fn serial_one_at_a_time_in_order(t: TestBroker) {
     assert!(claim(&t, &["default"], 10, LEASE).await.is_empty());
 
     let lease_a = first.iter().find(|c| c.lease.id == a.id).expect("a").lease;
-    end(&t, lease_a, Outcome::Succeeded(json!(1))).await;
+    end_held(&t, lease_a, Outcome::Succeeded(json!(1))).await;
     let next = claim(&t, &["default"], 10, LEASE).await;
     assert_eq!(
         ids(&next),
         vec![b.id],
         "the next in enqueue order, not by priority"
     );
-    end(&t, next[0].lease, Outcome::Succeeded(json!(2))).await;
+    end_held(&t, next[0].lease, Outcome::Succeeded(json!(2))).await;
     let last = claim(&t, &["default"], 10, LEASE).await;
     assert_eq!(ids(&last), vec![c.id]);
     let job = t
@@ -96,7 +89,7 @@ pub async fn serial_retry_keeps_place(t: TestBroker) {
     let b = enqueue_one(&t, keyed("t1", "k", 5)).await;
     let first = claim(&t, &["default"], 10, LEASE).await;
     assert_eq!(ids(&first), vec![a.id]);
-    end(
+    end_held(
         &t,
         first[0].lease,
         Outcome::Failed {
@@ -114,7 +107,7 @@ pub async fn serial_retry_keeps_place(t: TestBroker) {
     let again = claim(&t, &["default"], 10, LEASE).await;
     assert_eq!(ids(&again), vec![a.id], "the head runs again first");
     assert_eq!(again[0].lease.attempt, 2);
-    end(&t, again[0].lease, Outcome::Succeeded(json!(null))).await;
+    end_held(&t, again[0].lease, Outcome::Succeeded(json!(null))).await;
     let next = claim(&t, &["default"], 10, LEASE).await;
     assert_eq!(ids(&next), vec![b.id]);
 }
@@ -153,7 +146,7 @@ pub async fn serial_survives_crash_cancel_and_caps(t: TestBroker) {
     );
     let open = claim(&t, &["default"], 10, LEASE).await;
     assert_eq!(ids(&open), vec![b.id], "lifting the cap starts the head");
-    end(&t, open[0].lease, Outcome::Succeeded(json!(null))).await;
+    end_held(&t, open[0].lease, Outcome::Succeeded(json!(null))).await;
     let last = claim(&t, &["default"], 10, LEASE).await;
     assert_eq!(ids(&last), vec![c.id]);
 }

@@ -8,8 +8,6 @@ use crate::broker::{
 use crate::job::{Job, JobId, JobState};
 use crate::limit::{TaskLimit, Usage};
 use async_trait::async_trait;
-use std::collections::BTreeMap;
-use std::str::FromStr;
 use uuid::Uuid;
 
 #[async_trait]
@@ -72,39 +70,16 @@ impl Inspect for PostgresBroker {
     }
 
     async fn queue_counts(&self) -> BrokerResult<Vec<QueueCounts>> {
-        let mut queues: BTreeMap<String, QueueCounts> = BTreeMap::new();
         let paused: Vec<(String, bool)> = sqlx::query_as("SELECT name, paused FROM queues")
             .fetch_all(&self.pool)
             .await
             .map_err(from_sqlx)?;
-        for (name, paused) in paused {
-            queues.insert(
-                name.clone(),
-                QueueCounts {
-                    name,
-                    paused,
-                    counts: BTreeMap::new(),
-                },
-            );
-        }
-        let rows: Vec<(String, String, i64)> =
+        let counted: Vec<(String, String, i64)> =
             sqlx::query_as("SELECT queue, state, count(*) FROM jobs GROUP BY queue, state")
                 .fetch_all(&self.pool)
                 .await
                 .map_err(from_sqlx)?;
-        for (name, state, count) in rows {
-            let state = JobState::from_str(&state).map_err(BrokerError::internal)?;
-            queues
-                .entry(name.clone())
-                .or_insert_with(|| QueueCounts {
-                    name,
-                    paused: false,
-                    counts: BTreeMap::new(),
-                })
-                .counts
-                .insert(state, u64::try_from(count).unwrap_or(0));
-        }
-        Ok(queues.into_values().collect())
+        QueueCounts::assemble(paused, counted)
     }
 
     async fn position(&self, job: &Job) -> BrokerResult<Position> {

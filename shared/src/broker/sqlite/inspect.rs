@@ -8,9 +8,6 @@ use crate::broker::{
 use crate::job::{Job, JobId, JobState, now_ms};
 use crate::limit::{TaskLimit, Usage};
 use async_trait::async_trait;
-use sqlx::Row;
-use std::collections::BTreeMap;
-use std::str::FromStr;
 
 const Q_LIST: &str = include_str!("queries/list.sql");
 const Q_LIST_WINDOW: &str = include_str!("queries/list_window.sql");
@@ -66,43 +63,16 @@ impl Inspect for SqliteBroker {
     }
 
     async fn queue_counts(&self) -> BrokerResult<Vec<QueueCounts>> {
-        let mut queues: BTreeMap<String, QueueCounts> = BTreeMap::new();
-        let paused = sqlx::query("SELECT name, paused FROM queues")
+        let paused: Vec<(String, bool)> = sqlx::query_as("SELECT name, paused FROM queues")
             .fetch_all(&self.reader)
             .await
             .map_err(from_sqlx)?;
-        for row in paused {
-            let name: String = row.try_get(0).map_err(from_sqlx)?;
-            let flag: bool = row.try_get(1).map_err(from_sqlx)?;
-            queues.insert(
-                name.clone(),
-                QueueCounts {
-                    name,
-                    paused: flag,
-                    counts: BTreeMap::new(),
-                },
-            );
-        }
-        let rows = sqlx::query("SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(from_sqlx)?;
-        for row in rows {
-            let name: String = row.try_get(0).map_err(from_sqlx)?;
-            let state: String = row.try_get(1).map_err(from_sqlx)?;
-            let count: i64 = row.try_get(2).map_err(from_sqlx)?;
-            let state = JobState::from_str(&state).map_err(BrokerError::internal)?;
-            queues
-                .entry(name.clone())
-                .or_insert_with(|| QueueCounts {
-                    name,
-                    paused: false,
-                    counts: BTreeMap::new(),
-                })
-                .counts
-                .insert(state, u64::try_from(count).unwrap_or(0));
-        }
-        Ok(queues.into_values().collect())
+        let counted: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(from_sqlx)?;
+        QueueCounts::assemble(paused, counted)
     }
 
     async fn position(&self, job: &Job) -> BrokerResult<Position> {
