@@ -5,7 +5,7 @@
 //! advisory locks); the rules live here once. The Redis backend keeps
 //! them in Lua (`redis/lua/claim.lua`), checked against the same suite.
 
-use crate::limit::{Limits, TaskLimit};
+use crate::limit::{Holder, Limits, TaskLimit};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Permits in use and rate state, as read at the start of a claim.
@@ -213,4 +213,50 @@ pub(crate) fn count_pairs(pairs: &[(String, String)]) -> BTreeMap<(&str, &str), 
         *counts.entry((q.as_str(), t.as_str())).or_default() += 1;
     }
     counts
+}
+
+/// Which of a task's queued jobs its limits hold back now.
+pub(crate) enum HeldBack {
+    /// Every one (the cap is full, the rate refuses, or tenants get none).
+    All,
+    /// Those of these tenants (each at its tenant cap).
+    Tenants(Vec<String>),
+    /// None.
+    Nothing,
+}
+
+/// For `usage`: when the rate next allows a start (ms), if later than now
+/// (`now_us`), and which queued jobs wait, from the running `holders` and
+/// the rate's `tat`.
+pub(crate) fn held_back(
+    limit: &TaskLimit,
+    holders: &[Holder],
+    tat: i64,
+    now_us: i64,
+) -> (Option<i64>, HeldBack) {
+    let throttled_until = limit
+        .rate
+        .map(|r| r.next_allowed_us(tat))
+        .filter(|at| *at > now_us)
+        .map(|at| at / 1000);
+    let full = limit
+        .concurrency
+        .is_some_and(|c| holders.len() >= c as usize);
+    let held = if full || throttled_until.is_some() || limit.tenant_concurrency == Some(0) {
+        HeldBack::All
+    } else if let Some(cap) = limit.tenant_concurrency {
+        let mut per: HashMap<&str, u32> = HashMap::new();
+        for h in holders {
+            *per.entry(h.tenant.as_str()).or_default() += 1;
+        }
+        HeldBack::Tenants(
+            per.into_iter()
+                .filter(|(_, n)| *n >= cap)
+                .map(|(t, _)| t.to_owned())
+                .collect(),
+        )
+    } else {
+        HeldBack::Nothing
+    };
+    (throttled_until, held)
 }

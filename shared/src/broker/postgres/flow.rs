@@ -9,7 +9,7 @@
 
 use super::{BrokerResult, from_sqlx};
 use crate::broker::Position;
-use crate::broker::admission::{self, Permits, Plan};
+use crate::broker::admission::{self, HeldBack, Permits, Plan};
 use crate::job::{Job, JobState};
 use crate::limit::{Holder, Limits, TaskLimit, Usage};
 use sqlx::Row;
@@ -270,31 +270,16 @@ pub(super) async fn usage(pool: &PgPool, task: &str, limit: &TaskLimit) -> Broke
     .fetch_one(pool)
     .await
     .map_err(from_sqlx)?;
-    let throttled_until = limit
-        .rate
-        .map(|r| r.next_allowed_us(tat.unwrap_or(0)))
-        .filter(|at| *at > now_us)
-        .map(|at| at / 1000);
-    let full = limit
-        .concurrency
-        .is_some_and(|c| holders.len() >= c as usize);
-    let waiting: i64 = if full || throttled_until.is_some() || limit.tenant_concurrency == Some(0) {
-        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'queued' AND task = $1")
-            .bind(task)
-            .fetch_one(pool)
-            .await
-            .map_err(from_sqlx)?
-    } else if let Some(cap) = limit.tenant_concurrency {
-        let mut per: HashMap<&str, u32> = HashMap::new();
-        for h in &holders {
-            *per.entry(h.tenant.as_str()).or_default() += 1;
+    let (throttled_until, held) = admission::held_back(limit, &holders, tat.unwrap_or(0), now_us);
+    let waiting: i64 = match held {
+        HeldBack::All => {
+            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'queued' AND task = $1")
+                .bind(task)
+                .fetch_one(pool)
+                .await
+                .map_err(from_sqlx)?
         }
-        let at_cap: Vec<String> = per
-            .into_iter()
-            .filter(|(_, n)| *n >= cap)
-            .map(|(t, _)| t.to_owned())
-            .collect();
-        sqlx::query_scalar(
+        HeldBack::Tenants(at_cap) => sqlx::query_scalar(
             "SELECT count(*) FROM jobs WHERE state = 'queued' AND task = $1 \
              AND tenant = ANY($2::text[])",
         )
@@ -302,9 +287,8 @@ pub(super) async fn usage(pool: &PgPool, task: &str, limit: &TaskLimit) -> Broke
         .bind(at_cap)
         .fetch_one(pool)
         .await
-        .map_err(from_sqlx)?
-    } else {
-        0
+        .map_err(from_sqlx)?,
+        HeldBack::Nothing => 0,
     };
     Ok(Usage {
         holders,

@@ -6,7 +6,7 @@
 
 use super::{BrokerResult, from_sqlx};
 use crate::broker::Position;
-use crate::broker::admission::{self, Permits, Plan};
+use crate::broker::admission::{self, HeldBack, Permits, Plan};
 use crate::job::{Job, JobState, Millis};
 use crate::limit::{Holder, Limits, TaskLimit, Usage};
 use serde_json::{Value, json};
@@ -253,32 +253,17 @@ pub(super) async fn usage(
         .await
         .map_err(from_sqlx)?
         .unwrap_or(0);
-    let now_us = now.0.saturating_mul(1000);
-    let throttled_until = limit
-        .rate
-        .map(|r| r.next_allowed_us(tat))
-        .filter(|at| *at > now_us)
-        .map(|at| at / 1000);
-    let full = limit
-        .concurrency
-        .is_some_and(|c| holders.len() >= c as usize);
-    let waiting: i64 = if full || throttled_until.is_some() || limit.tenant_concurrency == Some(0) {
-        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'queued' AND task = ?1")
-            .bind(task)
-            .fetch_one(reader)
-            .await
-            .map_err(from_sqlx)?
-    } else if let Some(cap) = limit.tenant_concurrency {
-        let mut per: HashMap<&str, u32> = HashMap::new();
-        for h in &holders {
-            *per.entry(h.tenant.as_str()).or_default() += 1;
+    let (throttled_until, held) =
+        admission::held_back(limit, &holders, tat, now.0.saturating_mul(1000));
+    let waiting: i64 = match held {
+        HeldBack::All => {
+            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'queued' AND task = ?1")
+                .bind(task)
+                .fetch_one(reader)
+                .await
+                .map_err(from_sqlx)?
         }
-        let at_cap: Vec<&str> = per
-            .into_iter()
-            .filter(|(_, n)| *n >= cap)
-            .map(|(t, _)| t)
-            .collect();
-        sqlx::query_scalar(
+        HeldBack::Tenants(at_cap) => sqlx::query_scalar(
             "SELECT count(*) FROM jobs WHERE state = 'queued' AND task = ?1 \
              AND tenant IN (SELECT value FROM json_each(?2))",
         )
@@ -286,9 +271,8 @@ pub(super) async fn usage(
         .bind(serde_json::to_string(&at_cap).unwrap_or_default())
         .fetch_one(reader)
         .await
-        .map_err(from_sqlx)?
-    } else {
-        0
+        .map_err(from_sqlx)?,
+        HeldBack::Nothing => 0,
     };
     Ok(Usage {
         holders,
