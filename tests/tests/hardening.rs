@@ -97,32 +97,40 @@ async fn flood(dev: &Dev, n: usize) -> f64 {
 }
 
 /// Memory is bounded while a flood is held, and what a flood took is
-/// reused by the next one rather than held on top (the allocator may keep
-/// some of it for reuse, so "after" is compared flood to flood).
+/// reused by the next one rather than held on top. The allocator keeps
+/// some freed pages per thread for reuse, and which threads serve a flood
+/// varies, so any one flood may leave some behind; a leak grows with every
+/// flood, so the least left after the last two floods is compared with the
+/// least left after the first two.
 #[tokio::test]
 async fn thousands_of_half_open_connections_neither_block_health_nor_stay_open() {
     let mut sandbox = Sandbox::new();
-    sandbox.set("WEIR_HTTP_HEADER_TIMEOUT", "3s");
+    sandbox
+        .set("WEIR_HTTP_HEADER_TIMEOUT", "3s")
+        .set("MIMALLOC_PURGE_DELAY", "0");
     let dev = sandbox.dev().await;
     let pid = dev.proc.pid();
     let before = rss_mib(pid);
-    let first = flood(&dev, 3000).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let between = rss_mib(pid);
-    let second = flood(&dev, 3000).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = rss_mib(pid);
+    let mut held = Vec::new();
+    let mut after = Vec::new();
+    for _ in 0..4 {
+        held.push(flood(&dev, 3000).await);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        after.push(rss_mib(pid));
+    }
     eprintln!(
-        "RSS: {before:.1} MiB before, {first:.1} with the first 3000 held, {between:.1} between, \
-         {second:.1} with the second, {after:.1} after"
+        "RSS: {before:.1} MiB before; held during each flood {held:.1?}; after each {after:.1?}"
     );
     assert!(
-        first - before < 150.0,
-        "3000 half-open connections grew RSS from {before:.1} to {first:.1} MiB"
+        held[0] - before < 150.0,
+        "3000 half-open connections grew RSS from {before:.1} to {:.1} MiB",
+        held[0]
     );
+    let early = after[0].min(after[1]);
+    let late = after[2].min(after[3]);
     assert!(
-        after - between < 25.0,
-        "the second flood kept memory on top of the first: {between:.1} MiB between, {after:.1} after"
+        late - early < 20.0,
+        "memory grew flood after flood: {early:.1} MiB after the first two, {late:.1} after the last two"
     );
 }
 
