@@ -71,7 +71,7 @@ where
                 retry_in: None,
             },
         },
-        Outcome::Released => {
+        Outcome::Released | Outcome::Snoozed { .. } => {
             give_up(lease, &reason);
             return;
         }

@@ -83,6 +83,7 @@ pub(crate) async fn execute(
             Ok(Err(TaskError::Retry(error))) => failure(error),
             Ok(Err(TaskError::RetryAfter(error, delay))) => Outcome::Failed { error, retry_in: Some(delay) },
             Ok(Err(TaskError::Fatal(error))) => Outcome::Failed { error, retry_in: None },
+            Ok(Err(TaskError::Snooze(reason, delay))) => Outcome::Snoozed { reason, delay },
             Err(panic) => failure(format!("handler panicked: {}", panic_message(panic))),
         }),
         () = deadline => {

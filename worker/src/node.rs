@@ -328,6 +328,7 @@ impl JobRun {
             } if job.retries_left > 0 => "retried",
             Outcome::Failed { .. } => "failed",
             Outcome::Released => "released",
+            Outcome::Snoozed { .. } => "snoozed",
         };
         if let Outcome::Failed { error, .. } = &outcome {
             tracing::warn!(error = %error, "Attempt failed");

@@ -41,6 +41,11 @@ pub enum TaskError {
     RetryAfter(String, Duration),
     /// Pointless to retry (bad input, a permanent refusal): dead at once.
     Fatal(String),
+    /// Not run for a reason outside the job (every key of a provider is
+    /// cooling): run again after this delay, and this attempt does not
+    /// count against the retries. The message is the job's `error` while
+    /// it waits.
+    Snooze(String, Duration),
 }
 
 impl TaskError {
@@ -60,13 +65,17 @@ impl TaskError {
             TaskError::Retry(m) => TaskError::Retry(f(&m)),
             TaskError::RetryAfter(m, d) => TaskError::RetryAfter(f(&m), d),
             TaskError::Fatal(m) => TaskError::Fatal(f(&m)),
+            TaskError::Snooze(m, d) => TaskError::Snooze(f(&m), d),
         }
     }
 
     /// The message stored in the job's `error`.
     pub fn message(&self) -> &str {
         match self {
-            TaskError::Retry(m) | TaskError::RetryAfter(m, _) | TaskError::Fatal(m) => m,
+            TaskError::Retry(m)
+            | TaskError::RetryAfter(m, _)
+            | TaskError::Fatal(m)
+            | TaskError::Snooze(m, _) => m,
         }
     }
 }

@@ -148,6 +148,16 @@ pub enum Outcome {
     /// Handed back unfinished (graceful shutdown): queued again at once, and
     /// the interrupted attempt does not count against its retries.
     Released,
+    /// Not run yet for a reason outside the job (every key of a provider is
+    /// cooling): the job waits `delay` as `retrying`, the attempt does not
+    /// count against its retries, it keeps its place in its serial lane,
+    /// and `reason` is its `error` while it waits.
+    Snoozed {
+        /// Why it waits, for the job's `error`.
+        reason: String,
+        /// How long it waits.
+        delay: Duration,
+    },
 }
 
 /// The end of one attempt, reported by the worker that holds its lease.

@@ -96,7 +96,9 @@ pub struct Attempt {
     pub finished_at: Millis,
     /// `succeeded`, `failed` (no retry left, or not retryable), `retried`
     /// (failed, and the job runs again), `released` (handed back at
-    /// shutdown), `lease_expired` (the worker was lost) or `cancelled`.
+    /// shutdown), `snoozed` (waited for something outside the job, such as
+    /// a provider key; not counted), `lease_expired` (the worker was lost)
+    /// or `cancelled`.
     pub outcome: String,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

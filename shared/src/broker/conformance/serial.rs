@@ -150,3 +150,63 @@ pub async fn serial_survives_crash_cancel_and_caps(t: TestBroker) {
     let last = claim(&t, &["default"], 10, LEASE).await;
     assert_eq!(ids(&last), vec![c.id]);
 }
+
+/// A snoozed head (every provider key cooling) waits its delay as
+/// `retrying` with the reason as its error, gets its attempt back (a
+/// job allowed one retry still has it), and keeps its lane: the next
+/// member does not start meanwhile.
+pub async fn snooze_gives_the_attempt_back_and_keeps_the_lane(t: TestBroker) {
+    let mut head = keyed("t1", "k", 5);
+    head.max_retries = 1;
+    let a = enqueue_one(&t, head).await;
+    let b = enqueue_one(&t, keyed("t1", "k", 5)).await;
+    let first = claim(&t, &["default"], 10, LEASE).await;
+    assert_eq!(ids(&first), vec![a.id]);
+    end_held(
+        &t,
+        first[0].lease,
+        Outcome::Snoozed {
+            reason: "waiting for a key of `openai`".into(),
+            delay: Duration::from_millis(200),
+        },
+    )
+    .await;
+    let waiting = job_of(&t, a.id).await;
+    assert_eq!(waiting.state, JobState::Retrying);
+    assert_eq!(
+        waiting.error.as_deref(),
+        Some("waiting for a key of `openai`")
+    );
+    assert!(
+        claim(&t, &["default"], 10, LEASE).await.is_empty(),
+        "neither the snoozed head nor the next member starts during the snooze"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.broker.maintain().await.expect("maintain");
+    let again = claim(&t, &["default"], 10, LEASE).await;
+    assert_eq!(ids(&again), vec![a.id], "the head runs again first");
+    end_held(
+        &t,
+        again[0].lease,
+        Outcome::Failed {
+            error: "boom".into(),
+            retry_in: Some(Duration::ZERO),
+        },
+    )
+    .await;
+    assert_eq!(
+        state_of(&t, a.id).await,
+        JobState::Retrying,
+        "the snoozed attempt did not count: the one retry is still there"
+    );
+    let history = job_of(&t, a.id).await.history;
+    let outcomes: Vec<&str> = history.iter().map(|h| h.outcome.as_str()).collect();
+    assert_eq!(outcomes, vec!["snoozed", "retried"]);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    t.broker.maintain().await.expect("maintain");
+    let third = claim(&t, &["default"], 10, LEASE).await;
+    assert_eq!(ids(&third), vec![a.id]);
+    end_held(&t, third[0].lease, Outcome::Succeeded(json!(null))).await;
+    let next = claim(&t, &["default"], 10, LEASE).await;
+    assert_eq!(ids(&next), vec![b.id]);
+}

@@ -18,6 +18,7 @@ use uuid::Uuid;
 const Q_SUCCEED: &str = include_str!("queries/succeed.sql");
 const Q_FAIL: &str = include_str!("queries/fail.sql");
 const Q_RELEASE: &str = include_str!("queries/release.sql");
+const Q_SNOOZE: &str = include_str!("queries/snooze.sql");
 const Q_REAP: &str = include_str!("queries/reap.sql");
 const Q_CANCEL: &str = include_str!("queries/cancel.sql");
 const Q_FINISHED_QUEUES: &str = include_str!("queries/finished_queues.sql");
@@ -46,6 +47,8 @@ impl PostgresBroker {
         let (mut bad_ids, mut bad_attempts, mut errors, mut retry_in) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut released = Vec::new();
+        let (mut nap_ids, mut nap_attempts, mut reasons, mut delays) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for c in &completions {
             let attempt = i32::try_from(c.lease.attempt).unwrap_or(i32::MAX);
             match &c.outcome {
@@ -61,6 +64,12 @@ impl PostgresBroker {
                     retry_in.push(r.map(duration_ms));
                 }
                 Outcome::Released => released.push(c.lease),
+                Outcome::Snoozed { reason, delay } => {
+                    nap_ids.push(c.lease.id.0);
+                    nap_attempts.push(attempt);
+                    reasons.push(storable(&crate::job::truncate_error(reason)));
+                    delays.push(duration_ms(*delay));
+                }
             }
         }
         let mut touched: HashSet<Uuid> = HashSet::new();
@@ -101,6 +110,17 @@ impl PostgresBroker {
             if !ids.is_empty() {
                 self.wake.work_added();
             }
+            touched.extend(ids);
+        }
+        if !nap_ids.is_empty() {
+            let ids: Vec<Uuid> = sqlx::query_scalar(Q_SNOOZE)
+                .bind(nap_ids)
+                .bind(nap_attempts)
+                .bind(reasons)
+                .bind(delays)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
             touched.extend(ids);
         }
         tx.commit().await.map_err(from_sqlx)?;

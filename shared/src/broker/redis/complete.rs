@@ -36,6 +36,11 @@ impl RedisBroker {
                     retry_in.map(duration_ms),
                 ),
                 Outcome::Released => ("r", String::new(), None),
+                Outcome::Snoozed { reason, delay } => (
+                    "z",
+                    crate::job::truncate_error(reason),
+                    Some(duration_ms(*delay)),
+                ),
             };
             invocation
                 .arg(c.lease.id.to_string())

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 const Q_SUCCEED: &str = include_str!("queries/succeed.sql");
 const Q_FAIL: &str = include_str!("queries/fail.sql");
 const Q_RELEASE: &str = include_str!("queries/release.sql");
+const Q_SNOOZE: &str = include_str!("queries/snooze.sql");
 const Q_REAP: &str = include_str!("queries/reap.sql");
 const Q_CANCEL: &str = include_str!("queries/cancel.sql");
 const Q_FINISHED_QUEUES: &str = include_str!("queries/finished_queues.sql");
@@ -32,7 +33,8 @@ impl SqliteBroker {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let (mut succeeded, mut failed, mut released) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut succeeded, mut failed, mut released, mut snoozed) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for c in &completions {
             let (id, attempt) = (c.lease.id.to_string(), c.lease.attempt);
             match &c.outcome {
@@ -45,6 +47,12 @@ impl SqliteBroker {
                     "retry_in": retry_in.map(duration_ms),
                 })),
                 Outcome::Released => released.push(json!({"id": id, "attempt": attempt})),
+                Outcome::Snoozed { reason, delay } => snoozed.push(json!({
+                    "id": id,
+                    "attempt": attempt,
+                    "reason": crate::job::truncate_error(reason),
+                    "delay": duration_ms(*delay),
+                })),
             }
         }
         let mut touched = HashSet::new();
@@ -64,10 +72,13 @@ impl SqliteBroker {
             lanes.extend(serial::lanes_of(&rows));
         }
         serial::advance(&mut tx, lanes).await?;
-        if !released.is_empty() {
-            let rows = sqlx::query(Q_RELEASE)
+        for (sql, batch) in [(Q_RELEASE, released), (Q_SNOOZE, snoozed)] {
+            if batch.is_empty() {
+                continue;
+            }
+            let rows = sqlx::query(sql)
                 .bind(now.0)
-                .bind(Value::Array(released).to_string())
+                .bind(Value::Array(batch).to_string())
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;

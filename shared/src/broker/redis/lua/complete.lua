@@ -2,7 +2,8 @@
 -- per completion: id, attempt, kind,
 -- value, delay. kind 's' succeeded (value: result JSON), 'f' failed
 -- (value: error, delay: retry delay ms or '' for no retry), 'r' released
--- (handed back unfinished). Flat arguments: no JSON to decode per job.
+-- (handed back unfinished), 'z' snoozed (value: reason, delay: ms; the
+-- attempt is given back and the job waits as retrying). Flat arguments: no JSON to decode per job.
 -- Each is fenced on (id, attempt). Returns the ids that were stale.
 local now = now_ms()
 -- Numbers go to Redis as strings, formatted once (see enqueue.lua).
@@ -67,6 +68,13 @@ for i = 4, #ARGV, 5 do
       redis.call('HINCRBY', key, 'base', 1)
       redis.call('HSET', key, 'history', with_attempt(f[8], f[2], f[6], f[7], now, 'released'))
       make_ready(q, id, false)
+    elseif kind == 'z' then
+      -- Like a retry that does not count: the lane keeps its place.
+      local run_at = num(now + tonumber(delay))
+      redis.call('HINCRBY', key, 'base', 1)
+      redis.call('HSET', key, 'state', 'retrying', 'run_at', run_at, 'owner', '', 'error', value,
+        'history', with_attempt(f[8], f[2], f[6], f[7], now, 'snoozed', value))
+      redis.call('ZADD', qkey(q, 'retrying'), run_at, id)
     else
       local used = tonumber(f[2]) - tonumber(f[3] or '0')
       if delay ~= '' and used <= tonumber(max_retries) then
