@@ -102,4 +102,11 @@ pub trait Coordination: Send + Sync + 'static {
 
     /// For each key, how long it still cools (`None`: not cooling).
     async fn cooling(&self, keys: &[String]) -> BrokerResult<Vec<Option<Duration>>>;
+
+    /// Adds `by` to the counter `key` (requests, 429s and tokens of a
+    /// provider key); the counter is forgotten `ttl` after its last change.
+    async fn count(&self, key: &str, by: i64, ttl: Duration) -> BrokerResult<()>;
+
+    /// For each key, its counter (0 for one never counted or forgotten).
+    async fn counters(&self, keys: &[String]) -> BrokerResult<Vec<i64>>;
 }

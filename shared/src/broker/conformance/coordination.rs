@@ -114,13 +114,47 @@ pub async fn cooldowns_are_shared_and_never_shortened(t: TestBroker) {
     assert_eq!(after, vec![None, None], "the cooldown ended on time");
 }
 
+/// Counters add up across callers, concurrent adds are all kept, and a
+/// counter is forgotten its ttl after its last change (and starts again
+/// from what is added next).
+pub async fn counters_add_up_and_are_forgotten(t: TestBroker) {
+    let keys = vec!["pool:req".to_owned(), "pool:never".to_owned()];
+    let ttl = Duration::from_millis(400);
+    let adds = (0..20).map(|i| {
+        let (broker, peer) = (t.broker.clone(), t.peer.clone());
+        async move {
+            let side = if i % 2 == 0 { broker } else { peer };
+            side.count("pool:req", 3, ttl).await.expect("count");
+        }
+    });
+    futures::future::join_all(adds).await;
+    assert_eq!(
+        t.peer.counters(&keys).await.expect("counters"),
+        vec![60, 0],
+        "20 concurrent adds of 3, from two callers; an unknown key is 0"
+    );
+    tokio::time::sleep(ttl + Duration::from_millis(150)).await;
+    assert_eq!(
+        t.broker.counters(&keys).await.expect("counters"),
+        vec![0, 0],
+        "forgotten after its ttl"
+    );
+    t.broker.count("pool:req", 5, ttl).await.expect("count");
+    assert_eq!(
+        t.peer.counters(&keys[..1]).await.expect("counters"),
+        vec![5],
+        "a forgotten counter starts again"
+    );
+}
+
 /// Generates one `#[tokio::test]` per coordination check for a backend.
 #[macro_export]
 macro_rules! coordination_conformance {
     ($make:expr) => {
         $crate::coordination_conformance!(@tests $make;
             limiter_is_exact_at_the_boundary, limiter_is_shared_by_concurrent_callers,
-            limiter_costs_are_all_or_nothing, cooldowns_are_shared_and_never_shortened);
+            limiter_costs_are_all_or_nothing, cooldowns_are_shared_and_never_shortened,
+            counters_add_up_and_are_forgotten);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(

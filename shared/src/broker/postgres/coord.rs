@@ -82,6 +82,40 @@ impl Coordination for PostgresBroker {
             })
             .collect())
     }
+
+    async fn count(&self, key: &str, by: i64, ttl: Duration) -> BrokerResult<()> {
+        sqlx::query(
+            "INSERT INTO coord_counters AS c (key, value, expires_at) \
+             VALUES ($1, $2, now_ms() + $3) \
+             ON CONFLICT (key) DO UPDATE SET \
+             value = CASE WHEN c.expires_at <= now_ms() THEN EXCLUDED.value \
+                          ELSE c.value + EXCLUDED.value END, \
+             expires_at = EXCLUDED.expires_at",
+        )
+        .bind(key)
+        .bind(by)
+        .bind(duration_ms(ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(())
+    }
+
+    async fn counters(&self, keys: &[String]) -> BrokerResult<Vec<i64>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT key, value FROM coord_counters \
+             WHERE key = ANY ($1::text[]) AND expires_at > now_ms()",
+        )
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        let values: HashMap<String, i64> = rows.into_iter().collect();
+        Ok(keys
+            .iter()
+            .map(|k| values.get(k).copied().unwrap_or(0))
+            .collect())
+    }
 }
 
 /// Deletes limiter rows whose bucket is full again and ended cooldowns,
@@ -99,6 +133,14 @@ pub(super) async fn sweep(pool: &PgPool) -> BrokerResult<()> {
     sqlx::query(
         "DELETE FROM coord_cooldowns WHERE key IN (SELECT key FROM coord_cooldowns \
          WHERE until_ms < now_ms() LIMIT $1 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(SWEEP_BATCH)
+    .execute(pool)
+    .await
+    .map_err(from_sqlx)?;
+    sqlx::query(
+        "DELETE FROM coord_counters WHERE key IN (SELECT key FROM coord_counters \
+         WHERE expires_at < now_ms() LIMIT $1 FOR UPDATE SKIP LOCKED)",
     )
     .bind(SWEEP_BATCH)
     .execute(pool)

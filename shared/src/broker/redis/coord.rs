@@ -64,4 +64,37 @@ impl Coordination for RedisBroker {
             })
             .collect())
     }
+
+    async fn count(&self, key: &str, by: i64, ttl: Duration) -> BrokerResult<()> {
+        let key = format!("{}:cnt:{key}", self.prefix);
+        let mut conn = self.conn.clone();
+        let _: (i64, i64) = redis::pipe()
+            .atomic()
+            .incr(&key, by)
+            .pexpire(
+                &key,
+                i64::try_from(duration_ms(ttl).max(1)).unwrap_or(i64::MAX),
+            )
+            .query_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        Ok(())
+    }
+
+    async fn counters(&self, keys: &[String]) -> BrokerResult<Vec<i64>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = keys
+            .iter()
+            .map(|k| format!("{}:cnt:{k}", self.prefix))
+            .collect();
+        let mut conn = self.conn.clone();
+        let values: Vec<Option<i64>> = redis::cmd("MGET")
+            .arg(names)
+            .query_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+    }
 }

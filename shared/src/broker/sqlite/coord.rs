@@ -76,6 +76,44 @@ impl Coordination for SqliteBroker {
             })
             .collect())
     }
+
+    async fn count(&self, key: &str, by: i64, ttl: Duration) -> BrokerResult<()> {
+        let now = now_ms().0;
+        let expires = now.saturating_add(duration_ms(ttl));
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO coord_counters (key, value, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (key) DO UPDATE SET \
+             value = CASE WHEN coord_counters.expires_at <= ?4 THEN excluded.value \
+                          ELSE coord_counters.value + excluded.value END, \
+             expires_at = excluded.expires_at",
+        )
+        .bind(key)
+        .bind(by)
+        .bind(expires)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)
+    }
+
+    async fn counters(&self, keys: &[String]) -> BrokerResult<Vec<i64>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT key, value FROM coord_counters \
+             WHERE key IN (SELECT value FROM json_each(?1)) AND expires_at > ?2",
+        )
+        .bind(serde_json::to_string(keys).unwrap_or_default())
+        .bind(now_ms().0)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(from_sqlx)?;
+        let values: HashMap<String, i64> = rows.into_iter().collect();
+        Ok(keys
+            .iter()
+            .map(|k| values.get(k).copied().unwrap_or(0))
+            .collect())
+    }
 }
 
 /// Deletes limiter rows whose bucket is full again and ended cooldowns,
@@ -93,6 +131,15 @@ pub(super) async fn sweep(conn: &mut sqlx::SqliteConnection) -> BrokerResult<()>
     sqlx::query(
         "DELETE FROM coord_cooldowns WHERE key IN \
          (SELECT key FROM coord_cooldowns WHERE until_ms < ?1 LIMIT ?2)",
+    )
+    .bind(now_ms().0)
+    .bind(SWEEP_BATCH)
+    .execute(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    sqlx::query(
+        "DELETE FROM coord_counters WHERE key IN \
+         (SELECT key FROM coord_counters WHERE expires_at < ?1 LIMIT ?2)",
     )
     .bind(now_ms().0)
     .bind(SWEEP_BATCH)

@@ -1,0 +1,8 @@
+-- Keyed counters (Coordination::count): provider keys' requests, 429s and
+-- tokens per minute. A row is forgotten at `expires_at` (ms), deleted by
+-- maintenance.
+CREATE TABLE coord_counters (
+    key        TEXT PRIMARY KEY,
+    value      INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
