@@ -183,6 +183,19 @@ pub(crate) async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
+impl From<weir_shared::provider::PoolError> for ApiError {
+    fn from(e: weir_shared::provider::PoolError) -> Self {
+        match e {
+            weir_shared::provider::PoolError::Broker(b) => b.into(),
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

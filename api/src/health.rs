@@ -65,6 +65,17 @@ pub(crate) async fn metrics(
             metrics::gauge!("weir_limit_waiting", "task" => l.task.clone()).set(l.waiting as f64);
         }
     }
+    if let Ok(providers) =
+        weir_shared::inspect::provider_views(&state.broker, &state.settings).await
+    {
+        for p in providers {
+            for key_state in ["ok", "cooling"] {
+                let n = p.keys.iter().filter(|k| k.state == key_state).count();
+                metrics::gauge!("weir_provider_keys", "provider" => p.provider.clone(), "state" => key_state)
+                    .set(n as f64);
+            }
+        }
+    }
     metrics::gauge!("weir_http_streams_open").set(state.streams.count() as f64);
     metrics::gauge!("weir_http_streams_jobs_followed").set(state.watchers.followed() as f64);
     let body = state

@@ -115,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/queues/{name}/resume", post(queues::resume))
         .route("/v1/queues/{name}/purge", post(admin::purge))
         .route("/v1/workers", get(queues::workers))
+        .route("/v1/providers", get(queues::providers))
         .route("/v1/limits", get(queues::limits))
         .route("/v1/schedules", get(queues::schedules))
         .route("/v1/schedules/{name}/trigger", post(admin::trigger))

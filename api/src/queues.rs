@@ -93,6 +93,17 @@ pub(crate) async fn schedules(
     Ok(Json(json!({"data": views})))
 }
 
+/// `GET /v1/providers` (admin keys only): each provider's keys, masked,
+/// with their state and counters.
+pub(crate) async fn providers(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let views = weir_shared::inspect::provider_views(&state.broker, &state.settings).await?;
+    Ok(Json(json!({"data": views})))
+}
+
 /// `GET /v1/workers` (admin keys only).
 pub(crate) async fn workers(
     State(state): State<AppState>,

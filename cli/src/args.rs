@@ -54,6 +54,9 @@ pub enum Command {
     /// Live worker nodes, from their heartbeats.
     #[command(after_help = "Example:\n  weir workers --json")]
     Workers(JsonFlag),
+    /// Provider key pools: each key (masked), its state, requests, 429s and tokens in the last minute.
+    #[command(after_help = "Example:\n  OPENAI_API_KEYS=sk-a,sk-b weir providers --json")]
+    Providers(JsonFlag),
     /// Concurrency caps and rate limits in force, their holders and waiting jobs.
     #[command(after_help = "Example:\n  WEIR_CONCURRENCY_LIMITS=document.index=5 weir limits")]
     Limits(JsonFlag),

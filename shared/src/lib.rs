@@ -30,6 +30,7 @@ pub mod job;
 pub mod limit;
 pub mod node;
 pub mod outbound;
+pub mod provider;
 pub mod queue_order;
 pub mod schedule;
 pub mod secret;

@@ -45,6 +45,9 @@ pub struct WorkerInfo {
     /// The tasks this node has handlers for (it claims only those).
     #[serde(default)]
     pub tasks: Vec<String>,
+    /// The provider keys it holds (fingerprints and masks, never keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provider_keys: Vec<crate::provider::KeyInfo>,
 }
 
 /// One autoscaling decision.

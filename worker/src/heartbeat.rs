@@ -22,6 +22,7 @@ pub(crate) struct Identity {
     queues: Vec<String>,
     config: BTreeMap<String, String>,
     tasks: Vec<String>,
+    provider_keys: Vec<weir_shared::provider::KeyInfo>,
 }
 
 /// What a node counts between two heartbeats.
@@ -60,6 +61,7 @@ impl Identity {
                 .collect(),
             config: settings.worker.sources.clone(),
             tasks,
+            provider_keys: weir_shared::inspect::providers::known_keys(settings, &[]),
         }
     }
 
@@ -90,6 +92,7 @@ impl Identity {
             scaling: counts.scaling,
             child_ready_ms: counts.child_ready_ms,
             tasks: self.tasks.clone(),
+            provider_keys: self.provider_keys.clone(),
         }
     }
 }

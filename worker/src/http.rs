@@ -12,6 +12,7 @@
 //! connections retry; any other 4xx, a refused address or a response over
 //! the limit fails at once.
 
+use crate::provider::{self, Providers};
 use crate::task::{Context, Registry, TaskError};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -43,29 +44,59 @@ pub(crate) fn register(registry: &mut Registry, settings: &Arc<Settings>) {
         allow_hosts: settings.outbound.allow_hosts.clone(),
         timeout: settings.outbound.timeout,
         max_response_bytes: settings.outbound.max_response_bytes,
+        follow_redirects: true,
     });
     let client = Arc::new(client);
+    let providers = provider::providers(settings);
     registry.register("http.request", move |ctx: Context, request: Request| {
         let client = client.clone();
+        let providers = providers.clone();
         async move {
             let client = client
                 .as_ref()
                 .as_ref()
                 .map_err(|e| TaskError::fatal(e.clone()))?;
             tokio::select! {
-                out = call(client, request) => out,
+                out = call(&ctx, client, &providers, request) => out,
                 () = ctx.cancelled() => Err(TaskError::retry("interrupted")),
             }
         }
     });
 }
 
-async fn call(client: &Client, request: Request) -> Result<Value, TaskError> {
-    if let Some(provider) = &request.provider {
-        return Err(TaskError::fatal(format!(
-            "provider `{provider}` is not configured: add [providers.{provider}] with base_url and keys (path {})",
-            request.path.as_deref().unwrap_or("-")
-        )));
+async fn call(
+    ctx: &Context,
+    client: &Client,
+    providers: &Providers,
+    request: Request,
+) -> Result<Value, TaskError> {
+    if let Some(name) = &request.provider {
+        let Some(provider) = providers.get(name) else {
+            return Err(TaskError::fatal(format!(
+                "provider `{name}` is not configured: add [providers.{name}] with base_url and keys_env"
+            )));
+        };
+        let headers: Vec<(String, String)> = request.headers.into_iter().collect();
+        let method = request.method.unwrap_or_else(|| {
+            if request.body.is_some() {
+                "POST"
+            } else {
+                "GET"
+            }
+            .into()
+        });
+        let response = provider
+            .send(
+                ctx,
+                provider::Call {
+                    path: request.path.as_deref().unwrap_or(""),
+                    method: &method,
+                    headers: &headers,
+                    body: request.body.as_ref().filter(|b| !b.is_null()),
+                },
+            )
+            .await?;
+        return classify(response).map_err(|e| e.map_message(|m| provider.scrub(m)));
     }
     let url = request
         .url

@@ -24,6 +24,7 @@ mod executor;
 mod heartbeat;
 mod http;
 pub mod node;
+mod provider;
 mod supervisor;
 pub mod task;
 mod warmup;

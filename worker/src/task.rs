@@ -171,6 +171,12 @@ impl Context {
         }
     }
 
+    /// The broker the job came from (its coordination store serves the
+    /// provider key pools).
+    pub(crate) fn broker(&self) -> &SharedBroker {
+        &self.broker
+    }
+
     /// True once the job was cancelled, its lease lost, or the attempt timed out.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()

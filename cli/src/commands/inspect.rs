@@ -468,6 +468,80 @@ pub async fn workers(settings: Settings, flag: JsonFlag) -> Outcome {
     Ok(())
 }
 
+pub async fn providers(settings: Settings, flag: JsonFlag) -> Outcome {
+    let broker = super::connect(&settings).await?;
+    let views = weir_shared::inspect::provider_views(&broker, &settings)
+        .await
+        .map_err(|e| match e {
+            weir_shared::provider::PoolError::Broker(b) => Failure::from(b),
+            other => Failure::from(anyhow::Error::from(other)),
+        })?;
+    if flag.json {
+        output::json(&json!({"data": views}));
+        return Ok(());
+    }
+    let now = now_ms().0;
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .flat_map(|p| {
+            let limits = format!(
+                "{}/{}",
+                p.rpm.map_or("-".into(), |n| n.to_string()),
+                p.tpm.map_or("-".into(), |n| n.to_string())
+            );
+            let empty = p.keys.is_empty().then(|| {
+                vec![
+                    p.provider.clone(),
+                    "(no keys)".into(),
+                    "-".into(),
+                    limits.clone(),
+                    "0".into(),
+                    "0".into(),
+                    "0".into(),
+                ]
+            });
+            p.keys
+                .iter()
+                .map(move |k| {
+                    let state = match k.cooling_until {
+                        Some(until) => {
+                            format!("cooling {}", output::ago(until.0 - now).replace(" ago", ""))
+                        }
+                        None => k.state.clone(),
+                    };
+                    vec![
+                        k.provider.clone(),
+                        k.key.clone(),
+                        state,
+                        limits.clone(),
+                        k.requests.to_string(),
+                        k.throttled.to_string(),
+                        k.tokens_last_minute.to_string(),
+                    ]
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .chain(empty)
+        })
+        .collect();
+    output::table(
+        &[
+            "PROVIDER",
+            "KEY",
+            "STATE",
+            "RPM/TPM",
+            "REQUESTS",
+            "429S",
+            "TOKENS/60S",
+        ],
+        &rows,
+    );
+    if views.is_empty() {
+        eprintln!("no providers: add [providers.NAME] to the file WEIR_CONFIG names");
+    }
+    Ok(())
+}
+
 /// Restarts, flagged when a child keeps dying.
 fn restarts(w: &weir_shared::node::WorkerInfo) -> String {
     if w.children.iter().any(|c| c.failures > 2) {
@@ -516,6 +590,7 @@ mod tests {
             child_ready_ms: None,
             scaling: Vec::new(),
             tasks: Vec::new(),
+            provider_keys: Vec::new(),
         };
         let text = workers_table(&[node], 7_200_000);
         for line in text.lines() {

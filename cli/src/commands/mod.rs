@@ -31,6 +31,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Queues(args) => inspect::queues(settings, args).await,
         Command::Jobs(args) => inspect::jobs(settings, args).await,
         Command::Workers(flag) => inspect::workers(settings, flag).await,
+        Command::Providers(flag) => inspect::providers(settings, flag).await,
         Command::Limits(flag) => inspect::limits(settings, flag).await,
         Command::Scheduler => serve::scheduler(settings).await,
         Command::Schedules(args) => schedules::run(settings, args).await,

@@ -93,6 +93,8 @@ pub(super) fn apply(
             outbound.max_response_bytes = n;
         }
     }
+    let providers = super::outbound::providers(file.providers, env, problems);
+    let mail = super::outbound::mail(file.mail, env, problems);
     let schedules =
         sections::schedules(file.schedules, &tasks, &declared_queues, &warmup, problems);
     // Every field below that has a default in the variables' table gets it
@@ -141,6 +143,8 @@ pub(super) fn apply(
         schedules,
         warmup,
         outbound,
+        providers,
+        mail,
     };
     super::vars::apply(&mut settings, env, problems);
     let w = &settings.worker;

@@ -20,6 +20,34 @@ pub(super) struct ConfigFile {
     pub warmup: BTreeMap<String, WarmupFile>,
     #[serde(default)]
     pub http: HttpFile,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderFile>,
+    pub mail: Option<MailFile>,
+}
+
+/// `[providers.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ProviderFile {
+    pub base_url: String,
+    pub keys_env: Option<String>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    pub cooldown: Option<String>,
+    pub timeout: Option<String>,
+    pub embedding_model: Option<String>,
+    pub max_batch: Option<usize>,
+    pub max_wait: Option<String>,
+}
+
+/// `[mail]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MailFile {
+    pub url: String,
+    pub from: String,
+    pub starttls: Option<String>,
+    pub timeout: Option<String>,
 }
 
 /// `[http]`: outbound calls of tasks.

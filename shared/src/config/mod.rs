@@ -11,6 +11,7 @@
 pub mod auth;
 mod env;
 mod file;
+mod outbound;
 mod roles;
 mod sections;
 pub mod vars;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 pub use env::parse_duration;
 pub use file::TaskFile;
+pub use outbound::{MailSettings, ProviderSettings, StartTls};
 pub use roles::{
     DEFAULT_MAX_CONNECTIONS, HttpSettings, LogFormat, LogSettings, TaskSettings, WarmupTarget,
     WorkerSettings, parse_bytes,
@@ -90,6 +92,10 @@ pub struct Settings {
     pub warmup: BTreeMap<String, WarmupTarget>,
     /// `[http]`: outbound calls of tasks (`http.request`).
     pub outbound: OutboundSettings,
+    /// `[providers.NAME]`: pooled API keys for provider calls.
+    pub providers: BTreeMap<String, ProviderSettings>,
+    /// `[mail]`: the SMTP server of `mail.send`.
+    pub mail: Option<MailSettings>,
 }
 
 /// Outbound HTTP of tasks: `[http]` in the file, `WEIR_HTTP_ALLOW_HOSTS`.

@@ -10,11 +10,13 @@
 
 pub mod explain;
 pub mod limits;
+pub mod providers;
 pub mod queues;
 pub mod schedules;
 
 pub use explain::{Explanation, Reason, explain};
 pub use limits::{LimitView, limit_views};
+pub use providers::{ProviderView, provider_views};
 pub use queues::{QueueView, queue_views};
 pub use schedules::{ScheduleView, schedule_views};
 

@@ -24,6 +24,14 @@ impl JobId {
         JobId(uuid::Builder::from_unix_timestamp_millis(ms, &[0u8; 10]).into_uuid())
     }
 
+    /// When the job was created (a tick's: its fire time), from the id's
+    /// UUIDv7 timestamp.
+    pub fn created_at(&self) -> Option<Millis> {
+        let (secs, nanos) = self.0.get_timestamp()?.to_unix();
+        let ms = i64::try_from(secs).ok()?.checked_mul(1000)? + i64::from(nanos / 1_000_000);
+        Some(Millis(ms))
+    }
+
     /// The id of the run a schedule fires at `fire_time`: the same on every
     /// scheduler replica (a UUIDv7 whose time is the fire time and whose
     /// other bits are a digest of the schedule and the time), so a tick

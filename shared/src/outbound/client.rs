@@ -19,6 +19,9 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// The largest response body read; a larger one fails the call.
     pub max_response_bytes: usize,
+    /// Follow redirects (each target checked again, at most 5); provider
+    /// calls follow none.
+    pub follow_redirects: bool,
 }
 
 /// A response, read whole.
@@ -130,12 +133,8 @@ impl Client {
         install_crypto_provider();
         let guard = Arc::new(Guard::new(&options.allow_hosts));
         let redirect_guard = guard.clone();
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver {
-                guard: guard.clone(),
-            }))
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+        let policy = if options.follow_redirects {
+            reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= 5 {
                     return attempt.error("more than 5 redirects");
                 }
@@ -143,7 +142,16 @@ impl Client {
                     Ok(()) => attempt.follow(),
                     Err(refusal) => attempt.error(refusal),
                 }
+            })
+        } else {
+            reqwest::redirect::Policy::none()
+        };
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                guard: guard.clone(),
             }))
+            .redirect(policy)
             .connect_timeout(Duration::from_secs(10).min(options.timeout))
             .timeout(options.timeout)
             .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))

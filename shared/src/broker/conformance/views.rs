@@ -212,6 +212,7 @@ pub async fn heartbeats(t: TestBroker) {
         scaling: Vec::new(),
         child_ready_ms: None,
         tasks: vec!["weir.noop".into()],
+        provider_keys: Vec::new(),
     };
     t.broker
         .heartbeat(&info, Duration::from_millis(200))

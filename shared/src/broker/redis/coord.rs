@@ -71,10 +71,7 @@ impl Coordination for RedisBroker {
         let _: (i64, i64) = redis::pipe()
             .atomic()
             .incr(&key, by)
-            .pexpire(
-                &key,
-                i64::try_from(duration_ms(ttl).max(1)).unwrap_or(i64::MAX),
-            )
+            .pexpire(&key, duration_ms(ttl).max(1))
             .query_async(&mut conn)
             .await
             .map_err(from_redis)?;
