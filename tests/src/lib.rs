@@ -2,6 +2,8 @@
 //! temporary directory (its own SQLite file), on a free port, and talks to
 //! it over HTTP and through the CLI, as a user would.
 
+pub mod mock_openai;
+
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
