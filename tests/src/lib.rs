@@ -3,6 +3,7 @@
 //! it over HTTP and through the CLI, as a user would.
 
 pub mod mock_openai;
+pub mod smtp_sink;
 
 use serde_json::Value;
 use std::net::TcpListener;

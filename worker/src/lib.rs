@@ -23,6 +23,7 @@ mod child;
 mod executor;
 mod heartbeat;
 mod http;
+mod mail;
 pub mod node;
 mod provider;
 mod supervisor;
@@ -96,6 +97,7 @@ pub async fn run_reporting(
 ) -> Result<(), WorkerError> {
     warmup::register(&mut registry, &settings);
     http::register(&mut registry, &settings);
+    mail::register(&mut registry, &settings);
     match std::env::var(child::CHILD_ENV) {
         Ok(node) => {
             let slots = std::env::var(child::SLOTS_ENV)
@@ -124,6 +126,7 @@ pub async fn run_in_process(
 ) {
     warmup::register(&mut registry, &settings);
     http::register(&mut registry, &settings);
+    mail::register(&mut registry, &settings);
     let tasks = registry.names().map(str::to_owned).collect();
     let identity = Identity::new(node_id(), &settings, tasks);
     let node = identity.id().to_owned();

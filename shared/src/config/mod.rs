@@ -45,7 +45,7 @@ pub const DEFAULT_QUEUES: [&str; 10] = [
 ];
 
 /// Tasks every worker knows.
-pub const BUILTIN_TASKS: [&str; 7] = [
+pub const BUILTIN_TASKS: [&str; 8] = [
     "weir.noop",
     "weir.echo",
     "weir.sleep",
@@ -53,6 +53,7 @@ pub const BUILTIN_TASKS: [&str; 7] = [
     "weir.fail",
     "cache.warmup",
     "http.request",
+    "mail.send",
 ];
 
 pub use crate::broker::config::DEFAULT_BROKER_URL;
