@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_tests::{Sandbox, wait_until};
 
+mod outbound_bench;
 mod postgres_bench;
 mod redis_bench;
 
@@ -173,6 +174,7 @@ async fn main() -> Result<()> {
         "postgres-cap" => postgres_bench::cap_report().await,
         "pool" => pool_report().await,
         "flow" => flow_report().await,
+        "outbound" => outbound_bench::report().await,
         other => {
             bail!("unknown benchmark `{other}`: sqlite, redis, redis-http, postgres, pool or flow")
         }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use weir_shared::broker::redis::PrefixCleanup;
 use weir_tests::{Sandbox, wait_until};
 
-fn url() -> String {
+pub(crate) fn url() -> String {
     std::env::var("WEIR_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/14".into())
 }
 
