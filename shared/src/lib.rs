@@ -18,6 +18,9 @@
 //! - [`schedule`]: cron schedules and their fire times.
 //! - [`cache`]: the read-through cache's stampede guard.
 //! - [`node`]: what a worker node reports in its heartbeat.
+//! - [`outbound`]: the guarded HTTP client of tasks' outbound calls.
+//! - [`provider`]: provider key pools (round robin, cooldowns, rpm and
+//!   tpm per key, shared through the broker's coordination store).
 //! - [`queue_order`]: strict and weighted order across a worker's queues.
 
 pub mod broker;

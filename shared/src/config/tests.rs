@@ -359,3 +359,85 @@ misfire = "sometimes"
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }
 }
+
+#[test]
+fn providers_and_mail_take_their_secrets_from_the_environment() {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    write!(
+        file,
+        r#"
+[providers.openai]
+base_url = "https://api.openai.com/"
+keys_env = "OPENAI_API_KEYS"
+rpm = 3000
+cooldown = "30s"
+
+[providers.local-llm]
+base_url = "http://10.0.0.5:8000"
+keys_env = "LOCAL_KEYS"
+
+[mail]
+url = "smtp://apikey:${{WEIR_SMTP_PASSWORD}}@smtp.example.com:587"
+from = "Weir <noreply@example.com>"
+"#
+    )
+    .expect("write");
+    let path = file.path().to_str().expect("utf-8").to_owned();
+    let s = load(&[
+        ("WEIR_CONFIG", &path),
+        ("OPENAI_API_KEYS", "sk-one-0000000001, sk-two-0000000002"),
+        ("LOCAL_KEYS", "ignored"),
+        ("WEIR_PROVIDER_LOCAL_LLM_KEYS", "local-key-000000009"),
+        ("WEIR_SMTP_PASSWORD", "p@ss word"),
+    ])
+    .expect("loads");
+    let openai = &s.providers["openai"];
+    assert_eq!(openai.base_url, "https://api.openai.com");
+    assert_eq!(openai.keys.len(), 2);
+    assert_eq!(openai.keys[1].masked(), "...0002");
+    assert_eq!((openai.rpm, openai.tpm), (Some(3000), None));
+    assert_eq!(openai.cooldown, Duration::from_secs(30));
+    assert_eq!(
+        s.providers["local-llm"].keys[0].expose(),
+        "local-key-000000009",
+        "WEIR_PROVIDER_<NAME>_KEYS wins over keys_env"
+    );
+    let mail = s.mail.as_ref().expect("[mail]");
+    assert!(mail.url.contains("p@ss word"));
+    assert_eq!(mail.starttls, StartTls::Required);
+    let shown = format!("{s:?}");
+    for secret in ["sk-one-0000000001", "local-key-000000009", "p@ss word"] {
+        assert!(!shown.contains(secret), "Debug shows {secret}");
+    }
+
+    let mut bad = tempfile::NamedTempFile::new().expect("temp file");
+    write!(
+        bad,
+        r#"
+[providers.openai]
+base_url = "api.openai.com"
+rpm = 0
+
+[mail]
+url = "http://smtp.example.com:${{MISSING}}"
+from = "nobody"
+starttls = "always"
+"#
+    )
+    .expect("write");
+    let path = bad.path().to_str().expect("utf-8").to_owned();
+    let problems = load(&[("WEIR_CONFIG", &path)])
+        .expect_err("invalid")
+        .problems;
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "providers.openai.base_url",
+        "providers.openai.keys_env",
+        "providers.openai.rpm",
+        "mail.url",
+        "mail.from",
+        "mail.starttls",
+    ] {
+        assert!(keys.contains(&key), "{key} in {problems:?}");
+    }
+}

@@ -6,7 +6,9 @@ use crate::broker::{BrokerError, SharedBroker};
 use crate::job::{Millis, now_ms};
 use crate::limit::{KeyedRate, Rate};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The longest a key cools, whatever a `Retry-After` asks.
@@ -71,13 +73,20 @@ pub struct KeyStats {
     /// When a cooling key comes back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cooling_until: Option<Millis>,
-    /// Calls made with it (forgotten after a day without calls).
+    /// Calls made with it (forgotten after a day without calls; each
+    /// process writes its counts once a second).
     pub requests: i64,
     /// 429s (and 503s with `Retry-After`) it answered.
     pub throttled: i64,
     /// Tokens used in the last 60 s.
     pub tokens_last_minute: i64,
 }
+
+/// How often a pool writes the counters it gathered to the broker.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Counter increments not yet written, by coordination key.
+type Tallies = HashMap<String, (i64, Duration)>;
 
 /// A provider's keys, as one process holds them.
 pub struct KeyPool {
@@ -88,6 +97,34 @@ pub struct KeyPool {
     cooldown: Duration,
     broker: SharedBroker,
     cursor: AtomicUsize,
+    /// Requests, 429s and tokens, summed in memory and written once per
+    /// [`FLUSH_EVERY`] (a write per call would cost more than the call on
+    /// SQLite); cooldowns and budgets are written at once.
+    tallies: Arc<Mutex<Tallies>>,
+    flusher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for KeyPool {
+    fn drop(&mut self) {
+        if let Some(f) = &self.flusher {
+            f.abort();
+        }
+    }
+}
+
+fn lock(tallies: &Mutex<Tallies>) -> std::sync::MutexGuard<'_, Tallies> {
+    tallies.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes the gathered counters; what a failed write held is kept for the next flush.
+async fn flush(broker: &SharedBroker, tallies: &Mutex<Tallies>) {
+    let batch = std::mem::take(&mut *lock(tallies));
+    for (key, (by, ttl)) in batch {
+        if let Err(e) = broker.count(&key, by, ttl).await {
+            tracing::debug!(error = %e, "Key pool counters not written; kept for the next flush");
+            lock(tallies).entry(key).or_insert((0, ttl)).0 += by;
+        }
+    }
 }
 
 impl std::fmt::Debug for KeyPool {
@@ -124,6 +161,18 @@ impl KeyPool {
     ) -> Self {
         keys.sort_by(|a, b| a.fingerprint().cmp(b.fingerprint()));
         keys.dedup_by(|a, b| a.fingerprint() == b.fingerprint());
+        let tallies = Arc::new(Mutex::new(Tallies::new()));
+        let flusher = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            let (broker, tallies) = (broker.clone(), tallies.clone());
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(FLUSH_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    flush(&broker, &tallies).await;
+                }
+            })
+        });
         KeyPool {
             provider: provider.to_owned(),
             keys,
@@ -133,7 +182,18 @@ impl KeyPool {
             broker,
             // Processes start from different keys.
             cursor: AtomicUsize::new(rand::random::<u32>() as usize),
+            tallies,
+            flusher,
         }
+    }
+
+    fn tally(&self, key: String, by: i64, ttl: Duration) {
+        lock(&self.tallies).entry(key).or_insert((0, ttl)).0 += by;
+    }
+
+    /// Writes the counters gathered since the last flush now.
+    pub async fn flush(&self) {
+        flush(&self.broker, &self.tallies).await;
     }
 
     /// The provider's name.
@@ -205,9 +265,7 @@ impl KeyPool {
                     continue;
                 }
             }
-            self.broker
-                .count(&self.key("requests", key), 1, STATS_TTL)
-                .await?;
+            self.tally(self.key("requests", key), 1, STATS_TTL);
             return Ok(Pick::Key(index, key.clone()));
         }
         let mut parts = Vec::new();
@@ -243,9 +301,7 @@ impl KeyPool {
                 .unwrap_or(self.cooldown)
                 .clamp(Duration::from_millis(100), MAX_COOLDOWN);
             self.broker.cool(&self.key("cool", key), period).await?;
-            self.broker
-                .count(&self.key("throttled", key), 1, STATS_TTL)
-                .await?;
+            self.tally(self.key("throttled", key), 1, STATS_TTL);
         } else if status == 401 || status == 403 {
             self.broker
                 .cool(&self.key("cool", key), UNAUTHORIZED_COOLDOWN)
@@ -263,9 +319,7 @@ impl KeyPool {
             if used > 0 {
                 let minute = now_ms().0.div_euclid(60_000);
                 let name = format!("{}:{minute}", self.key("tokens", key));
-                self.broker
-                    .count(&name, i64::from(used), TOKENS_TTL)
-                    .await?;
+                self.tally(name, i64::from(used), TOKENS_TTL);
             }
         }
         Ok(())
