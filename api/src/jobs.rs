@@ -39,6 +39,7 @@ pub(crate) async fn enqueue(
         ))
     })?;
     let status = if enqueued.created {
+        state.settings.count_enqueued(&enqueued.job);
         StatusCode::CREATED
     } else {
         StatusCode::OK
@@ -54,6 +55,9 @@ pub(crate) async fn enqueue_batch(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let requests = batch_request(state.catalog(), &caller.tenant, json_body(body)?)?;
     let out = state.broker.enqueue(requests).await?;
+    for e in out.iter().filter(|e| e.created) {
+        state.settings.count_enqueued(&e.job);
+    }
     let ids: Vec<JobId> = out.iter().map(|e| e.job.id).collect();
     Ok((StatusCode::CREATED, Json(json!({"ids": ids}))))
 }

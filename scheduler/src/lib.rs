@@ -74,6 +74,7 @@ pub async fn pass(
             };
             if let Some(job) = broker.fire(tick).await? {
                 fired += 1;
+                settings.count_enqueued(&job);
                 tracing::info!(
                     schedule = %schedule.name,
                     fire_time = %fire_time.to_rfc3339(),

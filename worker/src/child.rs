@@ -47,10 +47,21 @@ pub(crate) struct Report {
     pub slots: u32,
 }
 
+/// A report line as written: the report, and the metrics recorded since
+/// the last line (replayed by the supervisor).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Line {
+    #[serde(flatten)]
+    pub report: Report,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<crate::relay::Delta>,
+}
+
 async fn write_report(
     out: &mut tokio::io::Stdout,
     stats: &NodeStats,
     active: &AtomicBool,
+    relay: Option<&crate::relay::Relay>,
 ) -> std::io::Result<()> {
     let report = Report {
         busy: stats.busy.load(Ordering::Relaxed),
@@ -59,7 +70,11 @@ async fn write_report(
         active: active.load(Ordering::Relaxed),
         slots: stats.slots.load(Ordering::Relaxed),
     };
-    let mut line = serde_json::to_vec(&report).unwrap_or_default();
+    let line = Line {
+        report,
+        metrics: relay.map(crate::relay::Relay::take).unwrap_or_default(),
+    };
+    let mut line = serde_json::to_vec(&line).unwrap_or_default();
     line.push(b'\n');
     out.write_all(&line).await?;
     out.flush().await
@@ -76,6 +91,7 @@ pub(crate) async fn run_child(
 ) {
     // Stdin: a `start` line starts a standby; closing it (supervisor
     // stopping us, or gone) means shut down.
+    let relay = crate::relay::Relay::install();
     let standby = std::env::var(STANDBY_ENV).is_ok();
     let active = Arc::new(AtomicBool::new(!standby));
     let started = Arc::new(Notify::new());
@@ -104,10 +120,14 @@ pub(crate) async fn run_child(
         let stats = stats.clone();
         let stop = reporter_stop.clone();
         let active = active.clone();
+        let relay = relay.clone();
         tokio::spawn(async move {
             let mut out = tokio::io::stdout();
             loop {
-                if write_report(&mut out, &stats, &active).await.is_err() {
+                if write_report(&mut out, &stats, &active, relay.as_ref())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 // Every 500 ms, and at once when something the supervisor
@@ -136,5 +156,5 @@ pub(crate) async fn run_child(
     run_node(broker, registry, settings, options, stats.clone(), shutdown).await;
     reporter_stop.cancel();
     let _ = reporter.await;
-    let _ = write_report(&mut tokio::io::stdout(), &stats, &active).await;
+    let _ = write_report(&mut tokio::io::stdout(), &stats, &active, relay.as_ref()).await;
 }

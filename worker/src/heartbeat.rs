@@ -76,6 +76,16 @@ impl Identity {
         if let Some(slots) = counts.configured_slots {
             config.insert("slots".into(), slots.to_string());
         }
+        let s = counts.slots;
+        for (kind, n) in [
+            ("busy", s.busy),
+            ("current", s.current),
+            ("min", s.min),
+            ("max", s.max),
+        ] {
+            metrics::gauge!("weir_worker_slots", "node" => self.id.clone(), "kind" => kind)
+                .set(f64::from(n));
+        }
         WorkerInfo {
             id: self.id.clone(),
             host: crate::hostname(),

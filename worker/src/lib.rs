@@ -26,6 +26,7 @@ mod http;
 mod mail;
 pub mod node;
 mod provider;
+mod relay;
 mod supervisor;
 pub mod task;
 mod warmup;

@@ -333,7 +333,7 @@ impl JobRun {
         if let Outcome::Failed { error, .. } = &outcome {
             tracing::warn!(error = %error, "Attempt failed");
         }
-        metrics::counter!("weir_jobs_total", "queue" => job.queue.clone(), "task" => job.task.clone(), "outcome" => label).increment(1);
+        metrics::counter!("weir_jobs_finished_total", "queue" => job.queue.clone(), "task" => job.task.clone(), "outcome" => label).increment(1);
         metrics::histogram!("weir_job_duration_seconds", "queue" => job.queue.clone(), "task" => job.task.clone())
             .record(started.elapsed().as_secs_f64());
         self.stats.processed.fetch_add(1, Ordering::Relaxed);

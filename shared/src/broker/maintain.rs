@@ -20,6 +20,7 @@ pub async fn run(broker: SharedBroker, every: Duration, stop: impl Future<Output
         }
         match broker.maintain().await {
             Ok(m) if m.requeued + m.dead > 0 => {
+                metrics::counter!("weir_leases_reaped_total").increment(m.requeued + m.dead);
                 tracing::info!(
                     requeued = m.requeued,
                     dead = m.dead,

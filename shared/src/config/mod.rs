@@ -205,6 +205,19 @@ impl Settings {
         BUILTIN_TASKS.contains(&name) || self.tasks.contains_key(name)
     }
 
+    /// Counts a new job in `weir_jobs_enqueued_total{queue,task}`; a task
+    /// the configuration does not know is counted as `other`, so clients
+    /// cannot grow the label set.
+    pub fn count_enqueued(&self, job: &crate::job::Job) {
+        let task = if self.knows_task(&job.task) {
+            job.task.clone()
+        } else {
+            "other".to_owned()
+        };
+        metrics::counter!("weir_jobs_enqueued_total", "queue" => job.queue.clone(), "task" => task)
+            .increment(1);
+    }
+
     /// The queues a worker serves.
     pub fn worker_queues(&self) -> QueueOrder {
         self.worker

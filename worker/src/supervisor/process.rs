@@ -125,7 +125,9 @@ impl Supervisor {
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stdout).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    if let Ok(report) = serde_json::from_str::<Report>(&line) {
+                    if let Ok(line) = serde_json::from_str::<crate::child::Line>(&line) {
+                        crate::relay::replay(line.metrics);
+                        let report = line.report;
                         reports
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
