@@ -5,6 +5,7 @@
 
 use crate::error::ApiError;
 use crate::input::json_body;
+use crate::openapi::ErrorBody;
 use crate::{AppState, Caller};
 use axum::Json;
 use axum::body::Bytes;
@@ -49,6 +50,7 @@ fn time(field: &str, text: Option<String>) -> Result<Option<Millis>, ApiError> {
 
 /// `POST /v1/jobs/bulk` (admin): one step of a bulk action; follow
 /// `next_cursor` while `has_more`.
+#[utoipa::path(post, path = "/v1/jobs/bulk", tag = "admin", request_body = serde_json::Value, responses((status = 200, body = serde_json::Value, description = "Counts and a cursor"), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn bulk(
     State(state): State<AppState>,
     caller: Caller,
@@ -92,6 +94,7 @@ pub(crate) async fn bulk(
 }
 
 /// `POST /v1/queues/{name}/purge` (admin): deletes the queue's waiting jobs.
+#[utoipa::path(post, path = "/v1/queues/{name}/purge", tag = "admin", params(("name" = String, Path, description = "The queue")), responses((status = 200, body = serde_json::Value, description = "How many waiting jobs were deleted"), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn purge(
     State(state): State<AppState>,
     caller: Caller,
@@ -129,6 +132,7 @@ fn schedule<'a>(
 }
 
 /// `POST /v1/schedules/{name}/trigger` (admin): one run now; 201 and the job.
+#[utoipa::path(post, path = "/v1/schedules/{name}/trigger", tag = "admin", params(("name" = String, Path, description = "The schedule")), responses((status = 201, body = serde_json::Value, description = "One run now"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn trigger(
     State(state): State<AppState>,
     caller: Caller,
@@ -160,6 +164,7 @@ async fn set_schedule_paused(
 }
 
 /// `POST /v1/schedules/{name}/pause` (admin).
+#[utoipa::path(post, path = "/v1/schedules/{name}/pause", tag = "admin", params(("name" = String, Path, description = "The schedule")), responses((status = 200, body = serde_json::Value), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn pause_schedule(
     State(state): State<AppState>,
     caller: Caller,
@@ -170,6 +175,7 @@ pub(crate) async fn pause_schedule(
 }
 
 /// `POST /v1/schedules/{name}/resume` (admin).
+#[utoipa::path(post, path = "/v1/schedules/{name}/resume", tag = "admin", params(("name" = String, Path, description = "The schedule")), responses((status = 200, body = serde_json::Value), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn resume_schedule(
     State(state): State<AppState>,
     caller: Caller,

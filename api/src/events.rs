@@ -15,6 +15,7 @@
 
 use crate::error::ApiError;
 use crate::limits::StreamPlace;
+use crate::openapi::ErrorBody;
 use crate::{AppState, Caller};
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -35,6 +36,7 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 
 /// Opens the stream; 404 before any event if the job is not the caller's,
 /// 429 if the caller or the process has too many streams open.
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", params(("id" = String, Path, description = "The job id")), responses((status = 200, content_type = "text/event-stream", description = "Server-sent events: the job at each change, until it ends"), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn stream(
     State(state): State<AppState>,
     caller: Caller,

@@ -2,6 +2,7 @@
 //! takes writes too) and `/metrics` (Prometheus text).
 
 use crate::error::ApiError;
+use crate::openapi::ErrorBody;
 use crate::{AppState, Caller};
 use axum::Json;
 use axum::extract::State;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use weir_shared::inspect::queue_views;
 
 /// `GET /healthz`: 200 while the process serves requests.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, body = serde_json::Value, description = "The process answers")))]
 pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
@@ -21,6 +23,7 @@ pub(crate) async fn healthz() -> Json<Value> {
 /// `maxmemory`, a read-only replica, a database out of disk) would fail
 /// every enqueue, so a load balancer must not send work here. The write is
 /// a cooldown of one millisecond on a key of its own: it expires at once.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses((status = 200, body = serde_json::Value, description = "The broker answers"), (status = 503, body = ErrorBody)))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.broker.ping().await?;
     state
@@ -34,6 +37,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
 /// depths read from the broker at scrape time. With keys configured it
 /// needs an admin key (Prometheus: `authorization: {credentials_file: ...}`):
 /// queue and task names are the deployment's, not for every tenant.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", description = "Prometheus text format"), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn metrics(
     State(state): State<AppState>,
     caller: Caller,

@@ -2,6 +2,7 @@
 
 use crate::error::ApiError;
 use crate::input::{batch_request, json_body};
+use crate::openapi::{BatchIds, BatchSubmission, ErrorBody, JobSubmission};
 use crate::{AppState, Caller};
 use axum::Json;
 use axum::body::Bytes;
@@ -26,6 +27,7 @@ pub(crate) fn parse_id(text: &str) -> Result<JobId, ApiError> {
 
 /// `POST /v1/jobs`: 201 with the new job, or 200 with the unfinished job
 /// that already holds its unique key.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobSubmission, responses((status = 201, body = Job, description = "Enqueued"), (status = 200, body = Job, description = "An unfinished job of the task already holds the unique key"), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key"), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn enqueue(
     State(state): State<AppState>,
     caller: Caller,
@@ -48,6 +50,7 @@ pub(crate) async fn enqueue(
 }
 
 /// `POST /v1/jobs/batch`: all jobs or none.
+#[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchSubmission, responses((status = 201, body = BatchIds, description = "Every job enqueued, or none"), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn enqueue_batch(
     State(state): State<AppState>,
     caller: Caller,
@@ -77,6 +80,7 @@ pub(crate) async fn visible_job(
 }
 
 /// `GET /v1/jobs/{id}`.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "The job id")), responses((status = 200, body = Job), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -86,6 +90,7 @@ pub(crate) async fn show(
 }
 
 /// `GET /v1/jobs/{id}/explain`: why the job is not running.
+#[utoipa::path(get, path = "/v1/jobs/{id}/explain", tag = "jobs", params(("id" = String, Path, description = "The job id")), responses((status = 200, body = serde_json::Value, description = "Why the job is not running"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn explain(
     State(state): State<AppState>,
     caller: Caller,
@@ -104,7 +109,8 @@ pub(crate) async fn explain(
 
 /// Query string of `GET /v1/jobs`; everything a string so that a bad value
 /// gets a message naming it.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     queue: Option<String>,
     state: Option<String>,
@@ -114,6 +120,7 @@ pub(crate) struct ListQuery {
 }
 
 /// `GET /v1/jobs`: newest first, with a cursor.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery), responses((status = 200, body = JobPage), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -162,6 +169,7 @@ pub(crate) async fn list(
 }
 
 /// `DELETE /v1/jobs/{id}`: cancels; 409 when already finished.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "The job id")), responses((status = 200, body = Job, description = "Cancelled"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Already finished"), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -172,6 +180,7 @@ pub(crate) async fn cancel(
 }
 
 /// `POST /v1/jobs/{id}/retry`: only from `failed` or `cancelled`.
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path, description = "The job id")), responses((status = 200, body = Job, description = "Queued again"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn retry(
     State(state): State<AppState>,
     caller: Caller,

@@ -23,6 +23,7 @@ mod health;
 mod input;
 mod jobs;
 mod limits;
+mod openapi;
 pub mod ops;
 mod queues;
 mod server;
@@ -31,13 +32,17 @@ pub use caller::Caller;
 pub use error::ApiError;
 pub use server::{connection_cap, serve, serve_app};
 
+use axum::Json;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use weir_shared::broker::SharedBroker;
 use weir_shared::config::Settings;
 use weir_shared::limit::{LocalRateLimiter, RateLimiter};
@@ -98,38 +103,65 @@ impl AppState {
     }
 }
 
+/// Every route that needs an API key, each with its OpenAPI entry.
+fn authenticated_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(jobs::enqueue, jobs::list))
+        .routes(routes!(jobs::enqueue_batch))
+        .routes(routes!(admin::bulk))
+        .routes(routes!(jobs::show, jobs::cancel))
+        .routes(routes!(jobs::retry))
+        .routes(routes!(events::stream))
+        .routes(routes!(jobs::explain))
+        .routes(routes!(queues::list))
+        .routes(routes!(queues::show))
+        .routes(routes!(queues::pause))
+        .routes(routes!(queues::resume))
+        .routes(routes!(admin::purge))
+        .routes(routes!(queues::workers))
+        .routes(routes!(queues::providers))
+        .routes(routes!(queues::limits))
+        .routes(routes!(queues::schedules))
+        .routes(routes!(admin::trigger))
+        .routes(routes!(admin::pause_schedule))
+        .routes(routes!(admin::resume_schedule))
+        .routes(routes!(health::metrics))
+}
+
+/// Routes anyone may call (probes), each with its OpenAPI entry.
+fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+}
+
+/// The OpenAPI document of the whole API (what `/openapi.json` serves).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let mut document = authenticated_routes().into_openapi();
+    document.merge(public_routes().into_openapi());
+    document
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let limit = state.settings.http.max_payload_bytes;
-    let v1 = Router::new()
-        .route("/v1/jobs", post(jobs::enqueue).get(jobs::list))
-        .route("/v1/jobs/batch", post(jobs::enqueue_batch))
-        .route("/v1/jobs/bulk", post(admin::bulk))
-        .route("/v1/jobs/{id}", get(jobs::show).delete(jobs::cancel))
-        .route("/v1/jobs/{id}/retry", post(jobs::retry))
-        .route("/v1/jobs/{id}/events", get(events::stream))
-        .route("/v1/jobs/{id}/explain", get(jobs::explain))
-        .route("/v1/queues", get(queues::list))
-        .route("/v1/queues/{name}", get(queues::show))
-        .route("/v1/queues/{name}/pause", post(queues::pause))
-        .route("/v1/queues/{name}/resume", post(queues::resume))
-        .route("/v1/queues/{name}/purge", post(admin::purge))
-        .route("/v1/workers", get(queues::workers))
-        .route("/v1/providers", get(queues::providers))
-        .route("/v1/limits", get(queues::limits))
-        .route("/v1/schedules", get(queues::schedules))
-        .route("/v1/schedules/{name}/trigger", post(admin::trigger))
-        .route("/v1/schedules/{name}/pause", post(admin::pause_schedule))
-        .route("/v1/schedules/{name}/resume", post(admin::resume_schedule))
-        .route("/metrics", get(health::metrics))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            caller::authenticate,
-        ));
+    let (v1, _) = authenticated_routes().split_for_parts();
+    let v1 = v1.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        caller::authenticate,
+    ));
+    let (public, _) = public_routes().split_for_parts();
+    let document = Arc::new(openapi_document());
     Router::new()
         .merge(v1)
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .merge(public)
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { Json(document.as_ref().clone()) }
+            }),
+        )
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)
         .layer(middleware::from_fn_with_state(

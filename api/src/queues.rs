@@ -2,6 +2,7 @@
 //! `/v1/workers` (live nodes from their heartbeats).
 
 use crate::error::ApiError;
+use crate::openapi::ErrorBody;
 use crate::{AppState, Caller};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -24,6 +25,7 @@ async fn one(state: &AppState, name: &str) -> Result<QueueView, ApiError> {
 }
 
 /// `GET /v1/queues`.
+#[utoipa::path(get, path = "/v1/queues", tag = "queues", responses((status = 200, body = serde_json::Value, description = "Every queue with its counts"), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let queues = queue_views(&state.broker, &state.settings).await?;
     let retention = state.settings.broker.retention().to_json();
@@ -31,6 +33,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
 }
 
 /// `GET /v1/queues/{name}`.
+#[utoipa::path(get, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path, description = "The queue")), responses((status = 200, body = serde_json::Value), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn show(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -51,6 +54,7 @@ async fn set_paused(
 }
 
 /// `POST /v1/queues/{name}/pause` (admin keys only).
+#[utoipa::path(post, path = "/v1/queues/{name}/pause", tag = "queues", params(("name" = String, Path, description = "The queue")), responses((status = 200, body = serde_json::Value), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn pause(
     State(state): State<AppState>,
     caller: Caller,
@@ -61,6 +65,7 @@ pub(crate) async fn pause(
 }
 
 /// `POST /v1/queues/{name}/resume` (admin keys only).
+#[utoipa::path(post, path = "/v1/queues/{name}/resume", tag = "queues", params(("name" = String, Path, description = "The queue")), responses((status = 200, body = serde_json::Value), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn resume(
     State(state): State<AppState>,
     caller: Caller,
@@ -72,6 +77,7 @@ pub(crate) async fn resume(
 
 /// `GET /v1/limits` (admin keys only): caps and rates in force, their
 /// holders and what waits for them.
+#[utoipa::path(get, path = "/v1/limits", tag = "admin", responses((status = 200, body = serde_json::Value), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn limits(
     State(state): State<AppState>,
     caller: Caller,
@@ -84,6 +90,7 @@ pub(crate) async fn limits(
 
 /// `GET /v1/schedules` (admin keys only): cron schedules with their last
 /// and next fire times and the state of their latest run.
+#[utoipa::path(get, path = "/v1/schedules", tag = "admin", responses((status = 200, body = serde_json::Value), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn schedules(
     State(state): State<AppState>,
     caller: Caller,
@@ -95,6 +102,7 @@ pub(crate) async fn schedules(
 
 /// `GET /v1/providers` (admin keys only): each provider's keys, masked,
 /// with their state and counters.
+#[utoipa::path(get, path = "/v1/providers", tag = "admin", responses((status = 200, body = serde_json::Value, description = "Provider key pools, keys masked"), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn providers(
     State(state): State<AppState>,
     caller: Caller,
@@ -105,6 +113,7 @@ pub(crate) async fn providers(
 }
 
 /// `GET /v1/workers` (admin keys only).
+#[utoipa::path(get, path = "/v1/workers", tag = "admin", responses((status = 200, body = serde_json::Value, description = "Live worker nodes"), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
 pub(crate) async fn workers(
     State(state): State<AppState>,
     caller: Caller,

@@ -213,11 +213,12 @@ pub struct ListRequest {
 }
 
 /// One page of jobs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobPage {
     /// Jobs, newest first.
     pub data: Vec<Job>,
     /// Pass as `cursor` to get the next page.
+    #[schema(value_type = Option<String>)]
     pub next_cursor: Option<JobId>,
     /// True when there are more jobs after this page.
     pub has_more: bool,

@@ -46,7 +46,7 @@ pub enum InputError {
 }
 
 /// Fields a job request may carry.
-const JOB_FIELDS: [&str; 10] = [
+pub const JOB_FIELDS: [&str; 10] = [
     "task",
     "queue",
     "payload",

@@ -28,9 +28,10 @@ pub const MAX_UNIQUE_KEY_LEN: usize = 255;
 pub const MAX_ERROR_LEN: usize = 4096;
 
 /// A job as every API and `--json` command shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
     /// UUIDv7 id.
+    #[schema(value_type = String, example = "01a21d78-3b5e-7c1a-9d2f-4e6a8b0c2d4e")]
     pub id: JobId,
     /// Task name, e.g. `weir.echo`.
     pub task: String,
@@ -65,12 +66,16 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial_key: Option<String>,
     /// When the job was enqueued.
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
     /// When the job is (or was) due to run.
+    #[schema(value_type = String, format = DateTime)]
     pub run_at: Millis,
     /// When the current or last attempt started.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<Millis>,
     /// When the job reached a terminal state.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Millis>,
     /// While running: the worker that holds the lease (`host:pid:id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,15 +89,17 @@ pub struct Job {
 pub const MAX_HISTORY: usize = 10;
 
 /// One attempt that ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// Its number (the lease's attempt).
     pub attempt: u32,
     /// The worker that ran it.
     pub worker: String,
     /// When it started.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<Millis>,
     /// When it ended.
+    #[schema(value_type = String, format = DateTime)]
     pub finished_at: Millis,
     /// `succeeded`, `failed` (no retry left, or not retryable), `retried`
     /// (failed, and the job runs again), `released` (handed back at

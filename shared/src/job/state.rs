@@ -6,7 +6,19 @@ use std::str::FromStr;
 
 /// Where a job is in its life. The terminal states are `succeeded`, `failed`
 /// (the queue's dead letters, retryable by hand) and `cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// `run_at` is in the future.
