@@ -43,7 +43,44 @@ pub(crate) async fn metrics(
     caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_admin()?;
+    let due = {
+        let mut at = state
+            .gauges_read_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = at.is_none_or(|t| t.elapsed() >= GAUGES_TTL);
+        if due {
+            *at = Some(std::time::Instant::now());
+        }
+        due
+    };
+    if due {
+        read_gauges(&state).await;
+    }
+    metrics::gauge!("weir_http_streams_open").set(state.streams.count() as f64);
+    metrics::gauge!("weir_http_streams_jobs_followed").set(state.watchers.followed() as f64);
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
+}
+
+/// How long the broker-wide gauges of `/metrics` are reused.
+pub(crate) const GAUGES_TTL: Duration = Duration::from_secs(1);
+
+/// Reads the broker-wide gauges: queue depths and heads, limits, provider keys.
+async fn read_gauges(state: &AppState) {
     if let Ok(queues) = queue_views(&state.broker, &state.settings).await {
+        let names: Vec<String> = queues.iter().map(|q| q.name.clone()).collect();
+        if let Ok(heads) = state.broker.queue_heads(&names).await {
+            let now = weir_shared::job::now_ms().0;
+            for (name, head) in names.iter().zip(heads) {
+                let age = head.map_or(0.0, |due| (now - due.0).max(0) as f64 / 1000.0);
+                metrics::gauge!("weir_queue_oldest_age_seconds", "queue" => name.clone()).set(age);
+            }
+        }
         for q in queues {
             for (job_state, count) in q.counts {
                 metrics::gauge!("weir_queue_jobs", "queue" => q.name.clone(), "state" => job_state.as_str())
@@ -80,12 +117,4 @@ pub(crate) async fn metrics(
             }
         }
     }
-    metrics::gauge!("weir_http_streams_open").set(state.streams.count() as f64);
-    metrics::gauge!("weir_http_streams_jobs_followed").set(state.watchers.followed() as f64);
-    let body = state
-        .metrics
-        .as_ref()
-        .map(|h| h.render())
-        .unwrap_or_default();
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }

@@ -72,6 +72,9 @@ pub struct AppState {
     pub(crate) streams: Arc<limits::Streams>,
     /// One poller per job followed by event streams.
     pub(crate) watchers: Arc<events::Watchers>,
+    /// When `/metrics` last read the broker-wide gauges (they are read at
+    /// most once per [`health::GAUGES_TTL`], however many scrape).
+    pub(crate) gauges_read_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl AppState {
@@ -85,6 +88,7 @@ impl AppState {
             extra_tasks: Arc::new(Vec::new()),
             limiter: Arc::new(LocalRateLimiter::default()),
             watchers,
+            gauges_read_at: Arc::default(),
             closing,
             auth_failures: Arc::new(limits::AuthFailures::new(settings.http.auth_failure_limit)),
             streams: Arc::new(limits::Streams::new(

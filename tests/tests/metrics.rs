@@ -42,6 +42,14 @@ async fn a_worker_node_and_the_api_export_what_their_jobs_did() {
     let _node = sandbox.spawn("worker", &["worker", "--processes", "2", "-c", "4"]);
     wait_workers(&api, 1).await;
 
+    // A job held in a paused queue: its age shows.
+    let (status, _) = api.post("/v1/queues/mail/pause", &json!({})).await;
+    assert_eq!(status, 200);
+    let (status, _) = api
+        .post("/v1/jobs", &json!({"task": "weir.noop", "queue": "mail"}))
+        .await;
+    assert_eq!(status, 201);
+    let held_since = std::time::Instant::now();
     let mut ids = Vec::new();
     for _ in 0..20 {
         let (status, job) = api.post("/v1/jobs", &json!({"task": "weir.noop"})).await;
@@ -110,6 +118,15 @@ async fn a_worker_node_and_the_api_export_what_their_jobs_did() {
         Some(20.0),
         "{node}"
     );
+    assert_eq!(
+        sample(
+            &node,
+            "weir_job_wait_seconds_count",
+            &[("queue", "default")]
+        ),
+        Some(24.0),
+        "every claim records its wait:\n{node}"
+    );
     assert!(
         node.contains("weir_job_duration_seconds_bucket{") && node.contains("le=\"0.005\""),
         "the job histogram has buckets, not a summary:\n{node}"
@@ -161,6 +178,20 @@ async fn a_worker_node_and_the_api_export_what_their_jobs_did() {
         ),
         Some(23.0),
         "{page}"
+    );
+    assert_eq!(
+        sample(
+            &page,
+            "weir_queue_oldest_age_seconds",
+            &[("queue", "default")]
+        ),
+        Some(0.0),
+        "nothing waits: {page}"
+    );
+    let age = sample(&page, "weir_queue_oldest_age_seconds", &[("queue", "mail")]).unwrap_or(0.0);
+    assert!(
+        age > 0.5 && age <= held_since.elapsed().as_secs_f64() + 0.5,
+        "the paused queue's job has waited {age}s: {page}"
     );
     assert_eq!(
         sample(

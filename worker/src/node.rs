@@ -208,6 +208,10 @@ pub async fn run_node(
                 },
             );
             stats.busy.fetch_add(1, Ordering::Relaxed);
+            if let Some(waited) = job.waited {
+                metrics::histogram!("weir_job_wait_seconds", "queue" => job.queue.clone())
+                    .record(waited.as_secs_f64());
+            }
             let ctx = JobRun {
                 broker: broker.clone(),
                 registry: registry.clone(),
@@ -217,9 +221,11 @@ pub async fn run_node(
                 stats: stats.clone(),
             };
             // Everything logged while the job runs, its handler's lines
-            // included, carries the job's id, attempt, task, queue and tenant.
+            // included, carries the job's id, attempt, task, queue, tenant
+            // and the node (and process) that runs it.
             let span = tracing::info_span!(
                 "job",
+                node = %options.worker_id,
                 job_id = %job.lease.id,
                 attempt = job.lease.attempt,
                 task = %job.task,

@@ -37,6 +37,9 @@ fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
                 &JOB_BUCKETS,
             )
         })
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full("weir_job_wait_seconds".into()), &JOB_BUCKETS)
+        })
         .unwrap_or_else(|_| PrometheusBuilder::new());
     match builder.install_recorder() {
         Ok(handle) => {

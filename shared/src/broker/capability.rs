@@ -5,7 +5,7 @@
 use super::{
     BrokerResult, JobPage, ListRequest, Position, QueueCounts, ScheduleState, Scope, Tick,
 };
-use crate::job::{Job, JobId};
+use crate::job::{Job, JobId, Millis};
 use crate::limit::{Decision, KeyedRate, TaskLimit, Usage};
 use crate::node::WorkerInfo;
 use async_trait::async_trait;
@@ -29,6 +29,11 @@ pub trait Inspect: Send + Sync + 'static {
 
     /// Who holds the permits of `task` and what waits for them, under `limit`.
     async fn usage(&self, task: &str, limit: &TaskLimit) -> BrokerResult<Usage>;
+
+    /// For each queue, when the job a worker would take next became due
+    /// (enqueued, or its delay or backoff ended); `None` for a queue with
+    /// nothing queued. One indexed read per queue: the oldest-age gauge.
+    async fn queue_heads(&self, queues: &[String]) -> BrokerResult<Vec<Option<Millis>>>;
 }
 
 /// Operator actions on jobs and queues; each is one atomic step.

@@ -130,6 +130,9 @@ pub struct ClaimedJob {
     pub retries_left: u32,
     /// Per-attempt timeout the job asked for.
     pub timeout_ms: Option<u64>,
+    /// How long it waited from when it was due (enqueued, or its delay or
+    /// backoff ended) to this claim; `None` when the broker cannot tell.
+    pub waited: Option<std::time::Duration>,
 }
 
 /// How an attempt ended.

@@ -170,7 +170,8 @@ macro_rules! broker_conformance {
             rate_spaces_starts_without_attempts, fair_share_across_tenants,
             usage_and_position, ticks_fire_once, lifting_a_limit_frees_waiting_jobs_at_once,
             serial_one_at_a_time_in_order, serial_retry_keeps_place,
-            serial_survives_crash_cancel_and_caps, snooze_gives_the_attempt_back_and_keeps_the_lane);
+            serial_survives_crash_cancel_and_caps, snooze_gives_the_attempt_back_and_keeps_the_lane,
+            queue_heads_name_the_next_job);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(

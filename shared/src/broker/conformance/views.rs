@@ -231,3 +231,43 @@ pub async fn heartbeats(t: TestBroker) {
     assert!(t.broker.workers().await.expect("workers").is_empty());
     t.broker.ping().await.expect("ping");
 }
+
+/// A queue's head is the job a worker would take next (highest priority,
+/// then enqueue order), named by when it became due; an empty queue has
+/// none; claiming the head moves it on.
+pub async fn queue_heads_name_the_next_job(t: TestBroker) {
+    let queues = vec!["default".to_owned(), "empty".to_owned()];
+    assert_eq!(
+        t.broker.queue_heads(&queues).await.expect("heads"),
+        vec![None, None]
+    );
+    let mut low = request("store", "default");
+    low.priority = 1;
+    let low = enqueue_one(&t, low).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut high = request("store", "default");
+    high.priority = 9;
+    let high = enqueue_one(&t, high).await;
+    let heads = t.broker.queue_heads(&queues).await.expect("heads");
+    assert_eq!(
+        heads,
+        vec![Some(high.run_at), None],
+        "the higher priority is next"
+    );
+    let claimed = claim(&t, &["default"], 1, LEASE).await;
+    assert_eq!(claimed[0].lease.id, high.id);
+    assert!(
+        claimed[0]
+            .waited
+            .is_some_and(|w| w < Duration::from_secs(5)),
+        "a claim says how long the job waited: {:?}",
+        claimed[0].waited
+    );
+    let heads = t.broker.queue_heads(&queues).await.expect("heads");
+    assert_eq!(heads, vec![Some(low.run_at), None]);
+    claim(&t, &["default"], 1, LEASE).await;
+    assert_eq!(
+        t.broker.queue_heads(&queues).await.expect("heads"),
+        vec![None, None]
+    );
+}

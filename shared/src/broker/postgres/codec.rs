@@ -104,6 +104,11 @@ pub(super) fn claimed(row: &PgRow) -> BrokerResult<ClaimedJob> {
         max_retries,
         retries_left: (max_retries + 1).saturating_sub(used),
         timeout_ms: timeout_column(row)?,
+        waited: row
+            .try_get::<Option<i64>, _>("waited_ms")
+            .ok()
+            .flatten()
+            .map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
     })
 }
 

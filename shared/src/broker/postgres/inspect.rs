@@ -5,7 +5,7 @@ use crate::broker::{
     BrokerError, BrokerResult, Inspect, JobPage, LIST_SCAN_LIMIT, ListRequest, Position,
     QueueCounts, Scope,
 };
-use crate::job::{Job, JobId, JobState};
+use crate::job::{Job, JobId, JobState, Millis};
 use crate::limit::{TaskLimit, Usage};
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -84,6 +84,23 @@ impl Inspect for PostgresBroker {
 
     async fn position(&self, job: &Job) -> BrokerResult<Position> {
         flow::position(&self.pool, job).await
+    }
+
+    async fn queue_heads(&self, queues: &[String]) -> BrokerResult<Vec<Option<Millis>>> {
+        let mut out = Vec::with_capacity(queues.len());
+        for queue in queues {
+            let due: Option<i64> = sqlx::query_scalar(
+                "SELECT greatest(run_at, created_at) FROM jobs \
+                 WHERE state = 'queued' AND NOT serial_wait AND queue = $1 \
+                 ORDER BY priority DESC, seq, id LIMIT 1",
+            )
+            .bind(queue)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+            out.push(due.map(Millis));
+        }
+        Ok(out)
     }
 
     async fn usage(&self, task: &str, limit: &TaskLimit) -> BrokerResult<Usage> {

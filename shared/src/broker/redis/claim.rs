@@ -35,7 +35,7 @@ impl RedisBroker {
             .invoke_async(&mut conn)
             .await
             .map_err(from_redis)?;
-        rows.chunks(5).map(codec::claimed).collect()
+        rows.chunks(6).map(codec::claimed).collect()
     }
 
     pub(super) async fn renew_leases(

@@ -143,9 +143,14 @@ fn history(h: &HashMap<String, String>) -> BrokerResult<Vec<crate::job::Attempt>
     Ok(history)
 }
 
-/// One row of `claim.lua`: id, spec, payload, attempt, base.
+/// When the job of `spec` was created (Redis's clock, ms).
+pub(super) fn created_at_of(spec: &str) -> BrokerResult<i64> {
+    Spec::parse(spec)?.created_at.parse().map_err(bad)
+}
+
+/// One row of `claim.lua`: id, spec, payload, attempt, base, waited.
 pub(super) fn claimed(row: &[redis::Value]) -> BrokerResult<ClaimedJob> {
-    let [id, spec, payload, attempt, base] = row else {
+    let [id, spec, payload, attempt, base, waited] = row else {
         return Err(bad("short claim row"));
     };
     let spec = string(spec)?;
@@ -153,11 +158,17 @@ pub(super) fn claimed(row: &[redis::Value]) -> BrokerResult<ClaimedJob> {
     let attempt = u32::try_from(int(attempt)?).map_err(bad)?;
     let base: u32 = string(base)?.parse().map_err(bad)?;
     let max_retries: u32 = spec.max_retries.parse().map_err(bad)?;
+    let id: JobId = string(id)?.parse().map_err(bad)?;
+    // Never delayed: due since it was created (Redis's time then, this host's now).
+    let created: i64 = spec.created_at.parse().map_err(bad)?;
+    let waited = match string(waited)?.as_str() {
+        "" => Some(std::time::Duration::from_millis(
+            u64::try_from(crate::job::now_ms().0 - created).unwrap_or(0),
+        )),
+        ms => ms.parse::<u64>().ok().map(std::time::Duration::from_millis),
+    };
     Ok(ClaimedJob {
-        lease: Lease {
-            id: string(id)?.parse().map_err(bad)?,
-            attempt,
-        },
+        lease: Lease { id, attempt },
         queue: spec.queue.to_owned(),
         tenant: spec.tenant.to_owned(),
         task: spec.task.to_owned(),
@@ -169,6 +180,7 @@ pub(super) fn claimed(row: &[redis::Value]) -> BrokerResult<ClaimedJob> {
             "" => None,
             t => Some(t.parse().map_err(bad)?),
         },
+        waited,
     })
 }
 

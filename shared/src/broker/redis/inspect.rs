@@ -5,7 +5,7 @@ use super::{RedisBroker, codec, from_redis};
 use crate::broker::{
     BrokerResult, Inspect, JobPage, LIST_SCAN_LIMIT, ListRequest, Position, QueueCounts, Scope,
 };
-use crate::job::{Job, JobId, JobState, now_ms};
+use crate::job::{Job, JobId, JobState, Millis, now_ms};
 use crate::limit::{Holder, TaskLimit, Usage};
 use async_trait::async_trait;
 use redis::AsyncCommands;
@@ -193,6 +193,39 @@ impl Inspect for RedisBroker {
             },
             serial_ahead,
         })
+    }
+
+    async fn queue_heads(&self, queues: &[String]) -> BrokerResult<Vec<Option<Millis>>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for queue in queues {
+            pipe.zrange(self.queue_key(queue, "ready"), 0, 0);
+        }
+        let heads: Vec<Vec<String>> = pipe.query_async(&mut conn).await.map_err(from_redis)?;
+        let mut out = Vec::with_capacity(queues.len());
+        for head in heads {
+            let Some(id) = head.into_iter().next() else {
+                out.push(None);
+                continue;
+            };
+            // A job never delayed has no run_at: due since it was created.
+            let (spec, run_at): (Option<String>, Option<i64>) = redis::cmd("HMGET")
+                .arg(self.job_key(&id))
+                .arg("spec")
+                .arg("run_at")
+                .query_async(&mut conn)
+                .await
+                .map_err(from_redis)?;
+            let created = match &spec {
+                Some(text) => Some(codec::created_at_of(text)?),
+                None => None,
+            };
+            out.push(run_at.or(created).map(Millis));
+        }
+        Ok(out)
     }
 
     async fn usage(&self, task: &str, limit: &TaskLimit) -> BrokerResult<Usage> {

@@ -5,7 +5,7 @@ use crate::broker::{
     BrokerError, BrokerResult, Inspect, JobPage, LIST_SCAN_LIMIT, ListRequest, Position,
     QueueCounts, Scope,
 };
-use crate::job::{Job, JobId, JobState, now_ms};
+use crate::job::{Job, JobId, JobState, Millis, now_ms};
 use crate::limit::{TaskLimit, Usage};
 use async_trait::async_trait;
 
@@ -77,6 +77,23 @@ impl Inspect for SqliteBroker {
 
     async fn position(&self, job: &Job) -> BrokerResult<Position> {
         flow::position(&self.reader, job).await
+    }
+
+    async fn queue_heads(&self, queues: &[String]) -> BrokerResult<Vec<Option<Millis>>> {
+        let mut out = Vec::with_capacity(queues.len());
+        for queue in queues {
+            let due: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(run_at, created_at) FROM jobs \
+                 WHERE state = 'queued' AND serial_wait = 0 AND queue = ?1 \
+                 ORDER BY priority DESC, seq, id LIMIT 1",
+            )
+            .bind(queue)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(from_sqlx)?;
+            out.push(due.map(Millis));
+        }
+        Ok(out)
     }
 
     async fn usage(&self, task: &str, limit: &TaskLimit) -> BrokerResult<Usage> {

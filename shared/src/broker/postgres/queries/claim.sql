@@ -26,4 +26,5 @@ SET state = 'running', attempts = attempts + 1, started_at = clock_ms(),
 FROM picked WHERE jobs.id = picked.id
 RETURNING jobs.id, jobs.tenant, jobs.task, jobs.queue, jobs.priority,
           jobs.payload::text AS payload, jobs.attempts, jobs.attempt_base,
-          jobs.max_retries, jobs.timeout_ms, jobs.seq
+          jobs.max_retries, jobs.timeout_ms, jobs.seq,
+          jobs.started_at - greatest(jobs.run_at, jobs.created_at) AS waited_ms

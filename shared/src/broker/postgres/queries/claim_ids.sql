@@ -6,4 +6,5 @@ SET state = 'running', attempts = attempts + 1, started_at = clock_ms(),
 WHERE state = 'queued' AND NOT serial_wait AND id = ANY ($1::uuid[])
 RETURNING jobs.id, jobs.tenant, jobs.task, jobs.queue, jobs.priority,
           jobs.payload::text AS payload, jobs.attempts, jobs.attempt_base,
-          jobs.max_retries, jobs.timeout_ms, jobs.seq
+          jobs.max_retries, jobs.timeout_ms, jobs.seq,
+          jobs.started_at - greatest(jobs.run_at, jobs.created_at) AS waited_ms

@@ -3,9 +3,10 @@
 -- '' for any), queue_1 .. queue_n (in the order to serve).
 -- Promotes due jobs, then leases up to `limit` jobs across the queues,
 -- skipping paused ones. The attempt is counted here, so a job that kills
--- its worker still uses up its retries. Returns flat rows of 5 fields: id,
+-- its worker still uses up its retries. Returns flat rows of 6 fields: id,
 -- spec (the caller reads the job's attributes there), payload, attempt,
--- base.
+-- base, and how long the job waited since it was due (ms; '' when it was
+-- never delayed: the caller counts from the id's time).
 --
 -- Flow control happens here, in the same step as the lease: a job of a
 -- capped task takes a permit (a member of P:sem:T scored by its lease
@@ -193,7 +194,7 @@ for i = 7, #ARGV do
         local id, score = popped[n], tonumber(popped[n + 1])
         budget = budget - 1
         local key = jkey(id)
-        local f = redis.call('HMGET', key, 'spec', 'payload', 'base', 'attempts')
+        local f = redis.call('HMGET', key, 'spec', 'payload', 'base', 'attempts', 'run_at')
         -- A job whose hash is gone (purged meanwhile) is skipped.
         if f[1] then
           local parked, wake, task = nil, nil, nil
@@ -237,6 +238,7 @@ for i = 7, #ARGV do
             out[n + 3] = f[2]
             out[n + 4] = attempt
             out[n + 5] = f[3] or '0'
+            out[n + 6] = f[5] and num(math.max(0, now - tonumber(f[5]))) or ''
             want = want - 1
           end
         end

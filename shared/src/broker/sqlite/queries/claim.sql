@@ -18,4 +18,4 @@ WHERE id IN (
     ORDER BY q.key, j.priority DESC, j.seq, j.id
     LIMIT ?5)
 RETURNING id, tenant, task, queue, priority, payload, attempts, attempt_base,
-          max_retries, timeout_ms, seq
+          max_retries, timeout_ms, seq, started_at - MAX(run_at, created_at) AS waited_ms
