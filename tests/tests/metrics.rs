@@ -213,4 +213,30 @@ async fn a_worker_node_and_the_api_export_what_their_jobs_did() {
     for text in [&node, &page] {
         assert!(!text.contains("sk-metrics-key-0001"), "a key in metrics");
     }
+    // promtool's lint: HELP and TYPE for every family, names and units right.
+    let dir = tempfile::tempdir().expect("dir");
+    let (node_file, api_file) = (dir.path().join("node.txt"), dir.path().join("api.txt"));
+    std::fs::write(&node_file, &node).expect("write");
+    std::fs::write(&api_file, &page).expect("write");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let lint = std::process::Command::new(root.join("scripts/check-deploy"))
+        .current_dir(&root)
+        .arg("metrics")
+        .arg(&node_file)
+        .arg(&api_file)
+        .output()
+        .expect("run scripts/check-deploy metrics");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    if lint.status.code() == Some(3)
+        && said.contains("cannot fetch")
+        && std::env::var("CI").is_err()
+    {
+        eprintln!("promtool unavailable, lint skipped: {said}");
+    } else {
+        assert!(lint.status.success(), "promtool check metrics:\n{said}");
+    }
 }

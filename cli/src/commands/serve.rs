@@ -43,6 +43,7 @@ fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
         .unwrap_or_else(|_| PrometheusBuilder::new());
     match builder.install_recorder() {
         Ok(handle) => {
+            describe_metrics();
             metrics::gauge!("weir_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             Some(handle)
         }
@@ -50,6 +51,134 @@ fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
             tracing::warn!(error = %e, "Metrics recorder not installed; /metrics will be empty");
             None
         }
+    }
+}
+
+/// HELP text of every family, and the label-less counters at zero, so a
+/// scrape shows them before their first event.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "weir_jobs_enqueued_total",
+        "Jobs enqueued, by queue and task"
+    );
+    describe_counter!(
+        "weir_jobs_finished_total",
+        "Attempts ended, by queue, task and outcome"
+    );
+    describe_histogram!(
+        "weir_job_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time an attempt ran"
+    );
+    describe_histogram!(
+        "weir_job_wait_seconds",
+        metrics::Unit::Seconds,
+        "Time from when a job was due to its claim"
+    );
+    describe_gauge!("weir_queue_jobs", "Jobs per queue and state (broker-wide)");
+    describe_gauge!(
+        "weir_queue_oldest_age_seconds",
+        metrics::Unit::Seconds,
+        "How long the next job of a queue has been due (broker-wide)"
+    );
+    describe_gauge!(
+        "weir_queue_consumers",
+        "Live worker nodes serving a queue (broker-wide)"
+    );
+    describe_gauge!(
+        "weir_worker_slots",
+        "A worker node's job slots by kind: busy, current, min, max"
+    );
+    describe_counter!(
+        "weir_leases_reaped_total",
+        "Jobs whose lease expired and were returned or dead-lettered"
+    );
+    describe_counter!(
+        "weir_limit_waits_total",
+        "Waits for a limit (provider keys)"
+    );
+    describe_counter!(
+        "weir_http_requests_total",
+        "API requests by route, method and status"
+    );
+    describe_histogram!(
+        "weir_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "API request duration by route"
+    );
+    describe_counter!(
+        "weir_provider_requests_total",
+        "Calls to providers by status"
+    );
+    describe_gauge!(
+        "weir_provider_keys",
+        "Provider keys by state: ok, cooling (broker-wide)"
+    );
+    describe_gauge!("weir_build_info", "The running version");
+    describe_gauge!(
+        "weir_queue_paused",
+        "1 while a queue is paused (broker-wide)"
+    );
+    describe_gauge!(
+        "weir_queue_unconsumed",
+        "1 while a queue has jobs and no consumer (broker-wide)"
+    );
+    describe_gauge!(
+        "weir_limit_holders",
+        "Jobs holding a task's permits (broker-wide)"
+    );
+    describe_gauge!(
+        "weir_limit_waiting",
+        "Jobs waiting for a task's permits (broker-wide)"
+    );
+    describe_gauge!(
+        "weir_http_streams_open",
+        "Event streams open in this process"
+    );
+    describe_gauge!(
+        "weir_http_streams_jobs_followed",
+        "Jobs followed by this process's event streams"
+    );
+    describe_counter!(
+        "weir_http_connections_refused_total",
+        "Connections refused past WEIR_HTTP_MAX_CONNECTIONS"
+    );
+    describe_counter!(
+        "weir_stale_acks_total",
+        "Completions ignored because the lease had moved on"
+    );
+    describe_counter!(
+        "weir_acks_abandoned_total",
+        "Completions the broker refused every way (the lease brings the job back)"
+    );
+    describe_counter!(
+        "weir_child_recycles_total",
+        "Worker children replaced after their task or memory limit"
+    );
+    describe_counter!(
+        "weir_child_restarts_total",
+        "Worker children restarted after dying"
+    );
+    describe_histogram!(
+        "weir_child_ready_seconds",
+        metrics::Unit::Seconds,
+        "Time from a child's start to its first report"
+    );
+    describe_counter!(
+        "weir_autoscale_decisions_total",
+        "Autoscaling decisions by direction"
+    );
+    describe_counter!(
+        "weir_schedule_fires_total",
+        "Cron ticks enqueued by schedule"
+    );
+    for counter in [
+        "weir_leases_reaped_total",
+        "weir_stale_acks_total",
+        "weir_acks_abandoned_total",
+    ] {
+        metrics::counter!(counter).increment(0);
     }
 }
 
