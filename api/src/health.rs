@@ -62,7 +62,7 @@ pub(crate) async fn metrics(
     let body = state
         .metrics
         .as_ref()
-        .map(|h| h.render())
+        .map(|h| crate::families::complete(h.render()))
         .unwrap_or_default();
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }

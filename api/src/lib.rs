@@ -19,6 +19,7 @@ mod admin;
 mod caller;
 mod error;
 mod events;
+pub mod families;
 mod health;
 mod input;
 mod jobs;

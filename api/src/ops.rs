@@ -66,7 +66,7 @@ async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
     let body = state
         .metrics
         .as_ref()
-        .map(|h| h.render())
+        .map(|h| crate::families::complete(h.render()))
         .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
