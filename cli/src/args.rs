@@ -57,6 +57,9 @@ pub enum Command {
     /// Provider key pools: each key (masked), its state, requests, 429s and tokens in the last minute.
     #[command(after_help = "Example:\n  OPENAI_API_KEYS=sk-a,sk-b weir providers --json")]
     Providers(JsonFlag),
+    /// A live terminal dashboard: queues, workers, failures (tab, j/k, p pause/resume, r retry, q quit).
+    #[command(after_help = "Example:\n  WEIR_BROKER_URL=redis://127.0.0.1:6379/0 weir top")]
+    Top,
     /// Concurrency caps and rate limits in force, their holders and waiting jobs.
     #[command(after_help = "Example:\n  WEIR_CONCURRENCY_LIMITS=document.index=5 weir limits")]
     Limits(JsonFlag),

@@ -7,6 +7,7 @@ mod inspect;
 mod keys;
 mod schedules;
 mod serve;
+mod top;
 
 use crate::args::{Cli, Command};
 use crate::failure::{Failure, Outcome};
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Jobs(args) => inspect::jobs(settings, args).await,
         Command::Workers(flag) => inspect::workers(settings, flag).await,
         Command::Providers(flag) => inspect::providers(settings, flag).await,
+        Command::Top => top::run(settings).await,
         Command::Limits(flag) => inspect::limits(settings, flag).await,
         Command::Scheduler => serve::scheduler(settings).await,
         Command::Schedules(args) => schedules::run(settings, args).await,
