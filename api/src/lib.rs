@@ -28,6 +28,7 @@ mod openapi;
 pub mod ops;
 mod queues;
 mod server;
+mod ui;
 
 pub use caller::Caller;
 pub use error::ApiError;
@@ -138,6 +139,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(ui::page))
 }
 
 /// The OpenAPI document of the whole API (what `/openapi.json` serves).
@@ -160,6 +162,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(v1)
         .merge(public)
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/app.css", get(ui::style))
         .route(
             "/openapi.json",
             get(move || {

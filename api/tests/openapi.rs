@@ -112,6 +112,7 @@ async fn the_document_covers_every_route_and_resolves() {
         "GET /metrics",
         "GET /healthz",
         "GET /readyz",
+        "GET /ui",
     ] {
         assert!(
             served.contains(route),
@@ -120,7 +121,7 @@ async fn the_document_covers_every_route_and_resolves() {
     }
     assert_eq!(
         served.len(),
-        24,
+        25,
         "every documented route is one the API serves: {served:?}"
     );
 

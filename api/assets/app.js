@@ -1,0 +1,216 @@
+// weir's dashboard: a page over the same JSON API as every client. The key
+// lives in sessionStorage (this tab only) and goes in the Authorization
+// header of each request; no cookie, so no request can be forged from
+// another site. Every value from the API is put into the page as text
+// (textContent), never as markup. Views refresh every 2 seconds.
+"use strict";
+
+const state = { key: null, admin: false, view: "queues", job: null, filters: {} };
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "onclick") node.addEventListener("click", v);
+    else if (k === "class") node.className = v;
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: "Bearer " + state.key };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let json = null;
+  try { json = await r.json(); } catch (_) { json = null; }
+  return { status: r.status, json };
+}
+
+function status(text) { document.getElementById("status").textContent = text; }
+
+function table(headers, rows, onclick) {
+  const head = el("tr", {}, ...headers.map(h => el("th", h.num ? { class: "num" } : {}, h.label || h)));
+  const body = rows.map(cells => {
+    const tr = el("tr", onclick ? { class: "click", onclick: () => onclick(cells) } : {},
+      ...cells.cells.map((c, i) => el("td", headers[i].num ? { class: "num" } : {}, c)));
+    if (cells.id) tr.dataset.id = cells.id;
+    return tr;
+  });
+  return el("table", {}, el("thead", {}, head), el("tbody", {}, ...body));
+}
+
+const STATES = ["queued", "running", "scheduled", "retrying", "succeeded", "failed", "cancelled"];
+
+async function showQueues(view) {
+  const { status: s, json } = await api("GET", "/v1/queues");
+  if (s !== 200) return status("queues: " + s);
+  const headers = ["queue", ...STATES.map(x => ({ label: x, num: true })), { label: "consumers", num: true }, "", ""];
+  const rows = json.data.map(q => {
+    const flags = [q.paused ? "paused" : "", q.unconsumed ? "no consumer" : ""].filter(Boolean).join(" ");
+    const act = state.admin
+      ? el("button", { onclick: async (e) => {
+          e.stopPropagation();
+          const r = await api("POST", `/v1/queues/${encodeURIComponent(q.name)}/${q.paused ? "resume" : "pause"}`);
+          status(`${q.paused ? "resume" : "pause"} ${q.name}: ${r.status}`);
+          render();
+        } }, q.paused ? "Resume" : "Pause")
+      : "";
+    return { id: q.name, cells: [q.name, ...STATES.map(x => (q.counts || {})[x] || 0), q.consumers, el("span", { class: "flag" }, flags), act] };
+  });
+  view.append(el("h2", {}, "Queues"), table(headers, rows, r => { state.filters = { queue: r.id }; go("jobs"); }));
+}
+
+function jobRows(jobs) {
+  return jobs.map(j => ({ id: j.id, cells: [j.id, j.task, j.queue, j.tenant, j.state, j.attempts, j.created_at, (j.error || "").slice(0, 80)] }));
+}
+const JOB_HEADERS = ["id", "task", "queue", "tenant", "state", { label: "attempts", num: true }, "created", "error"];
+
+async function showJobs(view, fixedState) {
+  const f = state.filters;
+  const q = new URLSearchParams();
+  for (const k of ["queue", "state", "task"]) if (f[k]) q.set(k, f[k]);
+  if (fixedState) q.set("state", fixedState);
+  q.set("limit", "50");
+  const { status: s, json } = await api("GET", "/v1/jobs?" + q);
+  if (s !== 200) return status("jobs: " + (json && json.error ? json.error.message : s));
+  const form = el("form", { class: "filters" },
+    el("input", { name: "queue", placeholder: "queue", value: f.queue || "" }),
+    fixedState ? "" : el("input", { name: "state", placeholder: "state", value: f.state || "" }),
+    el("input", { name: "task", placeholder: "task", value: f.task || "" }),
+    el("button", { type: "submit" }, "Filter"));
+  form.addEventListener("submit", e => {
+    e.preventDefault();
+    const data = new FormData(form);
+    state.filters = { queue: data.get("queue") || "", state: data.get("state") || "", task: data.get("task") || "" };
+    render();
+  });
+  view.append(el("h2", {}, fixedState ? "Failed jobs" : "Jobs"), form,
+    table(JOB_HEADERS, jobRows(json.data), r => { state.job = r.id; go("job"); }));
+}
+
+async function showJob(view) {
+  const id = state.job;
+  const { status: s, json: job } = await api("GET", `/v1/jobs/${encodeURIComponent(id)}`);
+  if (s !== 200) return status("job: " + s);
+  const explain = await api("GET", `/v1/jobs/${encodeURIComponent(id)}/explain`);
+  const actions = el("div", { class: "actions" });
+  if (state.admin) {
+    if (job.state === "failed" || job.state === "cancelled") {
+      actions.append(el("button", { id: "retry", onclick: async () => {
+        const r = await api("POST", `/v1/jobs/${encodeURIComponent(id)}/retry`);
+        status(`retry: ${r.status}${r.json && r.json.state ? " (" + r.json.state + ")" : ""}`);
+        render();
+      } }, "Retry"));
+    }
+    if (!["succeeded", "failed", "cancelled"].includes(job.state)) {
+      actions.append(el("button", { id: "cancel", onclick: async () => {
+        const r = await api("DELETE", `/v1/jobs/${encodeURIComponent(id)}`);
+        status(`cancel: ${r.status}`);
+        render();
+      } }, "Cancel"));
+    }
+  }
+  const field = (name, value) => [el("dt", {}, name), el("dd", {}, value === null || value === undefined ? "" : String(value))];
+  const history = (job.history || []).map(a => ({ cells: [a.attempt, a.worker, a.outcome, a.started_at || "", a.finished_at, a.error || ""] }));
+  view.append(
+    el("h2", {}, "Job ", el("code", { id: "job-id" }, job.id)),
+    el("dl", {}, ...field("task", job.task), ...field("queue", job.queue), ...field("tenant", job.tenant),
+      ...field("state", job.state), ...field("attempts", `${job.attempts} (max retries ${job.max_retries})`),
+      ...field("error", job.error), ...field("created", job.created_at), ...field("run at", job.run_at)),
+    actions,
+    el("h3", {}, "Payload"), el("pre", { id: "payload" }, JSON.stringify(job.payload, null, 2)),
+    el("h3", {}, "Result"), el("pre", {}, JSON.stringify(job.result, null, 2)),
+    el("h3", {}, "Progress"), el("pre", {}, JSON.stringify(job.progress, null, 2)),
+    el("h3", {}, "Why it is where it is"), el("pre", {}, JSON.stringify(explain.json, null, 2)),
+    el("h3", {}, "Attempts"), table(["attempt", "worker", "outcome", "started", "finished", "error"], history));
+}
+
+async function showWorkers(view) {
+  const { status: s, json } = await api("GET", "/v1/workers");
+  if (s !== 200) return status("workers: " + s);
+  const rows = json.data.map(w => ({ cells: [w.id, (w.queues || []).join(","), `${w.slots.busy}/${w.slots.current}/${w.slots.min}/${w.slots.max}`, w.processed, w.recycles, w.restarts, w.last_heartbeat] }));
+  view.append(el("h2", {}, "Worker nodes"),
+    table(["node", "queues", "slots b/c/min/max", { label: "done", num: true }, { label: "recycled", num: true }, { label: "restarts", num: true }, "last heartbeat"], rows));
+}
+
+async function showSchedules(view) {
+  const { status: s, json } = await api("GET", "/v1/schedules");
+  if (s !== 200) return status("schedules: " + s);
+  const act = (name, verb) => el("button", { onclick: async () => {
+    const r = await api("POST", `/v1/schedules/${encodeURIComponent(name)}/${verb}`);
+    status(`${verb} ${name}: ${r.status}`);
+    render();
+  } }, verb);
+  const rows = json.data.map(x => ({ cells: [x.name, x.cron, x.task, x.last_fire || "", x.next_fire || "", x.paused ? "paused" : "",
+    el("span", { class: "actions" }, act(x.name, "trigger"), act(x.name, x.paused ? "resume" : "pause"))] }));
+  view.append(el("h2", {}, "Schedules"), table(["name", "cron", "task", "last fire", "next fire", "", ""], rows));
+}
+
+const VIEWS = {
+  queues: showQueues,
+  jobs: v => showJobs(v, null),
+  failed: v => showJobs(v, "failed"),
+  job: showJob,
+  workers: showWorkers,
+  schedules: showSchedules,
+};
+
+let rendering = false;
+async function render() {
+  if (!state.key || rendering) return;
+  rendering = true;
+  try {
+    const next = el("section", { id: "view" });
+    await VIEWS[state.view](next);
+    document.getElementById("view").replaceWith(next);
+    for (const b of document.querySelectorAll("nav button[data-view]")) {
+      b.classList.toggle("active", b.dataset.view === state.view);
+    }
+  } catch (e) {
+    status("error: " + e);
+  } finally {
+    rendering = false;
+  }
+}
+
+function go(view) { state.view = view; render(); }
+
+async function signIn(key) {
+  state.key = key;
+  const probe = await api("GET", "/v1/queues");
+  if (probe.status === 401 || probe.status === 429) {
+    state.key = null;
+    sessionStorage.removeItem("weir-key");
+    document.getElementById("signin-error").textContent =
+      probe.status === 401 ? "This key is refused." : "Too many attempts; wait a minute.";
+    return;
+  }
+  sessionStorage.setItem("weir-key", key);
+  state.admin = (await api("GET", "/v1/workers")).status === 200;
+  document.getElementById("signin").hidden = true;
+  document.getElementById("nav").hidden = false;
+  document.getElementById("who").textContent = state.admin ? "admin key" : "tenant key (read only)";
+  for (const b of document.querySelectorAll("nav .admin")) b.hidden = !state.admin;
+  render();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("signin").addEventListener("submit", e => {
+    e.preventDefault();
+    signIn(document.getElementById("key").value.trim());
+  });
+  for (const b of document.querySelectorAll("nav button[data-view]")) {
+    b.addEventListener("click", () => go(b.dataset.view));
+  }
+  document.getElementById("signout").addEventListener("click", () => {
+    sessionStorage.removeItem("weir-key");
+    location.reload();
+  });
+  const saved = sessionStorage.getItem("weir-key");
+  if (saved) signIn(saved); else document.getElementById("signin").hidden = false;
+  setInterval(render, 2000);
+});
