@@ -45,10 +45,38 @@ function table(headers, rows, onclick) {
 
 const STATES = ["queued", "running", "scheduled", "retrying", "succeeded", "failed", "cancelled"];
 
+// Finished counts per queue over the last minute, from this page's reads:
+// the throughput column costs the broker nothing more.
+const history = [];
+function throughput(queues) {
+  const now = Date.now();
+  const finished = {};
+  for (const q of queues) finished[q.name] = ((q.counts || {}).succeeded || 0) + ((q.counts || {}).failed || 0);
+  history.push({ at: now, finished });
+  while (history.length > 1 && now - history[0].at > 60000) history.shift();
+  const first = history[0];
+  const seconds = (now - first.at) / 1000;
+  const rates = {};
+  for (const name of Object.keys(finished)) {
+    const was = first.finished[name];
+    rates[name] = seconds > 0 && was !== undefined ? Math.max(0, finished[name] - was) / seconds : 0;
+  }
+  return rates;
+}
+
+function age(seconds) {
+  if (seconds === null || seconds === undefined) return "-";
+  if (seconds < 60) return Math.round(seconds) + "s";
+  if (seconds < 3600) return Math.round(seconds / 60) + "m";
+  return (seconds / 3600).toFixed(1) + "h";
+}
+
 async function showQueues(view) {
   const { status: s, json } = await api("GET", "/v1/queues");
   if (s !== 200) return status("queues: " + s);
-  const headers = ["queue", ...STATES.map(x => ({ label: x, num: true })), { label: "consumers", num: true }, "", ""];
+  const rates = throughput(json.data);
+  const headers = ["queue", ...STATES.map(x => ({ label: x, num: true })), { label: "consumers", num: true },
+    { label: "oldest", num: true }, { label: "jobs/s (1 min)", num: true }, "", ""];
   const rows = json.data.map(q => {
     const flags = [q.paused ? "paused" : "", q.unconsumed ? "no consumer" : ""].filter(Boolean).join(" ");
     const act = state.admin
@@ -59,7 +87,8 @@ async function showQueues(view) {
           render();
         } }, q.paused ? "Resume" : "Pause")
       : "";
-    return { id: q.name, cells: [q.name, ...STATES.map(x => (q.counts || {})[x] || 0), q.consumers, el("span", { class: "flag" }, flags), act] };
+    return { id: q.name, cells: [q.name, ...STATES.map(x => (q.counts || {})[x] || 0), q.consumers,
+      age(q.oldest_age_seconds), (rates[q.name] || 0).toFixed(1), el("span", { class: "flag" }, flags), act] };
   });
   view.append(el("h2", {}, "Queues"), table(headers, rows, r => { state.filters = { queue: r.id }; go("jobs"); }));
 }

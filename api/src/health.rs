@@ -73,13 +73,9 @@ pub(crate) const GAUGES_TTL: Duration = Duration::from_secs(1);
 /// Reads the broker-wide gauges: queue depths and heads, limits, provider keys.
 async fn read_gauges(state: &AppState) {
     if let Ok(queues) = queue_views(&state.broker, &state.settings).await {
-        let names: Vec<String> = queues.iter().map(|q| q.name.clone()).collect();
-        if let Ok(heads) = state.broker.queue_heads(&names).await {
-            let now = weir_shared::job::now_ms().0;
-            for (name, head) in names.iter().zip(heads) {
-                let age = head.map_or(0.0, |due| (now - due.0).max(0) as f64 / 1000.0);
-                metrics::gauge!("weir_queue_oldest_age_seconds", "queue" => name.clone()).set(age);
-            }
+        for q in &queues {
+            metrics::gauge!("weir_queue_oldest_age_seconds", "queue" => q.name.clone())
+                .set(q.oldest_age_seconds.unwrap_or(0.0));
         }
         for q in queues {
             for (job_state, count) in q.counts {

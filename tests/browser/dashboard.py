@@ -61,6 +61,7 @@ with sync_playwright() as p:
         want = str(queues["mail"]["counts"].get(s, 0))
         check(cells[1 + i] == want, f"mail {s}: page shows {cells[1 + i]}, API says {want}")
     check("paused" in cells[-2], f"mail shows paused: {cells}")
+    check(cells[9] != "-", f"mail's next job has an age: {cells}")
 
     # The failed job: open it, retry it, and the API sees it queued.
     page.click("nav button[data-view='failed']")

@@ -102,9 +102,6 @@ async fn read(
     previous: Option<(&Snapshot, Instant)>,
 ) -> Result<Snapshot, weir_shared::broker::BrokerError> {
     let views = queue_views(broker, settings).await?;
-    let names: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
-    let heads = broker.queue_heads(&names).await?;
-    let now = now_ms().0;
     let before: HashMap<&str, u64> = previous
         .map(|(p, _)| {
             p.queues
@@ -116,14 +113,13 @@ async fn read(
     let elapsed = previous.map_or(0.0, |(_, at)| at.elapsed().as_secs_f64());
     let queues = views
         .into_iter()
-        .zip(heads)
-        .map(|(view, head)| {
+        .map(|view| {
             let rate = match before.get(view.name.as_str()) {
                 Some(was) if elapsed > 0.0 => finished(&view).saturating_sub(*was) as f64 / elapsed,
                 _ => 0.0,
             };
             QueueLine {
-                oldest: head.map(|due| (now - due.0).max(0) as f64 / 1000.0),
+                oldest: view.oldest_age_seconds,
                 rate,
                 view,
             }
@@ -441,6 +437,7 @@ mod tests {
             counts,
             consumers: 0,
             unconsumed: queued > 0,
+            oldest_age_seconds: None,
         }
     }
 

@@ -25,6 +25,9 @@ pub struct QueueView {
     /// True when jobs wait (queued) and no live worker serves the queue:
     /// they would wait forever without an error, so it is flagged.
     pub unconsumed: bool,
+    /// How long the job a worker would take next has been due, in seconds;
+    /// `None` with nothing queued.
+    pub oldest_age_seconds: Option<f64>,
 }
 
 /// Every declared queue, in declared order, then any other queue the broker
@@ -54,6 +57,7 @@ pub async fn queue_views(
             unconsumed: consumers == 0 && counts.get(&JobState::Queued).copied().unwrap_or(0) > 0,
             consumers,
             counts,
+            oldest_age_seconds: None,
         }
     };
     let mut out: Vec<QueueView> = settings
@@ -66,5 +70,11 @@ pub async fn queue_views(
             .into_iter()
             .map(|(name, q)| view(&name, false, Some(q))),
     );
+    let names: Vec<String> = out.iter().map(|v| v.name.clone()).collect();
+    let heads = broker.queue_heads(&names).await?;
+    let now = crate::job::now_ms().0;
+    for (v, head) in out.iter_mut().zip(heads) {
+        v.oldest_age_seconds = head.map(|due| (now - due.0).max(0) as f64 / 1000.0);
+    }
     Ok(out)
 }
