@@ -21,8 +21,8 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-async function api(method, path, body) {
-  const headers = { Authorization: "Bearer " + state.key };
+async function api(method, path, body, extra) {
+  const headers = Object.assign({ Authorization: "Bearer " + state.key }, extra || {});
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   let json = null;
@@ -72,7 +72,8 @@ function age(seconds) {
 }
 
 async function showQueues(view) {
-  const { status: s, json } = await api("GET", "/v1/queues");
+  // Counts up to a second old will do: open pages share one count a second.
+  const { status: s, json } = await api("GET", "/v1/queues", undefined, { "Cache-Control": "max-age=1" });
   if (s !== 200) return status("queues: " + s);
   const rates = throughput(json.data);
   const headers = ["queue", ...STATES.map(x => ({ label: x, num: true })), { label: "consumers", num: true },

@@ -10,7 +10,6 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use std::time::Duration;
-use weir_shared::inspect::queue_views;
 
 /// `GET /healthz`: 200 while the process serves requests.
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, body = serde_json::Value, description = "The process answers")))]
@@ -72,7 +71,7 @@ pub(crate) const GAUGES_TTL: Duration = Duration::from_secs(1);
 
 /// Reads the broker-wide gauges: queue depths and heads, limits, provider keys.
 async fn read_gauges(state: &AppState) {
-    if let Ok(queues) = queue_views(&state.broker, &state.settings).await {
+    if let Ok(queues) = crate::queues::cached_views(state, Some(GAUGES_TTL)).await {
         for q in &queues {
             metrics::gauge!("weir_queue_oldest_age_seconds", "queue" => q.name.clone())
                 .set(q.oldest_age_seconds.unwrap_or(0.0));

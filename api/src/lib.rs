@@ -77,7 +77,13 @@ pub struct AppState {
     /// When `/metrics` last read the broker-wide gauges (they are read at
     /// most once per [`health::GAUGES_TTL`], however many scrape).
     pub(crate) gauges_read_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// The last queue views read, and when: served to a caller that
+    /// accepts them that old (`Cache-Control: max-age=N`: the dashboard).
+    pub(crate) queue_cache: Arc<std::sync::Mutex<Option<CachedQueues>>>,
 }
+
+/// Queue views and when they were read.
+type CachedQueues = (std::time::Instant, Vec<weir_shared::inspect::QueueView>);
 
 impl AppState {
     /// State with no metrics recorder and no extra tasks.
@@ -91,6 +97,7 @@ impl AppState {
             limiter: Arc::new(LocalRateLimiter::default()),
             watchers,
             gauges_read_at: Arc::default(),
+            queue_cache: Arc::default(),
             closing,
             auth_failures: Arc::new(limits::AuthFailures::new(settings.http.auth_failure_limit)),
             streams: Arc::new(limits::Streams::new(

@@ -26,10 +26,44 @@ async fn one(state: &AppState, name: &str) -> Result<QueueView, ApiError> {
 
 /// `GET /v1/queues`.
 #[utoipa::path(get, path = "/v1/queues", tag = "queues", responses((status = 200, body = serde_json::Value, description = "Every queue with its counts"), (status = 401, body = ErrorBody, description = "No or an unknown API key")))]
-pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let queues = queue_views(&state.broker, &state.settings).await?;
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    // `Cache-Control: max-age=N`: the caller accepts counts up to N seconds
+    // old, so any number of open dashboards cost one count per N seconds.
+    let max_age = headers
+        .get(axum::http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|d| d.trim().strip_prefix("max-age=")?.parse::<u64>().ok())
+        });
+    let queues = cached_views(&state, max_age.map(std::time::Duration::from_secs)).await?;
     let retention = state.settings.broker.retention().to_json();
     Ok(Json(json!({"data": queues, "retention": retention})))
+}
+
+/// The queue views, from the cache when a caller accepts them `max_age` old.
+pub(crate) async fn cached_views(
+    state: &AppState,
+    max_age: Option<std::time::Duration>,
+) -> Result<Vec<QueueView>, ApiError> {
+    let lock = || {
+        state
+            .queue_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some(max_age) = max_age
+        && let Some((at, views)) = lock().as_ref()
+        && at.elapsed() <= max_age
+    {
+        return Ok(views.clone());
+    }
+    let views = queue_views(&state.broker, &state.settings).await?;
+    *lock() = Some((std::time::Instant::now(), views.clone()));
+    Ok(views)
 }
 
 /// `GET /v1/queues/{name}`.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_tests::{Sandbox, wait_until};
 
+mod list_bench;
 mod outbound_bench;
 mod postgres_bench;
 mod redis_bench;
@@ -175,6 +176,7 @@ async fn main() -> Result<()> {
         "pool" => pool_report().await,
         "flow" => flow_report().await,
         "outbound" => outbound_bench::report().await,
+        "list" => list_bench::report().await,
         other => {
             bail!("unknown benchmark `{other}`: sqlite, redis, redis-http, postgres, pool or flow")
         }
