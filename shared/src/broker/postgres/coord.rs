@@ -121,30 +121,24 @@ impl Coordination for PostgresBroker {
 /// Deletes limiter rows whose bucket is full again and ended cooldowns,
 /// in bounded batches (part of the maintenance pass).
 pub(super) async fn sweep(pool: &PgPool) -> BrokerResult<()> {
-    sqlx::query(
-        "DELETE FROM coord_limits WHERE key IN (SELECT key FROM coord_limits \
-         WHERE tat < (extract(epoch FROM clock_timestamp()) * 1000000)::bigint \
-         LIMIT $1 FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(SWEEP_BATCH)
-    .execute(pool)
-    .await
-    .map_err(from_sqlx)?;
-    sqlx::query(
-        "DELETE FROM coord_cooldowns WHERE key IN (SELECT key FROM coord_cooldowns \
-         WHERE until_ms < now_ms() LIMIT $1 FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(SWEEP_BATCH)
-    .execute(pool)
-    .await
-    .map_err(from_sqlx)?;
-    sqlx::query(
-        "DELETE FROM coord_counters WHERE key IN (SELECT key FROM coord_counters \
-         WHERE expires_at < now_ms() LIMIT $1 FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(SWEEP_BATCH)
-    .execute(pool)
-    .await
-    .map_err(from_sqlx)?;
+    // Each table with the condition of a row whose time has passed.
+    for (table, passed) in [
+        (
+            "coord_limits",
+            "tat < (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+        ),
+        ("coord_cooldowns", "until_ms < now_ms()"),
+        ("coord_counters", "expires_at < now_ms()"),
+    ] {
+        let sql = format!(
+            "DELETE FROM {table} WHERE key IN (SELECT key FROM {table} \
+             WHERE {passed} LIMIT $1 FOR UPDATE SKIP LOCKED)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(SWEEP_BATCH)
+            .execute(pool)
+            .await
+            .map_err(from_sqlx)?;
+    }
     Ok(())
 }

@@ -119,32 +119,80 @@ impl Coordination for SqliteBroker {
 /// Deletes limiter rows whose bucket is full again and ended cooldowns,
 /// in bounded batches (part of the maintenance pass).
 pub(super) async fn sweep(conn: &mut sqlx::SqliteConnection) -> BrokerResult<()> {
-    sqlx::query(
-        "DELETE FROM coord_limits WHERE key IN \
-         (SELECT key FROM coord_limits WHERE tat < ?1 LIMIT ?2)",
-    )
-    .bind(now_us())
-    .bind(SWEEP_BATCH)
-    .execute(&mut *conn)
-    .await
-    .map_err(from_sqlx)?;
-    sqlx::query(
-        "DELETE FROM coord_cooldowns WHERE key IN \
-         (SELECT key FROM coord_cooldowns WHERE until_ms < ?1 LIMIT ?2)",
-    )
-    .bind(now_ms().0)
-    .bind(SWEEP_BATCH)
-    .execute(&mut *conn)
-    .await
-    .map_err(from_sqlx)?;
-    sqlx::query(
-        "DELETE FROM coord_counters WHERE key IN \
-         (SELECT key FROM coord_counters WHERE expires_at < ?1 LIMIT ?2)",
-    )
-    .bind(now_ms().0)
-    .bind(SWEEP_BATCH)
-    .execute(&mut *conn)
-    .await
-    .map_err(from_sqlx)?;
+    // Each table with the column whose time has passed, and that time.
+    for (table, column, now) in [
+        ("coord_limits", "tat", now_us()),
+        ("coord_cooldowns", "until_ms", now_ms().0),
+        ("coord_counters", "expires_at", now_ms().0),
+    ] {
+        let sql = format!(
+            "DELETE FROM {table} WHERE key IN (SELECT key FROM {table} WHERE {column} < ?1 LIMIT ?2)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(SWEEP_BATCH)
+            .execute(&mut *conn)
+            .await
+            .map_err(from_sqlx)?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::broker::sqlite::{Durability, SqliteBroker};
+    use crate::broker::{Broker, Coordination};
+    use crate::limit::{KeyedRate, Rate};
+    use std::time::Duration;
+
+    /// Maintenance deletes spent limiter rows, ended cooldowns and
+    /// forgotten counters, and keeps live ones.
+    #[tokio::test]
+    async fn maintenance_sweeps_what_has_passed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("weir.db");
+        let broker = SqliteBroker::open(path.to_str().expect("utf-8"), Durability::Normal)
+            .await
+            .expect("broker");
+        let fast = KeyedRate {
+            rate: Rate {
+                count: 1000,
+                period: Duration::from_secs(1),
+            },
+            burst: 1,
+        };
+        broker.admit("spent", fast, 1).await.expect("admit");
+        broker
+            .cool("ended", Duration::from_millis(1))
+            .await
+            .expect("cool");
+        broker
+            .cool("live", Duration::from_secs(60))
+            .await
+            .expect("cool");
+        broker
+            .count("forgotten", 1, Duration::from_millis(1))
+            .await
+            .expect("count");
+        broker
+            .count("kept", 1, Duration::from_secs(60))
+            .await
+            .expect("count");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        broker.maintain().await.expect("maintain");
+        let rows = |table: &'static str| {
+            let pool = broker.reader.clone();
+            async move {
+                sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+                    "SELECT key FROM {table} ORDER BY key"
+                )))
+                .fetch_all(&pool)
+                .await
+                .expect("rows")
+            }
+        };
+        assert!(rows("coord_limits").await.is_empty());
+        assert_eq!(rows("coord_cooldowns").await, vec!["live"]);
+        assert_eq!(rows("coord_counters").await, vec!["kept"]);
+    }
 }
