@@ -27,6 +27,8 @@ mod mail;
 pub mod node;
 mod provider;
 mod relay;
+
+pub use relay::JOB_BUCKETS;
 mod supervisor;
 pub mod task;
 mod warmup;

@@ -138,15 +138,11 @@ impl Provider {
             let response = match sent {
                 Ok(r) => r,
                 Err(e) => {
-                    let _ = pool
-                        .report(
-                            index,
-                            Report {
-                                estimated_tokens: estimate,
-                                ..Report::default()
-                            },
-                        )
-                        .await;
+                    let report = Report {
+                        estimated_tokens: estimate,
+                        ..Report::default()
+                    };
+                    self.record(pool, index, report).await;
                     let message = self.scrub(&e.to_string());
                     return Err(match e {
                         CallError::Timeout(_) | CallError::Connect(_) => TaskError::retry(message),
@@ -164,9 +160,7 @@ impl Provider {
                 estimated_tokens: estimate,
                 used_tokens: used,
             };
-            if let Err(e) = pool.report(index, report).await {
-                tracing::warn!(provider = %self.name, error = %e, "Key pool state not updated");
-            }
+            self.record(pool, index, report).await;
             let throttled =
                 response.status == 429 || (response.status == 503 && retry_after.is_some());
             if throttled {
@@ -186,6 +180,14 @@ impl Provider {
                 ))));
             }
             return Ok(response);
+        }
+    }
+
+    /// Records how a call went in the pool; the call's outcome stands
+    /// whether or not the pool's state could be written.
+    async fn record(&self, pool: &KeyPool, index: usize, report: Report) {
+        if let Err(e) = pool.report(index, report).await {
+            tracing::warn!(provider = %self.name, error = %e, "Key pool state not updated");
         }
     }
 

@@ -20,9 +20,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// the rest go as counts per bucket (exact counts, approximate sum).
 pub const MAX_SAMPLES: usize = 4096;
 
-/// Upper bounds the overflow of a histogram is counted in: the buckets of
-/// the job histograms, then the largest sample seen.
-const OVERFLOW_BOUNDS: [f64; 12] = [
+/// Buckets of the job histograms (`weir_job_duration_seconds`,
+/// `weir_job_wait_seconds`): a no-op to a ten-minute `document.index`.
+/// A histogram's overflow beyond [`MAX_SAMPLES`] is counted in them too.
+pub const JOB_BUCKETS: [f64; 12] = [
     0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0,
 ];
 
@@ -103,17 +104,17 @@ impl Relay {
             if samples.len() > MAX_SAMPLES {
                 let rest = samples.split_off(MAX_SAMPLES);
                 let top = rest.iter().copied().fold(f64::MIN, f64::max);
-                let mut counts = vec![0u64; OVERFLOW_BOUNDS.len() + 1];
+                let mut counts = vec![0u64; JOB_BUCKETS.len() + 1];
                 for v in rest {
-                    let i = OVERFLOW_BOUNDS
+                    let i = JOB_BUCKETS
                         .iter()
                         .position(|b| v <= *b)
-                        .unwrap_or(OVERFLOW_BOUNDS.len());
+                        .unwrap_or(JOB_BUCKETS.len());
                     counts[i] += 1;
                 }
                 for (i, n) in counts.into_iter().enumerate() {
                     if n > 0 {
-                        buckets.push((OVERFLOW_BOUNDS.get(i).copied().unwrap_or(top), n));
+                        buckets.push((JOB_BUCKETS.get(i).copied().unwrap_or(top), n));
                     }
                 }
             }

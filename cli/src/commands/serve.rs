@@ -17,11 +17,6 @@ const HTTP_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Buckets of the job histograms: a no-op to a ten-minute `document.index`.
-const JOB_BUCKETS: [f64; 12] = [
-    0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0,
-];
-
 /// Installs this process's Prometheus recorder and records
 /// `weir_build_info{version}`; `None` (with a warning) if it cannot.
 fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
@@ -34,11 +29,14 @@ fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
         .and_then(|b| {
             b.set_buckets_for_metric(
                 Matcher::Full("weir_job_duration_seconds".into()),
-                &JOB_BUCKETS,
+                &weir_worker::JOB_BUCKETS,
             )
         })
         .and_then(|b| {
-            b.set_buckets_for_metric(Matcher::Full("weir_job_wait_seconds".into()), &JOB_BUCKETS)
+            b.set_buckets_for_metric(
+                Matcher::Full("weir_job_wait_seconds".into()),
+                &weir_worker::JOB_BUCKETS,
+            )
         })
         .unwrap_or_else(|_| PrometheusBuilder::new());
     match builder.install_recorder() {

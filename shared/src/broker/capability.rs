@@ -115,3 +115,13 @@ pub trait Coordination: Send + Sync + 'static {
     /// For each key, its counter (0 for one never counted or forgotten).
     async fn counters(&self, keys: &[String]) -> BrokerResult<Vec<i64>>;
 }
+
+/// Counter values in the order of `keys`, from the (key, value) rows a
+/// store found (0 for a key it did not find): the SQL backends' answer to
+/// [`Coordination::counters`].
+pub(crate) fn in_key_order(keys: &[String], rows: Vec<(String, i64)>) -> Vec<i64> {
+    let values: std::collections::HashMap<String, i64> = rows.into_iter().collect();
+    keys.iter()
+        .map(|k| values.get(k).copied().unwrap_or(0))
+        .collect()
+}

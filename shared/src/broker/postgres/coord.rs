@@ -110,11 +110,7 @@ impl Coordination for PostgresBroker {
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        let values: HashMap<String, i64> = rows.into_iter().collect();
-        Ok(keys
-            .iter()
-            .map(|k| values.get(k).copied().unwrap_or(0))
-            .collect())
+        Ok(crate::broker::capability::in_key_order(keys, rows))
     }
 }
 
