@@ -128,6 +128,12 @@ impl From<BrokerError> for ApiError {
             BrokerError::UniqueKeyHeld { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "unique_key_held", e.to_string())
             }
+            BrokerError::WorkflowNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "workflow not found")
+            }
+            BrokerError::WorkflowConflict(message) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
             BrokerError::Invalid(message) => ApiError::invalid("invalid", message),
             BrokerError::Unavailable(detail) => {
                 if let Some(suppressed) = OUTAGE_LOG.admit() {

@@ -59,6 +59,8 @@ impl From<BrokerError> for Failure {
             BrokerError::NotFound => Failure::Refused("no job with that id".into()),
             BrokerError::Conflict(state) => Failure::Refused(format!("the job is {state}")),
             BrokerError::UniqueKeyHeld { .. } => Failure::Refused(e.to_string()),
+            BrokerError::WorkflowNotFound => Failure::Refused("no workflow with that id".into()),
+            BrokerError::WorkflowConflict(message) => Failure::Refused(message),
             BrokerError::Config(message) => Failure::Usage(format!("WEIR_BROKER_URL: {message}")),
             BrokerError::Unavailable(_) | BrokerError::Internal { .. } => {
                 Failure::Runtime(anyhow::Error::new(e))

@@ -4,8 +4,13 @@
 //! (unique ids, known parents, no cycle, the limits below), and a refusal
 //! names the step at fault.
 
+use crate::broker::{EnqueueRequest, Scope};
+use crate::job::{Job, JobId, JobState, Millis};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
 
 /// Steps in one workflow at most: one atomic submit and cancel.
 pub const MAX_STEPS: usize = 1000;
@@ -17,7 +22,7 @@ pub const MAX_EDGES: usize = 10_000;
 pub const MAX_STEP_ID_LEN: usize = 64;
 
 /// What a step does when a parent ends `failed` or `cancelled`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnParentFailure {
     /// It ends `cancelled` with the reason, and the same rule applies to
@@ -29,6 +34,26 @@ pub enum OnParentFailure {
     Skip,
     /// It runs anyway, and sees the failed parent's error.
     Run,
+}
+
+impl OnParentFailure {
+    /// The name used in JSON and in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnParentFailure::Cancel => "cancel",
+            OnParentFailure::Skip => "skip",
+            OnParentFailure::Run => "run",
+        }
+    }
+
+    /// Reads a stored name; anything unknown is the default.
+    pub fn parse_stored(s: &str) -> Self {
+        match s {
+            "skip" => OnParentFailure::Skip,
+            "run" => OnParentFailure::Run,
+            _ => OnParentFailure::Cancel,
+        }
+    }
 }
 
 /// The shape of one step: its id and the ids of its parents.
@@ -80,6 +105,14 @@ pub enum WorkflowError {
     /// The needs form a cycle through this step.
     #[error("the needs form a cycle through step `{0}`")]
     Cycle(String),
+    /// A job field a step cannot have.
+    #[error("step `{step}` sets `{field}`, which a workflow step cannot have")]
+    StepField {
+        /// The step.
+        step: String,
+        /// The field.
+        field: &'static str,
+    },
 }
 
 impl WorkflowError {
@@ -91,7 +124,8 @@ impl WorkflowError {
             | WorkflowError::TooManyNeeds(s)
             | WorkflowError::Cycle(s) => Some(s),
             WorkflowError::UnknownParent { step, .. }
-            | WorkflowError::RepeatedParent { step, .. } => Some(step),
+            | WorkflowError::RepeatedParent { step, .. }
+            | WorkflowError::StepField { step, .. } => Some(step),
             _ => None,
         }
     }
@@ -189,6 +223,374 @@ pub fn validate(steps: &[StepShape<'_>]) -> Result<Vec<usize>, WorkflowError> {
     }
     Ok(order)
 }
+
+/// One step of a workflow to submit: an ordinary job plus its place in
+/// the DAG.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRequest {
+    /// Unique in the workflow.
+    pub id: String,
+    /// Parent step ids.
+    pub needs: Vec<String>,
+    /// What the step does when a parent ends `failed` or `cancelled`.
+    pub on_parent_failure: OnParentFailure,
+    /// The job (its tenant is the workflow's).
+    pub job: EnqueueRequest,
+}
+
+/// A workflow to submit, in one atomic step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowRequest {
+    /// Owner of the workflow and of every step.
+    pub tenant: String,
+    /// A name for people.
+    pub name: String,
+    /// The steps, in any order.
+    pub steps: Vec<StepRequest>,
+}
+
+impl WorkflowRequest {
+    /// Checks the steps as a whole; returns them parents first (indexes).
+    pub fn validate(&self) -> Result<Vec<usize>, WorkflowError> {
+        let shapes: Vec<StepShape<'_>> = self
+            .steps
+            .iter()
+            .map(|s| StepShape {
+                id: &s.id,
+                needs: &s.needs,
+            })
+            .collect();
+        validate(&shapes)
+    }
+}
+
+/// One step of a [`Plan`]: the job to store and its DAG columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedStep {
+    /// Its index in the submitted list (the order a workflow shows).
+    pub no: usize,
+    /// The job: `queued` for a root, `waiting` for the rest, with its
+    /// `workflow` set.
+    pub job: Job,
+    /// Parents not yet ended: all of them.
+    pub pending: usize,
+    /// Its policy.
+    pub policy: OnParentFailure,
+}
+
+/// A validated workflow as the brokers store it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The workflow's id.
+    pub id: JobId,
+    /// Its steps, parents before children. Job ids are handed out in this
+    /// order, so a parent's id is always below its children's: a backend
+    /// that locks rows in id order then never deadlocks a release against
+    /// a cancel.
+    pub steps: Vec<PlannedStep>,
+    /// (parent job, child job).
+    pub edges: Vec<(JobId, JobId)>,
+}
+
+impl WorkflowRequest {
+    /// Validates the workflow and plans its rows at `now`.
+    pub fn plan(&self, now: Millis) -> Result<Plan, WorkflowError> {
+        let order = self.validate()?;
+        for s in &self.steps {
+            let field = if s.job.unique_key.is_some() {
+                Some("unique_key")
+            } else if s.job.run_at.is_some() {
+                Some("run_at")
+            } else {
+                None
+            };
+            if let Some(field) = field {
+                return Err(WorkflowError::StepField {
+                    step: s.id.clone(),
+                    field,
+                });
+            }
+        }
+        let id = JobId::new();
+        let mut ids: HashMap<&str, JobId> = HashMap::with_capacity(order.len());
+        for &i in &order {
+            ids.insert(self.steps[i].id.as_str(), JobId::new());
+        }
+        let mut edges = Vec::new();
+        let mut steps = Vec::with_capacity(order.len());
+        for &i in &order {
+            let s = &self.steps[i];
+            let job_id = ids[s.id.as_str()];
+            let mut request = s.job.clone();
+            request.tenant.clone_from(&self.tenant);
+            let mut job = request.into_job(job_id, now, now);
+            if !s.needs.is_empty() {
+                job.state = JobState::Waiting;
+            }
+            job.workflow = Some(JobWorkflow {
+                id,
+                step: s.id.clone(),
+                needs: s.needs.clone(),
+            });
+            edges.extend(s.needs.iter().map(|p| (ids[p.as_str()], job_id)));
+            steps.push(PlannedStep {
+                no: i,
+                job,
+                pending: s.needs.len(),
+                policy: s.on_parent_failure,
+            });
+        }
+        Ok(Plan { id, steps, edges })
+    }
+}
+
+/// A step's place in its workflow, as a job shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobWorkflow {
+    /// The workflow's id.
+    #[schema(value_type = String)]
+    pub id: JobId,
+    /// The step's id in it.
+    pub step: String,
+    /// The steps it waits for.
+    pub needs: Vec<String>,
+}
+
+/// A workflow's state, derived from its steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkflowState {
+    /// Some step is unfinished.
+    Running,
+    /// Every step succeeded or was skipped.
+    Succeeded,
+    /// Every step ended and one failed.
+    Failed,
+    /// Every step ended, and the workflow (or a step, by hand) was cancelled.
+    Cancelled,
+}
+
+impl WorkflowState {
+    /// The name used in JSON, SQL and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowState::Running => "running",
+            WorkflowState::Succeeded => "succeeded",
+            WorkflowState::Failed => "failed",
+            WorkflowState::Cancelled => "cancelled",
+        }
+    }
+
+    /// The state of a workflow whose steps are in `steps` (state, skipped):
+    /// `running` while one is unfinished; then `cancelled` if the workflow
+    /// was cancelled; else `failed` if a step failed; else `cancelled` if a
+    /// step was cancelled (not skipped); else `succeeded`.
+    pub fn derive(
+        cancel_requested: bool,
+        steps: impl IntoIterator<Item = (JobState, bool)>,
+    ) -> WorkflowState {
+        let (mut unfinished, mut failed, mut cancelled) = (false, false, false);
+        for (state, skipped) in steps {
+            match state {
+                JobState::Failed => failed = true,
+                JobState::Cancelled if !skipped => cancelled = true,
+                s if !s.is_terminal() => unfinished = true,
+                _ => {}
+            }
+        }
+        if unfinished {
+            WorkflowState::Running
+        } else if cancel_requested {
+            WorkflowState::Cancelled
+        } else if failed {
+            WorkflowState::Failed
+        } else if cancelled {
+            WorkflowState::Cancelled
+        } else {
+            WorkflowState::Succeeded
+        }
+    }
+}
+
+impl fmt::Display for WorkflowState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for WorkflowState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "running" => Ok(WorkflowState::Running),
+            "succeeded" => Ok(WorkflowState::Succeeded),
+            "failed" => Ok(WorkflowState::Failed),
+            "cancelled" => Ok(WorkflowState::Cancelled),
+            other => Err(format!(
+                "unknown workflow state `{other}`: use running, succeeded, failed or cancelled"
+            )),
+        }
+    }
+}
+
+/// One step as a workflow shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StepView {
+    /// The step's id.
+    pub id: String,
+    /// Its job.
+    #[schema(value_type = String)]
+    pub job_id: JobId,
+    /// Its job's state (`waiting` until its parents end).
+    pub state: JobState,
+    /// The steps it waits for.
+    pub needs: Vec<String>,
+    /// What it does when a parent fails.
+    pub on_parent_failure: OnParentFailure,
+    /// True for a step ended by `skip` (its state is `cancelled`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+    /// Its job's last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A workflow as every API and `--json` command shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Workflow {
+    /// UUIDv7 id.
+    #[schema(value_type = String)]
+    pub id: JobId,
+    /// Owner.
+    pub tenant: String,
+    /// The name it was submitted with.
+    pub name: String,
+    /// Derived from its steps.
+    pub state: WorkflowState,
+    /// Every step, in submit order.
+    pub steps: Vec<StepView>,
+    /// When it was submitted.
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Millis,
+    /// When its last step ended.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<Millis>,
+}
+
+impl Workflow {
+    /// The step with this id.
+    pub fn step(&self, id: &str) -> Option<&StepView> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+}
+
+/// A parent step's end, as its children's handlers read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParentOutcome {
+    /// The parent's step id.
+    pub step: String,
+    /// Its job.
+    pub job_id: JobId,
+    /// `succeeded`, `failed` or `cancelled`.
+    pub state: JobState,
+    /// Its result (null unless succeeded).
+    pub result: Value,
+    /// Its error, if it failed or was cancelled.
+    pub error: Option<String>,
+    /// True when it was skipped.
+    pub skipped: bool,
+}
+
+/// A page of workflows, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowListRequest {
+    /// Whose workflows.
+    pub scope: Scope,
+    /// Only this state.
+    pub state: Option<WorkflowState>,
+    /// Page size.
+    pub limit: usize,
+    /// Start after this id (the previous page's `next_cursor`).
+    pub cursor: Option<JobId>,
+}
+
+/// One page of workflows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkflowPage {
+    /// Workflows, newest first.
+    pub data: Vec<Workflow>,
+    /// Pass as `cursor` to get the next page.
+    #[schema(value_type = Option<String>)]
+    pub next_cursor: Option<JobId>,
+    /// True when there are more after this page.
+    pub has_more: bool,
+}
+
+/// The error a step's children carry when it ended `failed` or
+/// `cancelled` and their policy is `cancel`.
+pub fn parent_failed(step: &str) -> String {
+    format!("parent step `{step}` failed or was cancelled")
+}
+
+/// The refusal of a job retry on a workflow step: steps are retried with
+/// their workflow, so the DAG's counts stay whole.
+pub fn retry_the_workflow() -> crate::broker::BrokerError {
+    crate::broker::BrokerError::WorkflowConflict(
+        "the job is a workflow step: retry its workflow (POST /v1/workflows/{id}/retry)".into(),
+    )
+}
+
+/// What a waiting child does after a parent ended: the rule of every
+/// backend's release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// Ends `cancelled` now with this error; its children follow.
+    Cancel(String),
+    /// Ends `cancelled` as skipped; its children proceed.
+    Skip,
+    /// Its last parent ended: it is queued.
+    Queue,
+    /// It still waits for other parents.
+    Wait,
+}
+
+impl Release {
+    /// The rule for a child with `pending` parents left, whose first
+    /// failed (or cancelled) parent is `failed_parent`.
+    pub fn of(failed_parent: Option<&str>, policy: OnParentFailure, pending: i64) -> Release {
+        match (failed_parent, policy, pending) {
+            (Some(parent), OnParentFailure::Cancel, _) => Release::Cancel(parent_failed(parent)),
+            (Some(_), OnParentFailure::Skip, 0) => Release::Skip,
+            (_, _, p) if p <= 0 => Release::Queue,
+            _ => Release::Wait,
+        }
+    }
+}
+
+/// The refusal of a cancel of a workflow that has ended.
+pub fn nothing_to_cancel(state: impl fmt::Display) -> crate::broker::BrokerError {
+    crate::broker::BrokerError::WorkflowConflict(format!(
+        "the workflow has ended ({state}): there is nothing to cancel"
+    ))
+}
+
+/// The refusal of a retry of a workflow that runs.
+pub fn still_running() -> crate::broker::BrokerError {
+    crate::broker::BrokerError::WorkflowConflict(
+        "the workflow is still running: cancel it or wait for it to end".into(),
+    )
+}
+
+/// The refusal of a retry of a workflow whose every step succeeded.
+pub fn nothing_to_retry() -> crate::broker::BrokerError {
+    crate::broker::BrokerError::WorkflowConflict(
+        "no step failed or was cancelled: there is nothing to retry".into(),
+    )
+}
+
+/// The error of a step ended by `skip`.
+pub const SKIPPED: &str = "skipped";
 
 #[cfg(test)]
 mod tests {

@@ -20,6 +20,12 @@ pub enum BrokerError {
     /// The job is in a state that does not allow this.
     #[error("job is {0}")]
     Conflict(JobState),
+    /// No such workflow (or not the caller's).
+    #[error("workflow not found")]
+    WorkflowNotFound,
+    /// The workflow is in a state that does not allow this.
+    #[error("{0}")]
+    WorkflowConflict(String),
     /// An unfinished job of the same tenant and task already holds the
     /// unique key this call needs.
     #[error("an unfinished job of this task already holds its unique_key")]

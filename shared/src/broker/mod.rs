@@ -51,6 +51,9 @@ pub use request::*;
 pub use retention::Retention;
 
 use crate::job::{Job, JobId};
+use crate::workflow::{
+    ParentOutcome, Workflow, WorkflowListRequest, WorkflowPage, WorkflowRequest,
+};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::sync::Arc;
@@ -100,6 +103,37 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Checks that the broker answers.
     async fn ping(&self) -> BrokerResult<()>;
+
+    /// Adds a workflow, already validated ([`WorkflowRequest::validate`]),
+    /// in one atomic step: its record, every step's job (roots `queued`,
+    /// the rest `waiting`) and every edge, or nothing. From then on a
+    /// step's terminal transition (completion, cancel, the reaper's dead
+    /// letter) releases, cancels or skips its children in the same atomic
+    /// step, by their `on_parent_failure`.
+    async fn submit_workflow(&self, request: WorkflowRequest) -> BrokerResult<Workflow>;
+
+    /// One workflow with every step; [`BrokerError::WorkflowNotFound`]
+    /// outside the scope.
+    async fn get_workflow(&self, scope: &Scope, id: JobId) -> BrokerResult<Workflow>;
+
+    /// A page of workflows, newest first.
+    async fn list_workflows(&self, request: WorkflowListRequest) -> BrokerResult<WorkflowPage>;
+
+    /// Cancels every unfinished step in one atomic step (running ones lose
+    /// their lease, as by [`Broker::cancel`]); the workflow ends
+    /// `cancelled`. [`BrokerError::WorkflowConflict`] when it had ended.
+    async fn cancel_workflow(&self, scope: &Scope, id: JobId) -> BrokerResult<Workflow>;
+
+    /// Puts an ended workflow's failed and cancelled steps back, in one
+    /// atomic step: each with a fresh retry budget, `queued` when none of
+    /// its parents is among them, else `waiting`; succeeded steps keep
+    /// their results. [`BrokerError::WorkflowConflict`] while it runs or
+    /// when no step failed or was cancelled.
+    async fn retry_workflow(&self, scope: &Scope, id: JobId) -> BrokerResult<Workflow>;
+
+    /// The ends of a running step's parents, fenced on its lease: an error
+    /// once the lease is no longer held (which also keeps tenants apart).
+    async fn parent_outcomes(&self, lease: Lease) -> BrokerResult<Vec<ParentOutcome>>;
 
     /// Waits until new work may be available, or `max` at most. Workers call
     /// it after an empty claim; a backend with a wake-up signal returns as

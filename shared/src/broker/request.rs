@@ -62,6 +62,7 @@ impl EnqueueRequest {
             timeout_ms: self.timeout_ms,
             unique_key: self.unique_key,
             serial_key: self.serial_key,
+            workflow: None,
             created_at: now,
             run_at,
             started_at: None,

@@ -121,6 +121,29 @@ pub async fn explain(
                 ),
             ));
         }
+        JobState::Waiting => {
+            let message = match &job.workflow {
+                Some(wf) => {
+                    let open: Vec<String> = match broker.get_workflow(viewer, wf.id).await {
+                        Ok(workflow) => wf
+                            .needs
+                            .iter()
+                            .filter(|n| workflow.step(n).is_some_and(|s| !s.state.is_terminal()))
+                            .map(|n| format!("`{n}`"))
+                            .collect(),
+                        Err(_) => wf.needs.iter().map(|n| format!("`{n}`")).collect(),
+                    };
+                    format!(
+                        "step `{}` of workflow {} waits for its parent steps to end: {}",
+                        wf.step,
+                        wf.id,
+                        open.join(", ")
+                    )
+                }
+                None => "waiting for its parent steps to end".to_owned(),
+            };
+            reasons.push(Reason::new("waiting", message));
+        }
         JobState::Scheduled => reasons.push(Reason {
             until: Some(job.run_at.to_rfc3339()),
             ..Reason::new(

@@ -65,6 +65,9 @@ pub struct Job {
     /// enqueue order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial_key: Option<String>,
+    /// For a workflow step: its workflow, step id and parents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<crate::workflow::JobWorkflow>,
     /// When the job was enqueued.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,

@@ -21,6 +21,8 @@ use std::str::FromStr;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
+    /// A workflow step whose parents have not all ended.
+    Waiting,
     /// `run_at` is in the future.
     Scheduled,
     /// Ready to be claimed.
@@ -39,7 +41,8 @@ pub enum JobState {
 
 impl JobState {
     /// Every state, in lifecycle order (the column order of `weir queues`).
-    pub const ALL: [JobState; 7] = [
+    pub const ALL: [JobState; 8] = [
+        JobState::Waiting,
         JobState::Scheduled,
         JobState::Queued,
         JobState::Running,
@@ -52,6 +55,7 @@ impl JobState {
     /// The name used in JSON, SQL and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
+            JobState::Waiting => "waiting",
             JobState::Scheduled => "scheduled",
             JobState::Queued => "queued",
             JobState::Running => "running",
@@ -86,7 +90,7 @@ impl FromStr for JobState {
             .find(|state| state.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown state `{s}`; expected one of scheduled, queued, running, retrying, succeeded, failed, cancelled"
+                    "unknown state `{s}`; expected one of waiting, scheduled, queued, running, retrying, succeeded, failed, cancelled"
                 )
             })
     }

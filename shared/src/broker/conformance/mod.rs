@@ -18,6 +18,7 @@ mod retention;
 mod schedules;
 mod serial;
 mod views;
+mod workflows;
 
 pub use bulk::*;
 pub use jobs::*;
@@ -26,6 +27,7 @@ pub use retention::*;
 pub use schedules::*;
 pub use serial::*;
 pub use views::*;
+pub use workflows::*;
 
 use super::{ClaimRequest, ClaimedJob, EnqueueRequest, Scope, SharedBroker};
 use crate::job::JobState;
@@ -171,7 +173,13 @@ macro_rules! broker_conformance {
             usage_and_position, ticks_fire_once, lifting_a_limit_frees_waiting_jobs_at_once,
             serial_one_at_a_time_in_order, serial_retry_keeps_place,
             serial_survives_crash_cancel_and_caps, snooze_gives_the_attempt_back_and_keeps_the_lane,
-            queue_heads_name_the_next_job);
+            queue_heads_name_the_next_job,
+            workflow_waits_for_last_parent, workflow_submit_validates_atomically,
+            workflow_results_reach_children, workflow_failure_cancels_descendants,
+            workflow_failure_skip_lets_grandchildren_run, workflow_failure_run_still_runs,
+            workflow_cancel_cascades, workflow_retry_keeps_succeeded,
+            workflow_parent_crash_still_releases, waiting_is_counted_and_listed,
+            workflow_step_joins_its_lane_when_released);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(

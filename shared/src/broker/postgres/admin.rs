@@ -2,7 +2,7 @@
 //! jobs, delete finished ones. Each is one statement.
 
 use super::{PostgresBroker, codec, from_sqlx, serial};
-use crate::broker::{Admin, BrokerError, BrokerResult, Scope};
+use crate::broker::{Admin, BrokerError, BrokerResult, Inspect, Scope};
 use crate::job::{Job, JobId};
 use async_trait::async_trait;
 use sqlx::Row;
@@ -43,7 +43,12 @@ impl Admin for PostgresBroker {
                 self.wake.work_added();
                 codec::job(&row)
             }
-            None => Err(self.conflict_or_missing(scope, id).await),
+            None => match self.get(scope, id).await {
+                Ok(Some(job)) if job.workflow.is_some() && job.state.is_terminal() => {
+                    Err(crate::workflow::retry_the_workflow())
+                }
+                _ => Err(self.conflict_or_missing(scope, id).await),
+            },
         }
     }
 
@@ -67,6 +72,7 @@ impl Admin for PostgresBroker {
         let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
         let gone = sqlx::query(
             "DELETE FROM jobs WHERE queue = $1 AND state IN ('scheduled', 'queued', 'retrying') \
+             AND workflow_id IS NULL \
              RETURNING tenant, serial_key",
         )
         .bind(queue)
@@ -85,7 +91,8 @@ impl Admin for PostgresBroker {
         let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
         let done = sqlx::query(
             "DELETE FROM jobs WHERE id = ANY ($1::uuid[]) \
-             AND ($2::text IS NULL OR tenant = $2) AND state IN ('succeeded', 'failed', 'cancelled')",
+             AND ($2::text IS NULL OR tenant = $2) AND state IN ('succeeded', 'failed', 'cancelled') \
+             AND workflow_id IS NULL",
         )
         .bind(ids)
         .bind(scope.tenant())

@@ -49,6 +49,25 @@ fn required_time(row: &PgRow, name: &str) -> BrokerResult<Millis> {
     time_column(row, name)?.ok_or_else(|| bad(format!("{name} is NULL")))
 }
 
+/// A step's place in its workflow, from `workflow_id`, `step` and `needs`.
+fn workflow_column(row: &PgRow) -> BrokerResult<Option<crate::workflow::JobWorkflow>> {
+    let Some(id) = row.try_get::<Option<Uuid>, _>("workflow_id").map_err(bad)? else {
+        return Ok(None);
+    };
+    let needs: Option<String> = row.try_get("needs").map_err(bad)?;
+    Ok(Some(crate::workflow::JobWorkflow {
+        id: JobId(id),
+        step: row
+            .try_get::<Option<String>, _>("step")
+            .map_err(bad)?
+            .unwrap_or_default(),
+        needs: match needs {
+            Some(text) => serde_json::from_str(&text).map_err(bad)?,
+            None => Vec::new(),
+        },
+    }))
+}
+
 /// A full job row (the columns of `JOB_COLUMNS`).
 pub(super) fn job(row: &PgRow) -> BrokerResult<Job> {
     let state: String = row.try_get("state").map_err(bad)?;
@@ -68,6 +87,7 @@ pub(super) fn job(row: &PgRow) -> BrokerResult<Job> {
         timeout_ms: timeout_column(row)?,
         unique_key: row.try_get("unique_key").map_err(bad)?,
         serial_key: row.try_get("serial_key").map_err(bad)?,
+        workflow: workflow_column(row)?,
         created_at: required_time(row, "created_at")?,
         run_at: required_time(row, "run_at")?,
         started_at: time_column(row, "started_at")?,

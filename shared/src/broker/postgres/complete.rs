@@ -5,7 +5,7 @@
 //! holds, so every node can run it at once.
 
 use super::codec::{self, lease_arrays, missing, storable};
-use super::{PROMOTE_BATCH, PostgresBroker, flow, from_sqlx, serial};
+use super::{PROMOTE_BATCH, PostgresBroker, flow, from_sqlx, serial, workflow};
 use crate::broker::retention::RETENTION_BATCH;
 use crate::broker::{BrokerResult, Completion, Lease, Maintenance, Outcome, Scope};
 use crate::job::{Job, JobId, JobState, duration_ms};
@@ -74,6 +74,7 @@ impl PostgresBroker {
         }
         let mut touched: HashSet<Uuid> = HashSet::new();
         let mut lanes = Vec::new();
+        let mut steps = Vec::new();
         let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
         if !ok_ids.is_empty() {
             let rows = sqlx::query(Q_SUCCEED)
@@ -85,6 +86,7 @@ impl PostgresBroker {
                 .map_err(from_sqlx)?;
             touched.extend(ids_of(&rows)?);
             lanes.extend(serial::lanes_of(&rows));
+            steps.extend(workflow::ended_steps(&rows));
         }
         if !bad_ids.is_empty() {
             let rows = sqlx::query(Q_FAIL)
@@ -97,8 +99,12 @@ impl PostgresBroker {
                 .map_err(from_sqlx)?;
             touched.extend(ids_of(&rows)?);
             lanes.extend(serial::lanes_of(&rows));
+            steps.extend(workflow::ended_steps(&rows));
         }
         serial::advance(&mut tx, lanes).await?;
+        if workflow::finish(&mut tx, steps).await? > 0 {
+            self.wake.work_added();
+        }
         if !released.is_empty() {
             let (ids, attempts) = lease_arrays(released.iter().copied());
             let ids: Vec<Uuid> = sqlx::query_scalar(Q_RELEASE)
@@ -155,7 +161,11 @@ impl PostgresBroker {
             .await
             .map_err(from_sqlx)?;
         if let Some(row) = &row {
-            serial::advance(&mut tx, serial::lanes_of(std::slice::from_ref(row))).await?;
+            let rows = std::slice::from_ref(row);
+            serial::advance(&mut tx, serial::lanes_of(rows)).await?;
+            if workflow::finish(&mut tx, workflow::ended_steps(rows)).await? > 0 {
+                self.wake.work_added();
+            }
         }
         tx.commit().await.map_err(from_sqlx)?;
         match row {
@@ -172,6 +182,7 @@ impl PostgresBroker {
             .await
             .map_err(from_sqlx)?;
         serial::advance(&mut tx, serial::lanes_of(&reaped_rows)).await?;
+        let released = workflow::finish(&mut tx, workflow::ended_steps(&reaped_rows)).await?;
         serial::repair(&mut tx).await?;
         tx.commit().await.map_err(from_sqlx)?;
         let reaped: Vec<String> = reaped_rows
@@ -181,7 +192,7 @@ impl PostgresBroker {
         let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
         let promoted = flow::promote(&mut tx, PROMOTE_BATCH).await?;
         tx.commit().await.map_err(from_sqlx)?;
-        if promoted > 0 || reaped.iter().any(|s| s == "queued") {
+        if promoted > 0 || released > 0 || reaped.iter().any(|s| s == "queued") {
             self.wake.work_added();
         }
         sqlx::query(
@@ -248,6 +259,11 @@ impl PostgresBroker {
                         .await
                         .map_err(from_sqlx)?;
                 }
+            }
+        }
+        for state in [JobState::Succeeded, JobState::Failed, JobState::Cancelled] {
+            if let Some(age) = self.retention.of(state) {
+                workflow::retire(&self.pool, state.as_str(), duration_ms(age), batch).await?;
             }
         }
         Ok(())

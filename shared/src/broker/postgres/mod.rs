@@ -38,6 +38,7 @@ mod inspect;
 mod nodes;
 mod notify;
 mod serial;
+mod workflow;
 
 pub use config::PostgresConfig;
 pub use connect::SchemaCleanup;
@@ -47,6 +48,9 @@ use crate::broker::{
     Maintenance, Scope,
 };
 use crate::job::{Job, JobId};
+use crate::workflow::{
+    ParentOutcome, Workflow, WorkflowListRequest, WorkflowPage, WorkflowRequest,
+};
 use async_trait::async_trait;
 use connect::from_sqlx;
 use serde_json::Value;
@@ -58,7 +62,7 @@ use std::time::Duration;
 const JOB_COLUMNS: &str = "id, tenant, task, queue, state, priority, payload::text AS payload, \
      attempts, max_retries, timeout_ms, unique_key, result::text AS result, error, \
      progress::text AS progress, created_at, run_at, started_at, finished_at, lease_owner, \
-     history::text AS history, serial_key";
+     history::text AS history, serial_key, workflow_id, step, needs::text AS needs";
 
 /// Due jobs promoted per statement.
 const PROMOTE_BATCH: i64 = 1000;
@@ -117,6 +121,30 @@ impl Broker for PostgresBroker {
 
     fn max_idle_wait(&self) -> Duration {
         self.wake.max_idle_wait()
+    }
+
+    async fn submit_workflow(&self, request: WorkflowRequest) -> BrokerResult<Workflow> {
+        self.submit_wf(request).await
+    }
+
+    async fn get_workflow(&self, scope: &Scope, id: JobId) -> BrokerResult<Workflow> {
+        self.get_wf(scope, id).await
+    }
+
+    async fn list_workflows(&self, request: WorkflowListRequest) -> BrokerResult<WorkflowPage> {
+        self.list_wf(request).await
+    }
+
+    async fn cancel_workflow(&self, scope: &Scope, id: JobId) -> BrokerResult<Workflow> {
+        self.cancel_wf(scope, id).await
+    }
+
+    async fn retry_workflow(&self, scope: &Scope, id: JobId) -> BrokerResult<Workflow> {
+        self.retry_wf(scope, id).await
+    }
+
+    async fn parent_outcomes(&self, lease: Lease) -> BrokerResult<Vec<ParentOutcome>> {
+        self.parents_of(lease).await
     }
 
     async fn ping(&self) -> BrokerResult<()> {

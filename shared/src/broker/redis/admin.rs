@@ -12,8 +12,10 @@ impl Admin for RedisBroker {
         let answer = self
             .run_on_job(&self.scripts.retry, scope, id, None)
             .await?;
-        if answer == "unique" {
-            return Err(BrokerError::UniqueKeyHeld { holder: None });
+        match answer.as_str() {
+            "unique" => return Err(BrokerError::UniqueKeyHeld { holder: None }),
+            "step" => return Err(crate::workflow::retry_the_workflow()),
+            _ => {}
         }
         self.answer(answer, scope, id).await
     }

@@ -107,7 +107,18 @@ pub(super) fn from_hash(id: &str, h: &HashMap<String, String>) -> BrokerResult<O
         unique_key: Some(spec.unique_key)
             .filter(|k| !k.is_empty())
             .map(str::to_owned),
-        serial_key: h.get("sk").cloned(),
+        serial_key: h.get("sk").or_else(|| h.get("wsk")).cloned(),
+        workflow: match h.get("wf") {
+            Some(wf) => Some(crate::workflow::JobWorkflow {
+                id: wf.parse().map_err(bad)?,
+                step: h.get("step").cloned().unwrap_or_default(),
+                needs: match h.get("needs") {
+                    Some(needs) => serde_json::from_str(needs).map_err(bad)?,
+                    None => Vec::new(),
+                },
+            }),
+            None => None,
+        },
         created_at: Millis(created_at),
         run_at: Millis(optional(h, "run_at")?.unwrap_or(created_at)),
         started_at: optional::<i64>(h, "started_at")?.map(Millis),

@@ -35,6 +35,7 @@ mod nodes;
 mod scripts;
 #[cfg(all(test, feature = "testkit"))]
 mod tests;
+mod workflow;
 
 #[cfg(feature = "testkit")]
 pub use cleanup::PrefixCleanup;
@@ -45,6 +46,9 @@ use crate::broker::{
     Maintenance, Scope,
 };
 use crate::job::{Job, JobId};
+use crate::workflow::{
+    ParentOutcome, Workflow, WorkflowListRequest, WorkflowPage, WorkflowRequest,
+};
 use async_trait::async_trait;
 use connect::from_redis;
 use redis::aio::ConnectionManager;
@@ -104,6 +108,30 @@ impl Broker for RedisBroker {
 
     async fn maintain(&self) -> BrokerResult<Maintenance> {
         self.maintain_pass().await
+    }
+
+    async fn submit_workflow(&self, request: WorkflowRequest) -> BrokerResult<Workflow> {
+        self.submit_wf(request).await
+    }
+
+    async fn get_workflow(&self, scope: &Scope, id: JobId) -> BrokerResult<Workflow> {
+        self.get_wf(scope, id).await
+    }
+
+    async fn list_workflows(&self, request: WorkflowListRequest) -> BrokerResult<WorkflowPage> {
+        self.list_wf(request).await
+    }
+
+    async fn cancel_workflow(&self, scope: &Scope, id: JobId) -> BrokerResult<Workflow> {
+        self.cancel_wf(scope, id).await
+    }
+
+    async fn retry_workflow(&self, scope: &Scope, id: JobId) -> BrokerResult<Workflow> {
+        self.retry_wf(scope, id).await
+    }
+
+    async fn parent_outcomes(&self, lease: Lease) -> BrokerResult<Vec<ParentOutcome>> {
+        self.parents_of(lease).await
     }
 
     async fn ping(&self) -> BrokerResult<()> {

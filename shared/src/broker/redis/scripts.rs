@@ -82,6 +82,9 @@ pub(super) struct Scripts {
     pub(super) fire: Script,
     pub(super) admit: Script,
     pub(super) cool: Script,
+    pub(super) wf_submit: Script,
+    pub(super) wf_cancel: Script,
+    pub(super) wf_retry: Script,
 }
 
 impl Scripts {
@@ -102,6 +105,9 @@ impl Scripts {
             position: script(include_str!("lua/position.lua")),
             admit: script(include_str!("lua/gcra.lua")),
             cool: script(include_str!("lua/cool.lua")),
+            wf_submit: script(include_str!("lua/wf_submit.lua")),
+            wf_cancel: script(include_str!("lua/wf_cancel.lua")),
+            wf_retry: script(include_str!("lua/wf_retry.lua")),
             fire: script(&format!(
                 "{}\n{}",
                 include_str!("lua/fire.lua"),

@@ -1,7 +1,7 @@
 //! Operator actions: retry a dead job, pause a queue, purge its waiting jobs.
 
 use super::{SqliteBroker, codec, from_sqlx, serial};
-use crate::broker::{Admin, BrokerError, BrokerResult, Scope};
+use crate::broker::{Admin, BrokerError, BrokerResult, Inspect, Scope};
 use crate::job::{Job, JobId, now_ms};
 use async_trait::async_trait;
 use sqlx::Row;
@@ -40,7 +40,12 @@ impl Admin for SqliteBroker {
         self.work.notify_waiters();
         match row {
             Some(row) => codec::job(&row),
-            None => Err(self.conflict_or_missing(scope, id).await),
+            None => match self.get(scope, id).await {
+                Ok(Some(job)) if job.workflow.is_some() && job.state.is_terminal() => {
+                    Err(crate::workflow::retry_the_workflow())
+                }
+                _ => Err(self.conflict_or_missing(scope, id).await),
+            },
         }
     }
 
@@ -67,6 +72,7 @@ impl Admin for SqliteBroker {
         let mut tx = self.begin().await?;
         let gone = sqlx::query(
             "DELETE FROM jobs WHERE queue = ?1 AND state IN ('scheduled', 'queued', 'retrying') \
+             AND workflow_id IS NULL \
              RETURNING tenant, serial_key",
         )
         .bind(queue)
@@ -86,7 +92,8 @@ impl Admin for SqliteBroker {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) \
-             AND (?2 IS NULL OR tenant = ?2) AND state IN ('succeeded', 'failed', 'cancelled')",
+             AND (?2 IS NULL OR tenant = ?2) AND state IN ('succeeded', 'failed', 'cancelled') \
+             AND workflow_id IS NULL",
         )
         .bind(serde_json::to_string(&ids).unwrap_or_default())
         .bind(scope.tenant())

@@ -31,6 +31,9 @@ pub(super) fn insert_json(job: &Job, seq: i64) -> Value {
         "run_at": job.run_at.0,
         "seq": seq,
         "serial_key": job.serial_key,
+        "workflow_id": job.workflow.as_ref().map(|w| w.id.to_string()),
+        "step": job.workflow.as_ref().map(|w| w.step.clone()),
+        "needs": job.workflow.as_ref().map(|w| Value::from(w.needs.clone()).to_string()),
     })
 }
 
@@ -75,6 +78,28 @@ fn required_time(row: &SqliteRow, name: &str) -> BrokerResult<Millis> {
     time_column(row, name)?.ok_or_else(|| bad(format!("{name} is NULL")))
 }
 
+/// A step's place in its workflow, from `workflow_id`, `step` and `needs`.
+fn workflow_column(row: &SqliteRow) -> BrokerResult<Option<crate::workflow::JobWorkflow>> {
+    let Some(id) = row
+        .try_get::<Option<String>, _>("workflow_id")
+        .map_err(bad)?
+    else {
+        return Ok(None);
+    };
+    let needs: Option<String> = row.try_get("needs").map_err(bad)?;
+    Ok(Some(crate::workflow::JobWorkflow {
+        id: JobId::from_str(&id).map_err(bad)?,
+        step: row
+            .try_get::<Option<String>, _>("step")
+            .map_err(bad)?
+            .unwrap_or_default(),
+        needs: match needs {
+            Some(text) => serde_json::from_str(&text).map_err(bad)?,
+            None => Vec::new(),
+        },
+    }))
+}
+
 /// A full job row (the columns of `JOB_COLUMNS`).
 pub(super) fn job(row: &SqliteRow) -> BrokerResult<Job> {
     let state: String = row.try_get("state").map_err(bad)?;
@@ -94,6 +119,7 @@ pub(super) fn job(row: &SqliteRow) -> BrokerResult<Job> {
         timeout_ms: timeout_column(row)?,
         unique_key: row.try_get("unique_key").map_err(bad)?,
         serial_key: row.try_get("serial_key").map_err(bad)?,
+        workflow: workflow_column(row)?,
         created_at: required_time(row, "created_at")?,
         run_at: required_time(row, "run_at")?,
         started_at: time_column(row, "started_at")?,

@@ -3,7 +3,7 @@
 //! reaps expired leases and promotes due jobs.
 
 use super::codec::{self, ids, missing};
-use super::{PROMOTE_BATCH, SqliteBroker, flow, from_sqlx, serial};
+use super::{PROMOTE_BATCH, SqliteBroker, flow, from_sqlx, serial, workflow};
 use crate::broker::retention::RETENTION_BATCH;
 use crate::broker::{BrokerResult, Completion, Lease, Maintenance, Outcome, Scope};
 use crate::job::{Job, JobId, JobState, duration_ms, now_ms};
@@ -57,6 +57,7 @@ impl SqliteBroker {
         }
         let mut touched = HashSet::new();
         let mut lanes = Vec::new();
+        let mut steps = Vec::new();
         let mut tx = self.begin().await?;
         for (sql, batch) in [(Q_SUCCEED, succeeded), (Q_FAIL, failed)] {
             if batch.is_empty() {
@@ -70,8 +71,10 @@ impl SqliteBroker {
                 .map_err(from_sqlx)?;
             touched.extend(ids(&rows)?);
             lanes.extend(serial::lanes_of(&rows));
+            steps.extend(workflow::ended_steps(&rows));
         }
         serial::advance(&mut tx, lanes).await?;
+        let freed = workflow::finish(&mut tx, steps, now).await?;
         for (sql, batch) in [(Q_RELEASE, released), (Q_SNOOZE, snoozed)] {
             if batch.is_empty() {
                 continue;
@@ -85,6 +88,9 @@ impl SqliteBroker {
             touched.extend(ids(&rows)?);
         }
         tx.commit().await.map_err(from_sqlx)?;
+        if freed > 0 {
+            self.work.notify_waiters();
+        }
         Ok(missing(completions.iter().map(|c| c.lease), &touched))
     }
 
@@ -104,18 +110,25 @@ impl SqliteBroker {
     }
 
     pub(super) async fn cancel_job(&self, scope: &Scope, id: JobId) -> BrokerResult<Job> {
+        let now = now_ms();
         let mut tx = self.begin().await?;
         let row = sqlx::query(Q_CANCEL)
-            .bind(now_ms().0)
+            .bind(now.0)
             .bind(id.to_string())
             .bind(scope.tenant())
             .fetch_optional(&mut *tx)
             .await
             .map_err(from_sqlx)?;
+        let mut released = 0;
         if let Some(row) = &row {
-            serial::advance(&mut tx, serial::lanes_of(std::slice::from_ref(row))).await?;
+            let rows = std::slice::from_ref(row);
+            serial::advance(&mut tx, serial::lanes_of(rows)).await?;
+            released = workflow::finish(&mut tx, workflow::ended_steps(rows), now).await?;
         }
         tx.commit().await.map_err(from_sqlx)?;
+        if released > 0 {
+            self.work.notify_waiters();
+        }
         match row {
             Some(row) => codec::job(&row),
             None => Err(self.conflict_or_missing(scope, id).await),
@@ -132,6 +145,7 @@ impl SqliteBroker {
             .await
             .map_err(from_sqlx)?;
         serial::advance(&mut tx, serial::lanes_of(&reaped_rows)).await?;
+        workflow::finish(&mut tx, workflow::ended_steps(&reaped_rows), now).await?;
         serial::repair(&mut tx).await?;
         let reaped: Vec<String> = reaped_rows
             .iter()
@@ -203,6 +217,11 @@ impl SqliteBroker {
                         .await
                         .map_err(from_sqlx)?;
                 }
+            }
+        }
+        for state in [JobState::Succeeded, JobState::Failed, JobState::Cancelled] {
+            if let Some(age) = self.retention.of(state) {
+                workflow::retire(&mut tx, state.as_str(), now.0 - duration_ms(age), batch).await?;
             }
         }
         tx.commit().await.map_err(from_sqlx)

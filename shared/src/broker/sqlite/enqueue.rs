@@ -103,6 +103,19 @@ pub(super) async fn insert_in(
     planned: Vec<Job>,
     now: crate::job::Millis,
 ) -> BrokerResult<Vec<Enqueued>> {
+    insert_with(tx, planned, Vec::new(), now).await
+}
+
+/// Inserts planned jobs within the caller's transaction; `extra[i]`, when
+/// given, adds columns to job i's row (a workflow step's `pending`,
+/// `step_no`, `on_parent_failure`). A `waiting` job takes no fair-share
+/// place and joins no serial lane yet: both happen when it is released.
+pub(super) async fn insert_with(
+    tx: &mut sqlx::SqliteConnection,
+    planned: Vec<Job>,
+    extra: Vec<Value>,
+    now: crate::job::Millis,
+) -> BrokerResult<Vec<Enqueued>> {
     // Jobs due now take their fair-share place at once; delayed ones when
     // they become due.
     let pairs: Vec<(String, String)> = planned
@@ -122,6 +135,13 @@ pub(super) async fn insert_in(
                 };
                 row::insert_json(j, seq)
             })
+            .zip(extra.into_iter().map(Some).chain(std::iter::repeat(None)))
+            .map(|(mut row, extra)| {
+                if let (Some(Value::Object(cols)), Value::Object(into)) = (extra, &mut row) {
+                    into.extend(cols);
+                }
+                row
+            })
             .collect(),
     )
     .to_string();
@@ -137,6 +157,9 @@ pub(super) async fn insert_in(
         .iter()
         .filter_map(|r| {
             let id: String = r.try_get("id").ok()?;
+            if r.try_get::<String, _>("state").ok()? == "waiting" {
+                return None;
+            }
             let tenant: String = r.try_get("tenant").ok()?;
             let key: String = r.try_get::<Option<String>, _>("serial_key").ok()??;
             Some((id, (tenant, key)))

@@ -25,6 +25,7 @@ mod flow;
 mod inspect;
 mod nodes;
 mod serial;
+mod workflow;
 
 pub use config::SqliteConfig;
 
@@ -33,6 +34,9 @@ use crate::broker::{
     Maintenance, Scope,
 };
 use crate::job::{Job, JobId};
+use crate::workflow::{
+    ParentOutcome, Workflow, WorkflowListRequest, WorkflowPage, WorkflowRequest,
+};
 use async_trait::async_trait;
 use connect::{from_sqlx, unavailable};
 use serde_json::Value;
@@ -43,7 +47,7 @@ use tokio::sync::Notify;
 
 const JOB_COLUMNS: &str = "id, tenant, task, queue, state, priority, payload, attempts, \
      max_retries, timeout_ms, unique_key, result, error, progress, created_at, run_at, \
-     started_at, finished_at, lease_owner, history, serial_key";
+     started_at, finished_at, lease_owner, history, serial_key, workflow_id, step, needs";
 
 /// Due jobs promoted per statement; bounds the time one call holds the write lock.
 const PROMOTE_BATCH: i64 = 1000;
@@ -112,6 +116,30 @@ impl Broker for SqliteBroker {
 
     async fn wait_for_work(&self, max: Duration) {
         let _ = tokio::time::timeout(max, self.work.notified()).await;
+    }
+
+    async fn submit_workflow(&self, request: WorkflowRequest) -> BrokerResult<Workflow> {
+        self.submit_wf(request).await
+    }
+
+    async fn get_workflow(&self, scope: &Scope, id: JobId) -> BrokerResult<Workflow> {
+        self.get_wf(scope, id).await
+    }
+
+    async fn list_workflows(&self, request: WorkflowListRequest) -> BrokerResult<WorkflowPage> {
+        self.list_wf(request).await
+    }
+
+    async fn cancel_workflow(&self, scope: &Scope, id: JobId) -> BrokerResult<Workflow> {
+        self.cancel_wf(scope, id).await
+    }
+
+    async fn retry_workflow(&self, scope: &Scope, id: JobId) -> BrokerResult<Workflow> {
+        self.retry_wf(scope, id).await
+    }
+
+    async fn parent_outcomes(&self, lease: Lease) -> BrokerResult<Vec<ParentOutcome>> {
+        self.parents_of(lease).await
     }
 
     async fn ping(&self) -> BrokerResult<()> {

@@ -22,4 +22,4 @@ SET state = CASE WHEN c.retry_in IS NOT NULL AND attempts - attempt_base <= max_
     error = c.error, lease_owner = NULL, lease_expires_at = NULL
 FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[]) AS c(id, attempt, error, retry_in)
 WHERE jobs.id = c.id AND jobs.attempts = c.attempt AND jobs.state = 'running'
-RETURNING jobs.id, jobs.tenant, jobs.serial_key
+RETURNING jobs.id, jobs.tenant, jobs.serial_key, jobs.state, jobs.workflow_id

@@ -20,4 +20,4 @@ SET state = CASE WHEN attempts - attempt_base > max_retries THEN 'failed' ELSE '
                      'e', format('lease expired during attempt %s (worker lost or stalled)', attempts))),
     lease_owner = NULL, lease_expires_at = NULL
 FROM expired WHERE jobs.id = expired.id
-RETURNING jobs.state, jobs.tenant, jobs.serial_key
+RETURNING jobs.id, jobs.state, jobs.tenant, jobs.serial_key, jobs.workflow_id

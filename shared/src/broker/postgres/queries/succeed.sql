@@ -12,4 +12,4 @@ SET state = 'succeeded', result = c.result::json, finished_at = now_ms(), error 
     lease_owner = NULL, lease_expires_at = NULL
 FROM unnest($1::uuid[], $2::int[], $3::text[]) AS c(id, attempt, result)
 WHERE jobs.id = c.id AND jobs.attempts = c.attempt AND jobs.state = 'running'
-RETURNING jobs.id, jobs.tenant, jobs.serial_key
+RETURNING jobs.id, jobs.tenant, jobs.serial_key, jobs.state, jobs.workflow_id

@@ -16,6 +16,7 @@ if state == 'queued' and f[3] then
   redis.call('ZREM', qkey(q, f[3]), id)
   redis.call('HDEL', key, 'held')
 else
+  -- (A waiting step is in `waiting`, named by its state like the rest.)
   redis.call('ZREM', qkey(q, state == 'queued' and 'ready' or state), id)
 end
 if state == 'running' and (f[4] == '1' or f[4] == '2') then
@@ -25,5 +26,10 @@ local now = now_ms()
 if state == 'running' then
   record_attempt(key, now, 'cancelled', nil)
 end
+if redis.call('HEXISTS', key, 'wf') == 1 then
+  -- A step cancelled by hand: a failed parent for its children.
+  redis.call('HSET', key, 'error', 'cancelled by hand')
+end
 finish(q, id, 'cancelled', now, tonumber(ARGV[4]))
+wf_release(now, ARGV[4], ARGV[4])
 return 'ok'

@@ -245,6 +245,136 @@ local function lane_leave(id, tenant, now)
   end
 end
 
+-- Workflows. A step's hash also holds `wf` (its workflow's id), `step`,
+-- `needs` (JSON), `pids` and `kids` (parent and child job ids,
+-- comma-separated), `pending` (parents not yet ended), `opf` (cancel, skip
+-- or run), `wsk` (its serial key while it waits: it joins the lane when
+-- released), then `pfail` (the first parent that failed) and `skip` ('1').
+--   P:wf:ID            HASH  tenant, name, state, created_at, finished_at,
+--                            cancel ('1'), left (steps not ended), steps
+--                            (job ids in submit order)
+--   P:wfs:t:TENANT     ZSET  score 0, workflow ids (lexical = time order)
+--   P:{q:NAME}:waiting ZSET  steps waiting for parents, score created_at
+-- A step's hash does not expire while its workflow runs (its children
+-- read its result); the workflow's end expires them all.
+local function wf_key(id)
+  return P .. ':wf:' .. id
+end
+
+-- Steps that reached a terminal state in this script; wf_release applies
+-- their ends to their children before the script returns.
+local WF_ENDED = {}
+
+-- Ends a waiting step as cancelled (or skipped) without running it.
+local function wf_end_waiting(q, id, now, err, skipped)
+  redis.call('ZREM', qkey(q, 'waiting'), id)
+  if skipped then
+    redis.call('HSET', jkey(id), 'state', 'cancelled', 'finished_at', num(now), 'error', err, 'skip', '1')
+  else
+    redis.call('HSET', jkey(id), 'state', 'cancelled', 'finished_at', num(now), 'error', err)
+  end
+  redis.call('ZADD', qkey(q, 'cancelled'), num(now), id)
+  WF_ENDED[#WF_ENDED + 1] = id
+end
+
+-- Queues a waiting step whose last parent ended: with a fresh fair-share
+-- place, or parked in its serial lane, which it joins now.
+local function wf_ready(q, id, tenant)
+  local key = jkey(id)
+  redis.call('ZREM', qkey(q, 'waiting'), id)
+  redis.call('HDEL', key, 'error')
+  local serial = redis.call('HGET', key, 'wsk')
+  if serial then
+    redis.call('HDEL', key, 'wsk')
+    redis.call('HSET', key, 'state', 'queued')
+    if not lane_join(q, id, tenant, serial) then
+      return
+    end
+  end
+  make_ready(q, id, true)
+  redis.call('PUBLISH', P .. ':wake', q)
+end
+
+-- Records the end of workflow wf once no step is left: its derived state,
+-- and every step hash and the record expire after the retention.
+local function wf_settle(wf, now, ret_ok, ret_bad)
+  local wk = wf_key(wf)
+  local w = redis.call('HMGET', wk, 'left', 'cancel', 'steps', 'state')
+  if not w[4] or w[4] ~= 'running' or tonumber(w[1] or '0') > 0 then
+    return
+  end
+  local failed, cancelled = false, false
+  local ids = {}
+  for id in string.gmatch(w[3] or '', '[^,]+') do
+    ids[#ids + 1] = id
+    local s = redis.call('HMGET', jkey(id), 'state', 'skip')
+    if s[1] == 'failed' then
+      failed = true
+    elseif s[1] == 'cancelled' and s[2] ~= '1' then
+      cancelled = true
+    end
+  end
+  local state = 'succeeded'
+  if w[2] == '1' or (not failed and cancelled) then
+    state = 'cancelled'
+  elseif failed then
+    state = 'failed'
+  end
+  redis.call('HSET', wk, 'state', state, 'finished_at', num(now))
+  local ttl = state == 'succeeded' and ret_ok or ret_bad
+  for _, id in ipairs(ids) do
+    redis.call('PEXPIRE', jkey(id), ttl)
+  end
+  redis.call('PEXPIRE', wk, ttl)
+  redis.call('PUBLISH', wk .. ':ev', state)
+end
+
+-- Applies the ends of the steps in WF_ENDED to their children, as a
+-- worklist (a cascade of a 1,000-step chain is 1,000 turns, no recursion):
+-- a child whose parent failed is cancelled at once (`cancel`), skipped
+-- once its other parents ended (`skip`), or run anyway (`run`); a child
+-- whose last parent ended is queued. Then settles the workflows touched.
+local function wf_release(now, ret_ok, ret_bad)
+  if #WF_ENDED == 0 then
+    return
+  end
+  local touched = {}
+  local i = 1
+  while i <= #WF_ENDED do
+    local id = WF_ENDED[i]
+    i = i + 1
+    local f = redis.call('HMGET', jkey(id), 'state', 'skip', 'kids', 'step', 'wf')
+    if f[5] then
+      touched[f[5]] = true
+      redis.call('HINCRBY', wf_key(f[5]), 'left', -1)
+      local ok = f[1] == 'succeeded' or f[2] == '1'
+      for kid in string.gmatch(f[3] or '', '[^,]+') do
+        local g = redis.call('HMGET', jkey(kid), 'state', 'opf', 'pfail', 'spec')
+        if g[1] == 'waiting' then
+          local left = redis.call('HINCRBY', jkey(kid), 'pending', -1)
+          local pfail = g[3]
+          if not ok and not pfail then
+            pfail = f[4]
+            redis.call('HSET', jkey(kid), 'pfail', pfail)
+          end
+          local tenant, _, q = spec(g[4])
+          if pfail and g[2] ~= 'skip' and g[2] ~= 'run' then
+            wf_end_waiting(q, kid, now, 'parent step `' .. pfail .. '` failed or was cancelled', false)
+          elseif left <= 0 and pfail and g[2] == 'skip' then
+            wf_end_waiting(q, kid, now, 'skipped', true)
+          elseif left <= 0 then
+            wf_ready(q, kid, tenant)
+          end
+        end
+      end
+    end
+  end
+  WF_ENDED = {}
+  for wf in pairs(touched) do
+    wf_settle(wf, now, ret_ok, ret_bad)
+  end
+end
+
 -- Moves a job to a terminal state. `extra` holds more fields to set (the
 -- result, for one). The hash and lookup key expire after the retention;
 -- the maintenance pass trims the terminal sets.
@@ -258,7 +388,12 @@ local function finish_with(q, id, state, now, retention, tenant, task, key, extr
     redis.call('HSET', key_j, 'state', state, 'finished_at', num(now), 'owner', '')
   end
   redis.call('ZADD', qkey(q, state), num(now), id)
-  redis.call('PEXPIRE', key_j, retention)
+  if redis.call('HEXISTS', key_j, 'wf') == 1 then
+    -- A step: kept while its workflow runs; its children learn of its end.
+    WF_ENDED[#WF_ENDED + 1] = id
+  else
+    redis.call('PEXPIRE', key_j, retention)
+  end
 end
 
 local function finish(q, id, state, now, retention)

@@ -14,7 +14,7 @@ local unleased, succeeded, failed = {}, {}, {}
 -- Permits to give back (per semaphore key) and how many freed per task
 -- and tenant: as many waiting jobs get another look.
 local permits, freed = {}, {}
-local function finished(q, id, state, tenant, task, unique, field, value, into, history, had_history)
+local function finished(q, id, state, tenant, task, unique, field, value, into, history, had_history, step)
   release_unique_of(id, tenant, task, unique)
   lane_leave(id, tenant, now)
   local key = jkey(id)
@@ -32,7 +32,13 @@ local function finished(q, id, state, tenant, task, unique, field, value, into, 
     redis.call('HSET', key, 'state', state, 'finished_at', now_s, 'owner', '', field, value,
       'history', history)
   end
-  redis.call('PEXPIRE', key, state == 'succeeded' and ARGV[2] or ARGV[3])
+  if step then
+    -- A workflow step: kept while its workflow runs; its children learn
+    -- of its end below, in this same script.
+    WF_ENDED[#WF_ENDED + 1] = id
+  else
+    redis.call('PEXPIRE', key, state == 'succeeded' and ARGV[2] or ARGV[3])
+  end
   push(into, q, now_s, id)
 end
 for i = 4, #ARGV, 5 do
@@ -40,7 +46,7 @@ for i = 4, #ARGV, 5 do
   local key = jkey(id)
   -- One read serves the fencing check and what finishing needs.
   local f = redis.call('HMGET', key, 'state', 'attempts', 'base', 'spec', 'permit', 'owner',
-    'started_at', 'history')
+    'started_at', 'history', 'wf')
   local tenant, task, q, _, max_retries, _, _, unique = spec(f[4])
   if f[1] ~= 'running' or f[2] ~= a then
     table.insert(stale, id)
@@ -63,7 +69,8 @@ for i = 4, #ARGV, 5 do
     if kind == 's' then
       local had_history = f[8] ~= false and f[8] ~= ''
       finished(q, id, 'succeeded', tenant, task, unique, 'result', value, succeeded,
-        had_history and with_attempt(f[8], f[2], f[6], f[7], now, 'succeeded') or nil, had_history)
+        had_history and with_attempt(f[8], f[2], f[6], f[7], now, 'succeeded') or nil, had_history,
+        f[9])
     elseif kind == 'r' then
       redis.call('HINCRBY', key, 'base', 1)
       redis.call('HSET', key, 'history', with_attempt(f[8], f[2], f[6], f[7], now, 'released'))
@@ -83,7 +90,8 @@ for i = 4, #ARGV, 5 do
           'history', with_attempt(f[8], f[2], f[6], f[7], now, 'retried', value))
         redis.call('ZADD', qkey(q, 'retrying'), run_at, id)
       else
-        finished(q, id, 'failed', tenant, task, unique, 'error', value, failed, with_attempt(f[8], f[2], f[6], f[7], now, 'failed', value))
+        finished(q, id, 'failed', tenant, task, unique, 'error', value, failed,
+          with_attempt(f[8], f[2], f[6], f[7], now, 'failed', value), true, f[9])
       end
     end
   end
@@ -100,4 +108,5 @@ for task, fr in pairs(freed) do
 end
 for q, members in pairs(succeeded) do flush('ZADD', qkey(q, 'succeeded'), members, 2) end
 for q, members in pairs(failed) do flush('ZADD', qkey(q, 'failed'), members, 2) end
+wf_release(now, ARGV[2], ARGV[3])
 return stale

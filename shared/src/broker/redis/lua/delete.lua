@@ -8,7 +8,9 @@ for i = 3, #ARGV do
   local id = ARGV[i]
   local key = jkey(id)
   local f = redis.call('HMGET', key, 'state', 'spec')
-  if f[1] == 'succeeded' or f[1] == 'failed' or f[1] == 'cancelled' then
+  -- (A workflow step goes with its workflow, never alone.)
+  if (f[1] == 'succeeded' or f[1] == 'failed' or f[1] == 'cancelled')
+    and redis.call('HEXISTS', key, 'wf') == 0 then
     local tenant, _, q = spec(f[2])
     if ARGV[2] == '' or tenant == ARGV[2] then
       redis.call('ZREM', qkey(q, f[1]), id)

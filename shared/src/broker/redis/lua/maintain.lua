@@ -36,6 +36,8 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
       end
     end
   end
+  -- Steps that ended here release or cancel their children now.
+  wf_release(now, retention_ok, retention_failed)
   promoted = promoted + promote(q, now, limit)
   -- Held jobs are looked at again now and then, one per held set, in case
   -- a cap was raised or a permit lapsed without a release.
@@ -60,7 +62,10 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
       if excess > 0 then
         local oldest = redis.call('ZRANGE', key, 0, excess - 1)
         for _, id in ipairs(oldest) do
-          redis.call('DEL', jkey(id))
+          -- A step goes with its workflow (its hash expires then).
+          if redis.call('HEXISTS', jkey(id), 'wf') == 0 then
+            redis.call('DEL', jkey(id))
+          end
         end
         flush('ZREM', key, oldest, 1)
       end

@@ -11,6 +11,10 @@ end
 if f[1] ~= 'failed' and f[1] ~= 'cancelled' then
   return f[1]
 end
+if redis.call('HEXISTS', key, 'wf') == 1 then
+  -- A workflow step is retried with its workflow.
+  return 'step'
+end
 if unique and unique ~= '' then
   local uk = ukey(tenant, task, unique)
   if redis.call('EXISTS', uk) == 1 then

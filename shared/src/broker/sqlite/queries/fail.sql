@@ -21,4 +21,4 @@ FROM (SELECT value ->> 'id' AS id, value ->> 'attempt' AS attempt,
              value ->> 'error' AS error, value ->> 'retry_in' AS retry_in
       FROM json_each(?2)) AS c
 WHERE jobs.id = c.id AND jobs.attempts = c.attempt AND jobs.state = 'running'
-RETURNING jobs.id, jobs.tenant, jobs.serial_key
+RETURNING jobs.id, jobs.tenant, jobs.serial_key, jobs.state, jobs.workflow_id

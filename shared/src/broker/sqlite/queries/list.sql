@@ -3,7 +3,7 @@
 -- NULL when unused.
 SELECT id, tenant, task, queue, state, priority, payload, attempts, max_retries, timeout_ms,
        unique_key, result, error, progress, created_at, run_at, started_at, finished_at,
-       lease_owner, history, serial_key
+       lease_owner, history, serial_key, workflow_id, step, needs
 FROM jobs
 WHERE id < ?5 AND id >= ?6
   AND (?1 IS NULL OR tenant = ?1)

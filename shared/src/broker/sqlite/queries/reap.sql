@@ -15,4 +15,4 @@ SET state = CASE WHEN attempts - attempt_base > max_retries THEN 'failed' ELSE '
 WHERE id IN (SELECT id FROM jobs
              WHERE state = 'running' AND lease_expires_at < ?1
              ORDER BY lease_expires_at LIMIT ?2)
-RETURNING state, tenant, serial_key
+RETURNING id, state, tenant, serial_key, workflow_id

@@ -4,6 +4,7 @@ UPDATE jobs
 SET state = 'queued', run_at = ?1, attempt_base = attempts, result = NULL,
     progress = NULL, started_at = NULL, finished_at = NULL
 WHERE id = ?2 AND (?3 IS NULL OR tenant = ?3) AND state IN ('failed', 'cancelled')
+  AND workflow_id IS NULL
 RETURNING id, tenant, task, queue, state, priority, payload, attempts, max_retries, timeout_ms,
           unique_key, result, error, progress, created_at, run_at, started_at, finished_at,
-          lease_owner, history, serial_key
+          lease_owner, history, serial_key, workflow_id, step, needs

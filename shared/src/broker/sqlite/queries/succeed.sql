@@ -12,4 +12,4 @@ SET state = 'succeeded', result = c.result, finished_at = ?1, error = NULL,
 FROM (SELECT value ->> 'id' AS id, value ->> 'attempt' AS attempt,
              value ->> 'result' AS result FROM json_each(?2)) AS c
 WHERE jobs.id = c.id AND jobs.attempts = c.attempt AND jobs.state = 'running'
-RETURNING jobs.id, jobs.tenant, jobs.serial_key
+RETURNING jobs.id, jobs.tenant, jobs.serial_key, jobs.state, jobs.workflow_id
