@@ -257,6 +257,12 @@ mod tests {
             ),
             (BrokerError::Config("bad URL".into()), 500, "internal"),
             (BrokerError::internal("bug"), 500, "internal"),
+            (BrokerError::WorkflowNotFound, 404, "not_found"),
+            (
+                BrokerError::WorkflowConflict("it has ended".into()),
+                409,
+                "conflict",
+            ),
         ];
         for (error, status, code) in table {
             // Exhaustive on purpose: adding a variant breaks this match.
@@ -267,6 +273,8 @@ mod tests {
                 | BrokerError::UniqueKeyHeld { .. }
                 | BrokerError::Invalid(_)
                 | BrokerError::Config(_)
+                | BrokerError::WorkflowNotFound
+                | BrokerError::WorkflowConflict(_)
                 | BrokerError::Internal { .. } => {}
             }
             let shown = format!("{error:?}");

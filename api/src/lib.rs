@@ -29,6 +29,7 @@ pub mod ops;
 mod queues;
 mod server;
 mod ui;
+mod workflows;
 
 pub use caller::Caller;
 pub use error::ApiError;
@@ -126,6 +127,10 @@ fn authenticated_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::retry))
         .routes(routes!(events::stream))
         .routes(routes!(jobs::explain))
+        .routes(routes!(workflows::submit, workflows::list))
+        .routes(routes!(workflows::show, workflows::cancel))
+        .routes(routes!(workflows::retry))
+        .routes(routes!(workflows::events))
         .routes(routes!(queues::list))
         .routes(routes!(queues::show))
         .routes(routes!(queues::pause))

@@ -69,6 +69,43 @@ pub(crate) struct BatchIds {
     ids: Vec<String>,
 }
 
+/// One step of a workflow: a job plus its place in the DAG.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct StepSubmission {
+    /// Unique in the workflow: 1-64 letters, digits, `_`, `.`, `-`.
+    id: String,
+    /// Task name.
+    task: String,
+    /// Queue (default: the task's configured queue, else `default`).
+    queue: Option<String>,
+    /// The handler's input.
+    payload: Option<Value>,
+    /// 0-9, higher first within a queue.
+    #[schema(maximum = 9)]
+    priority: Option<u8>,
+    /// Retries after the first attempt.
+    max_retries: Option<u32>,
+    /// Per-attempt timeout in milliseconds.
+    timeout_ms: Option<u64>,
+    /// Run one at a time, in enqueue order, with the tenant's other jobs of the key (joins the lane when the step is released).
+    serial_key: Option<String>,
+    /// Ids of the steps it waits for.
+    needs: Option<Vec<String>>,
+    /// When a parent ends `failed` or `cancelled`: `cancel` (default), `skip` or `run`.
+    on_parent_failure: Option<weir_shared::workflow::OnParentFailure>,
+}
+
+/// `{"name": ..., "steps": [...]}`: 1 to 1,000 steps, checked as a whole.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct WorkflowSubmission {
+    /// A name for people.
+    name: Option<String>,
+    /// The steps, in any order.
+    steps: Vec<StepSubmission>,
+}
+
 /// API keys as bearer tokens.
 struct Bearer;
 
@@ -89,9 +126,9 @@ impl Modify for Bearer {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "weir", description = "weir's HTTP API: jobs, queues, schedules, workers, provider pools."),
+    info(title = "weir", description = "weir's HTTP API: jobs, workflows, queues, schedules, workers, provider pools."),
     modifiers(&Bearer),
     security(("bearer" = [])),
-    components(schemas(ErrorBody, ErrorDetail, JobSubmission, BatchSubmission, BatchIds))
+    components(schemas(ErrorBody, ErrorDetail, JobSubmission, BatchSubmission, BatchIds, StepSubmission, WorkflowSubmission))
 )]
 pub(crate) struct ApiDoc;

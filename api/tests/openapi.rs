@@ -97,6 +97,12 @@ async fn the_document_covers_every_route_and_resolves() {
         "POST /v1/jobs/{id}/retry",
         "GET /v1/jobs/{id}/explain",
         "GET /v1/jobs/{id}/events",
+        "POST /v1/workflows",
+        "GET /v1/workflows",
+        "GET /v1/workflows/{id}",
+        "DELETE /v1/workflows/{id}",
+        "POST /v1/workflows/{id}/retry",
+        "GET /v1/workflows/{id}/events",
         "GET /v1/queues",
         "GET /v1/queues/{name}",
         "POST /v1/queues/{name}/pause",
@@ -121,7 +127,7 @@ async fn the_document_covers_every_route_and_resolves() {
     }
     assert_eq!(
         served.len(),
-        25,
+        31,
         "every documented route is one the API serves: {served:?}"
     );
 

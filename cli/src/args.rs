@@ -71,6 +71,11 @@ pub enum Command {
         after_help = "Example:\n  weir schedules\n  weir schedules trigger app-config-warmup"
     )]
     Schedules(SchedulesArgs),
+    /// Workflows (DAGs of jobs): submit one from a JSON file; list, show, cancel or retry.
+    #[command(
+        after_help = "Example:\n  weir workflows submit index-doc.json\n  weir workflows show 01a21d78-...\n  weir workflows retry 01a21d78-..."
+    )]
+    Workflows(WorkflowsArgs),
     /// API keys.
     #[command(after_help = "Example:\n  weir keys create --tenant acme > acme.key")]
     Keys(KeysArgs),
@@ -215,6 +220,53 @@ pub enum QueueAction {
         /// Confirm: purging cannot be undone.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+/// `weir workflows ...`.
+#[derive(Debug, Args)]
+pub struct WorkflowsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: WorkflowAction,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+/// Workflow actions.
+#[derive(Debug, Subcommand)]
+pub enum WorkflowAction {
+    /// Submit a workflow: a JSON file (`-` for standard input) of the body of POST /v1/workflows.
+    Submit {
+        /// The file: {"name": ..., "steps": [{"id", "task", "needs", ...}]}.
+        file: std::path::PathBuf,
+        /// Tenant that owns it.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Workflows, newest first.
+    List {
+        /// Only this state: running, succeeded, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One workflow: each step with its state and what it needs.
+    Show {
+        /// Workflow id.
+        id: String,
+    },
+    /// Cancel every unfinished step.
+    Cancel {
+        /// Workflow id.
+        id: String,
+    },
+    /// Put the failed and cancelled steps back (succeeded ones keep their results).
+    Retry {
+        /// Workflow id.
+        id: String,
     },
 }
 

@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -31,6 +31,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use weir_shared::broker::{Lease, SharedBroker};
 use weir_shared::job::JobId;
+pub use weir_shared::workflow::ParentOutcome;
 
 /// Why a handler failed, and whether to try again.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +170,33 @@ impl Context {
                 false
             }
         }
+    }
+
+    /// The ends of this step's parents, by step id, when the job is a
+    /// workflow step (empty for a root or a plain job). Read on demand
+    /// through this attempt's lease: a join of many parents costs nothing
+    /// until it asks, and an attempt that lost its lease reads nothing.
+    pub async fn parents(&self) -> Result<BTreeMap<String, ParentOutcome>, TaskError> {
+        let outcomes = self
+            .broker
+            .parent_outcomes(self.lease)
+            .await
+            .map_err(|e| match e {
+                weir_shared::broker::BrokerError::Unavailable(m) => {
+                    TaskError::retry(format!("parent results not read: {m}"))
+                }
+                other => TaskError::fatal(format!("parent results not read: {other}")),
+            })?;
+        Ok(outcomes.into_iter().map(|p| (p.step.clone(), p)).collect())
+    }
+
+    /// One parent's end (see [`Context::parents`]); a fatal error when the
+    /// step has no parent of that id.
+    pub async fn parent(&self, step: &str) -> Result<ParentOutcome, TaskError> {
+        self.parents()
+            .await?
+            .remove(step)
+            .ok_or_else(|| TaskError::fatal(format!("this job has no parent step `{step}`")))
     }
 
     /// The broker the job came from (its coordination store serves the

@@ -300,3 +300,73 @@ async fn shutdown_hands_back_what_outlives_the_timeout() {
         "handed back at once, not after the lease"
     );
 }
+
+/// A workflow's steps hand their results on: each handler reads its
+/// parents' ends through its context, by step id.
+#[tokio::test]
+async fn steps_read_their_parents_results_through_the_context() {
+    use weir_shared::workflow::{OnParentFailure, StepRequest, WorkflowRequest, WorkflowState};
+    let mut r = registry();
+    r.register("test.split", |ctx: Context, _p: Value| async move {
+        assert!(ctx.parents().await?.is_empty(), "a root has no parents");
+        Ok::<_, TaskError>(json!({"segments": 3}))
+    });
+    r.register("test.embed", |ctx: Context, p: Value| async move {
+        let split = ctx.parent("split").await?;
+        let n = split.result["segments"].as_i64().unwrap_or(0);
+        Ok::<_, TaskError>(n * p["factor"].as_i64().unwrap_or(0))
+    });
+    r.register("test.write", |ctx: Context, _p: Value| async move {
+        let parents = ctx.parents().await?;
+        if ctx.parent("nope").await.is_ok() {
+            return Err(TaskError::fatal("a step that is not a parent was found"));
+        }
+        let sum: i64 = parents.values().filter_map(|o| o.result.as_i64()).sum();
+        Ok::<_, TaskError>(json!({"sum": sum, "from": parents.keys().collect::<Vec<_>>()}))
+    });
+    let node = start(r, &[], 4).await;
+    let step = |id: &str, task: &str, needs: &[&str], payload: Value| StepRequest {
+        id: id.into(),
+        needs: needs.iter().map(|s| s.to_string()).collect(),
+        on_parent_failure: OnParentFailure::Cancel,
+        job: EnqueueRequest {
+            tenant: "t".into(),
+            task: task.into(),
+            queue: "default".into(),
+            payload,
+            priority: 5,
+            run_at: None,
+            max_retries: 0,
+            timeout_ms: None,
+            unique_key: None,
+            serial_key: None,
+        },
+    };
+    let wf = node
+        .broker
+        .submit_workflow(WorkflowRequest {
+            tenant: "t".into(),
+            name: "handoff".into(),
+            steps: vec![
+                step("split", "test.split", &[], json!({})),
+                step("embed-0", "test.embed", &["split"], json!({"factor": 2})),
+                step("embed-1", "test.embed", &["split"], json!({"factor": 5})),
+                step("write", "test.write", &["embed-0", "embed-1"], json!({})),
+            ],
+        })
+        .await
+        .expect("submit");
+    let write = wf.step("write").expect("write").job_id;
+    let done = node.wait_for(write, JobState::Succeeded).await;
+    assert_eq!(
+        done.result,
+        json!({"sum": 21, "from": ["embed-0", "embed-1"]})
+    );
+    let wf = node
+        .broker
+        .get_workflow(&Scope::All, wf.id)
+        .await
+        .expect("workflow");
+    assert_eq!(wf.state, WorkflowState::Succeeded);
+    node.stop().await;
+}

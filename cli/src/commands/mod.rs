@@ -8,6 +8,7 @@ mod keys;
 mod schedules;
 mod serve;
 mod top;
+mod workflows;
 
 use crate::args::{Cli, Command};
 use crate::failure::{Failure, Outcome};
@@ -37,6 +38,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Limits(flag) => inspect::limits(settings, flag).await,
         Command::Scheduler => serve::scheduler(settings).await,
         Command::Schedules(args) => schedules::run(settings, args).await,
+        Command::Workflows(args) => workflows::run(settings, args).await,
         Command::Keys(args) => keys::run(args),
         Command::Completions { .. } => Ok(()),
     }

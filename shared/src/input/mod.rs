@@ -14,7 +14,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 mod json;
+mod workflow;
 pub use json::parse_json;
+pub use workflow::{STEP_FIELDS, workflow_request};
 
 /// The most characters of a client's own text quoted back in a message.
 const MAX_SHOWN_CHARS: usize = 64;
