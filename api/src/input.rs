@@ -69,3 +69,35 @@ pub(crate) fn batch_request(
         })
         .collect()
 }
+
+/// A listing's `limit` query value: `default` when absent, else 1 to `max`.
+pub(crate) fn page_limit(
+    text: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match text {
+        None | Some("") => Ok(default),
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::invalid("invalid_field", format!("limit must be 1 to {max}"))),
+    }
+}
+
+/// A listing's `cursor` query value: the id a previous page handed out.
+pub(crate) fn page_cursor(
+    text: Option<String>,
+    what: &str,
+) -> Result<Option<weir_shared::job::JobId>, ApiError> {
+    text.filter(|c| !c.is_empty())
+        .map(|c| c.parse::<weir_shared::job::JobId>())
+        .transpose()
+        .map_err(|_| {
+            ApiError::invalid(
+                "invalid_field",
+                format!("cursor is not a {what} id; pass next_cursor back as it came"),
+            )
+        })
+}

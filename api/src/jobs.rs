@@ -127,33 +127,14 @@ pub(crate) async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<JobPage>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = match q.limit.as_deref() {
-        None | Some("") => DEFAULT_PAGE,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid("invalid_field", format!("limit must be 1 to {MAX_PAGE}"))
-            })?,
-    };
+    let limit = crate::input::page_limit(q.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let job_state = q
         .state
         .filter(|s| !s.is_empty())
         .map(|s| JobState::from_str(&s))
         .transpose()
         .map_err(|e| ApiError::invalid("invalid_field", e))?;
-    let cursor = q
-        .cursor
-        .filter(|c| !c.is_empty())
-        .map(|c| JobId::from_str(&c))
-        .transpose()
-        .map_err(|_| {
-            ApiError::invalid(
-                "invalid_field",
-                "cursor is not a job id; pass next_cursor back as it came",
-            )
-        })?;
+    let cursor = crate::input::page_cursor(q.cursor, "job")?;
     let page = state
         .broker
         .list(ListRequest {
