@@ -103,6 +103,14 @@ pub(super) async fn finish(
     if ended.is_empty() {
         return Ok(0);
     }
+    // A workflow's rows arrive in bursts (a submit adds up to 1,000 at
+    // once), faster than autovacuum's statistics follow: a generic plan
+    // cached while the tables were small would keep scanning them whole.
+    // Plans made for the values at hand read the tables' current size.
+    sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+        .execute(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
     let workflows: BTreeSet<Uuid> = ended.iter().map(|(_, w)| *w).collect();
     let mut level: Vec<Uuid> = ended.into_iter().map(|(id, _)| id).collect();
     let mut queued = 0;

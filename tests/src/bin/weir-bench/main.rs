@@ -18,6 +18,7 @@ mod list_bench;
 mod outbound_bench;
 mod postgres_bench;
 mod redis_bench;
+mod workflow_bench;
 
 const DRAIN_JOBS: u64 = 100_000;
 
@@ -177,8 +178,11 @@ async fn main() -> Result<()> {
         "flow" => flow_report().await,
         "outbound" => outbound_bench::report().await,
         "list" => list_bench::report().await,
+        "workflows" => workflow_bench::report().await,
         other => {
-            bail!("unknown benchmark `{other}`: sqlite, redis, redis-http, postgres, pool or flow")
+            bail!(
+                "unknown benchmark `{other}`: sqlite, redis, redis-http, postgres, postgres-http, postgres-cap, pool, flow, outbound, list or workflows"
+            )
         }
     }
 }
