@@ -105,6 +105,20 @@ pub enum WorkflowError {
     /// The needs form a cycle through this step.
     #[error("the needs form a cycle through step `{0}`")]
     Cycle(String),
+    /// Over [`MAX_SPAWN`] steps in one spawn.
+    #[error("a step adds at most {MAX_SPAWN} steps at once, this one adds {0}")]
+    TooManySpawned(usize),
+    /// A spawn would take the workflow over [`MAX_WORKFLOW_STEPS`].
+    #[error(
+        "a workflow has at most {MAX_WORKFLOW_STEPS} steps with those it adds; this spawn makes {0}"
+    )]
+    WorkflowTooLarge(usize),
+    /// A rerun of the spawner added some of the ids of its first run but
+    /// not all.
+    #[error(
+        "step `{0}` added steps on an earlier attempt and different ones now: a spawner must add the same ids on every attempt"
+    )]
+    SpawnChanged(String),
     /// A job field a step cannot have.
     #[error("step `{step}` sets `{field}`, which a workflow step cannot have")]
     StepField {
@@ -122,7 +136,8 @@ impl WorkflowError {
             WorkflowError::BadStepId(s)
             | WorkflowError::DuplicateStep(s)
             | WorkflowError::TooManyNeeds(s)
-            | WorkflowError::Cycle(s) => Some(s),
+            | WorkflowError::Cycle(s)
+            | WorkflowError::SpawnChanged(s) => Some(s),
             WorkflowError::UnknownParent { step, .. }
             | WorkflowError::RepeatedParent { step, .. }
             | WorkflowError::StepField { step, .. } => Some(step),
@@ -341,6 +356,105 @@ impl WorkflowRequest {
             });
         }
         Ok(Plan { id, steps, edges })
+    }
+}
+
+/// Steps one spawn may add.
+pub const MAX_SPAWN: usize = 1000;
+/// Steps a workflow may reach through spawns.
+pub const MAX_WORKFLOW_STEPS: usize = 10_000;
+
+/// Steps a running step adds to its own workflow: each becomes a child of
+/// the spawner, and every step that needs the spawner waits for them too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spawn {
+    /// The spawner's step id: the added ids are `SPAWNER/ID`.
+    pub spawner: String,
+    /// The steps; `id` is the suffix, `needs` names other steps of this
+    /// spawn (by suffix); the spawner is an implicit parent.
+    pub steps: Vec<StepRequest>,
+}
+
+/// What a backend stores for a spawn: the new steps (all `waiting` for
+/// the spawner) and the edges among them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpawnPlan {
+    /// Full step ids of the spawn, in the order given.
+    pub ids: Vec<String>,
+    /// The new steps, parents first; `no` is the index in the spawn.
+    pub steps: Vec<PlannedStep>,
+    /// (parent job, child job) among the new steps.
+    pub edges: Vec<(JobId, JobId)>,
+}
+
+impl Spawn {
+    /// The full id of a spawned step.
+    pub fn full_id(&self, suffix: &str) -> String {
+        format!("{}/{suffix}", self.spawner)
+    }
+
+    /// Validates the spawn (ids, sibling needs, no cycle, at most
+    /// [`MAX_SPAWN`] steps) and plans its rows for workflow `workflow` of
+    /// `tenant`, where `known` steps exist already: `Ok(None)` when every
+    /// step of the spawn exists (a rerun of the spawner that adds the same
+    /// ids adds nothing).
+    pub fn plan(
+        &self,
+        workflow: JobId,
+        tenant: &str,
+        known: usize,
+        exists: impl Fn(&str) -> bool,
+        now: Millis,
+    ) -> Result<Option<SpawnPlan>, WorkflowError> {
+        if self.steps.len() > MAX_SPAWN {
+            return Err(WorkflowError::TooManySpawned(self.steps.len()));
+        }
+        let request = WorkflowRequest {
+            tenant: tenant.to_owned(),
+            name: String::new(),
+            steps: self.steps.clone(),
+        };
+        let order = request.validate()?;
+        let ids: Vec<String> = self.steps.iter().map(|s| self.full_id(&s.id)).collect();
+        let present = ids.iter().filter(|id| exists(id)).count();
+        if present == ids.len() {
+            return Ok(None);
+        }
+        if present > 0 {
+            return Err(WorkflowError::SpawnChanged(self.spawner.clone()));
+        }
+        if known + ids.len() > MAX_WORKFLOW_STEPS {
+            return Err(WorkflowError::WorkflowTooLarge(known + ids.len()));
+        }
+        let mut job_ids: HashMap<&str, JobId> = HashMap::new();
+        for &i in &order {
+            job_ids.insert(self.steps[i].id.as_str(), JobId::new());
+        }
+        let mut edges = Vec::new();
+        let mut steps = Vec::with_capacity(order.len());
+        for &i in &order {
+            let s = &self.steps[i];
+            let job_id = job_ids[s.id.as_str()];
+            let mut job = s.job.clone();
+            job.tenant = tenant.to_owned();
+            let mut job = job.into_job(job_id, now, now);
+            job.state = JobState::Waiting;
+            let mut needs = vec![self.spawner.clone()];
+            needs.extend(s.needs.iter().map(|n| self.full_id(n)));
+            job.workflow = Some(JobWorkflow {
+                id: workflow,
+                step: self.full_id(&s.id),
+                needs,
+            });
+            edges.extend(s.needs.iter().map(|p| (job_ids[p.as_str()], job_id)));
+            steps.push(PlannedStep {
+                no: i,
+                job,
+                pending: s.needs.len() + 1,
+                policy: s.on_parent_failure,
+            });
+        }
+        Ok(Some(SpawnPlan { ids, steps, edges }))
     }
 }
 

@@ -35,7 +35,7 @@ mod warmup;
 
 pub use node::{NodeOptions, NodeStats, run_node};
 pub use supervisor::spread;
-pub use task::{Context, ParentOutcome, Registry, TaskError};
+pub use task::{Context, ParentOutcome, Registry, StepRequest, TaskError};
 
 use heartbeat::{Counts, HEARTBEAT_EVERY, HEARTBEAT_TTL, Identity};
 use std::sync::Arc;

@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use weir_shared::broker::{Lease, SharedBroker};
 use weir_shared::job::JobId;
-pub use weir_shared::workflow::ParentOutcome;
+pub use weir_shared::workflow::{ParentOutcome, StepRequest};
 
 /// Why a handler failed, and whether to try again.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,6 +188,54 @@ impl Context {
                 other => TaskError::fatal(format!("parent results not read: {other}")),
             })?;
         Ok(outcomes.into_iter().map(|p| (p.step.clone(), p)).collect())
+    }
+
+    /// A step to add with [`Context::add_steps`]: `task` with `payload`
+    /// on this job's queue, priority 5, the default retries, no parents
+    /// but this job (set `needs` to other steps of the same call, by id,
+    /// and `on_parent_failure`, as in a submitted workflow).
+    pub fn step(&self, id: &str, task: &str, payload: Value) -> StepRequest {
+        StepRequest {
+            id: id.to_owned(),
+            needs: Vec::new(),
+            on_parent_failure: Default::default(),
+            job: weir_shared::broker::EnqueueRequest {
+                tenant: self.tenant.to_string(),
+                task: task.to_owned(),
+                queue: self.queue.to_string(),
+                payload,
+                priority: weir_shared::job::DEFAULT_PRIORITY,
+                run_at: None,
+                max_retries: weir_shared::job::DEFAULT_MAX_RETRIES,
+                timeout_ms: None,
+                unique_key: None,
+                serial_key: None,
+            },
+        }
+    }
+
+    /// Adds steps to this job's workflow (dynamic fan-out: one per batch
+    /// a split produced). They run after this job succeeds, and every step
+    /// that needs this job waits for them too. Their ids become
+    /// `THIS_STEP/ID` (returned). A rerun of this job that adds the same
+    /// ids adds nothing, so call it with ids derived from the input, not
+    /// from chance. Limits: 1,000 steps per call, 10,000 per workflow, 100
+    /// parents per step; a job that is not a workflow step cannot add
+    /// steps. A refusal is fatal (the rule is named); an outage is retried.
+    pub async fn add_steps(&self, steps: Vec<StepRequest>) -> Result<Vec<String>, TaskError> {
+        let spawn = weir_shared::workflow::Spawn {
+            spawner: String::new(),
+            steps,
+        };
+        self.broker
+            .spawn_steps(self.lease, spawn)
+            .await
+            .map_err(|e| match e {
+                weir_shared::broker::BrokerError::Unavailable(m) => {
+                    TaskError::retry(format!("steps not added: {m}"))
+                }
+                other => TaskError::fatal(format!("steps not added: {other}")),
+            })
     }
 
     /// One parent's end (see [`Context::parents`]); a fatal error when the

@@ -370,3 +370,70 @@ async fn steps_read_their_parents_results_through_the_context() {
     assert_eq!(wf.state, WorkflowState::Succeeded);
     node.stop().await;
 }
+
+/// Dynamic fan-out: a split adds one embed step per batch it found, and
+/// the write that needs the split waits for all of them and reads them.
+#[tokio::test]
+async fn a_step_adds_steps_and_its_dependents_wait_for_them() {
+    use weir_shared::workflow::{OnParentFailure, StepRequest, WorkflowRequest, WorkflowState};
+    let mut r = registry();
+    r.register("test.split", |ctx: Context, p: Value| async move {
+        let batches = p["batches"].as_u64().unwrap_or(0);
+        let steps = (0..batches)
+            .map(|i| ctx.step(&format!("embed-{i}"), "test.embed", json!({"batch": i})))
+            .collect();
+        let added = ctx.add_steps(steps).await?;
+        Ok::<_, TaskError>(json!({"added": added}))
+    });
+    r.register("test.embed", |_ctx: Context, p: Value| async move {
+        Ok::<_, TaskError>(p["batch"].as_i64().unwrap_or(0) * 10)
+    });
+    r.register("test.write", |ctx: Context, _p: Value| async move {
+        let parents = ctx.parents().await?;
+        let sum: i64 = parents.values().filter_map(|o| o.result.as_i64()).sum();
+        Ok::<_, TaskError>(json!({"sum": sum, "parents": parents.len()}))
+    });
+    let node = start(r, &[], 8).await;
+    let step = |id: &str, task: &str, needs: &[&str], payload: Value| StepRequest {
+        id: id.into(),
+        needs: needs.iter().map(|s| s.to_string()).collect(),
+        on_parent_failure: OnParentFailure::Cancel,
+        job: EnqueueRequest {
+            tenant: "t".into(),
+            task: task.into(),
+            queue: "default".into(),
+            payload,
+            priority: 5,
+            run_at: None,
+            max_retries: 0,
+            timeout_ms: None,
+            unique_key: None,
+            serial_key: None,
+        },
+    };
+    let wf = node
+        .broker
+        .submit_workflow(WorkflowRequest {
+            tenant: "t".into(),
+            name: "fan".into(),
+            steps: vec![
+                step("split", "test.split", &[], json!({"batches": 5})),
+                step("write", "test.write", &["split"], json!({})),
+            ],
+        })
+        .await
+        .expect("submit");
+    let write = wf.step("write").expect("write").job_id;
+    let done = node.wait_for(write, JobState::Succeeded).await;
+    // 0 + 10 + 20 + 30 + 40 from the embeds; the split's result is an object.
+    assert_eq!(done.result, json!({"sum": 100, "parents": 6}));
+    let wf = node
+        .broker
+        .get_workflow(&Scope::All, wf.id)
+        .await
+        .expect("workflow");
+    assert_eq!(wf.state, WorkflowState::Succeeded);
+    assert_eq!(wf.steps.len(), 7);
+    assert!(wf.step("split/embed-4").is_some());
+    node.stop().await;
+}

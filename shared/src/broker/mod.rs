@@ -52,7 +52,7 @@ pub use retention::Retention;
 
 use crate::job::{Job, JobId};
 use crate::workflow::{
-    ParentOutcome, Workflow, WorkflowListRequest, WorkflowPage, WorkflowRequest,
+    ParentOutcome, Spawn, Workflow, WorkflowListRequest, WorkflowPage, WorkflowRequest,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -130,6 +130,15 @@ pub trait Broker: Send + Sync + 'static {
     /// their results. [`BrokerError::WorkflowConflict`] while it runs or
     /// when no step failed or was cancelled.
     async fn retry_workflow(&self, scope: &Scope, id: JobId) -> BrokerResult<Workflow>;
+
+    /// Adds steps to the workflow of the running step that holds `lease`,
+    /// in one atomic step: each waits for the spawner (and for the spawn's
+    /// steps it names), and every step that needs the spawner now also
+    /// needs them. Nothing added runs before the spawner succeeds; a rerun
+    /// of the spawner that adds the same ids adds nothing. Returns the
+    /// full ids. [`BrokerError::Invalid`] when the job is not a step or
+    /// the spawn breaks a rule (named); an error once the lease is lost.
+    async fn spawn_steps(&self, lease: Lease, spawn: Spawn) -> BrokerResult<Vec<String>>;
 
     /// The ends of a running step's parents, fenced on its lease: an error
     /// once the lease is no longer held (which also keeps tenants apart).

@@ -179,7 +179,8 @@ macro_rules! broker_conformance {
             workflow_failure_skip_lets_grandchildren_run, workflow_failure_run_still_runs,
             workflow_cancel_cascades, workflow_retry_keeps_succeeded,
             workflow_parent_crash_still_releases, waiting_is_counted_and_listed,
-            workflow_step_joins_its_lane_when_released);
+            workflow_step_joins_its_lane_when_released, workflow_spawned_steps_join_the_dag,
+            workflow_spawn_survives_a_crash_and_failures);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(

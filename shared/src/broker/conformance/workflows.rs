@@ -620,3 +620,189 @@ pub async fn workflow_step_joins_its_lane_when_released(t: TestBroker) {
         vec![job(&wf, "b")]
     );
 }
+
+fn spawn_of(steps: Vec<StepRequest>) -> crate::workflow::Spawn {
+    crate::workflow::Spawn {
+        spawner: String::new(),
+        steps,
+    }
+}
+
+/// A running step adds steps: they wait for it, the steps that need it
+/// wait for them too, they run in their own order, and the dependents
+/// see them as parents.
+pub async fn workflow_spawned_steps_join_the_dag(t: TestBroker) {
+    let wf = submit(
+        &t,
+        vec![
+            step("split", &[], Cancel),
+            step("write", &["split"], Cancel),
+        ],
+    )
+    .await;
+    let split = claim_steps(&t, &wf, LEASE).await;
+    let lease = split["split"].lease;
+    let ids = t
+        .broker
+        .spawn_steps(
+            lease,
+            spawn_of(vec![step("a", &[], Cancel), step("b", &["a"], Cancel)]),
+        )
+        .await
+        .expect("spawn");
+    assert_eq!(ids, vec!["split/a", "split/b"]);
+    let again = t
+        .broker
+        .spawn_steps(
+            lease,
+            spawn_of(vec![step("a", &[], Cancel), step("b", &["a"], Cancel)]),
+        )
+        .await
+        .expect("the same spawn again");
+    assert_eq!(again, ids, "adding the same ids again adds nothing");
+    let shown = reload(&t, &wf).await;
+    assert_eq!(shown.steps.len(), 4);
+    assert!(
+        shown
+            .steps
+            .iter()
+            .all(|s| s.id == "split" || s.state == JobState::Waiting),
+        "nothing added runs before its spawner succeeds"
+    );
+    let write = shown.step("write").expect("write");
+    assert_eq!(write.needs, vec!["split", "split/a", "split/b"]);
+    end_held(&t, lease, Outcome::Succeeded(json!({"batches": 2}))).await;
+    let shown = reload(&t, &wf).await;
+    let a = claim_steps(&t, &shown, LEASE).await;
+    assert_eq!(names(&a), vec!["split/a"], "b waits for a, write for both");
+    let parents = t
+        .broker
+        .parent_outcomes(a["split/a"].lease)
+        .await
+        .expect("parents");
+    assert_eq!(parents[0].step, "split");
+    assert_eq!(parents[0].result, json!({"batches": 2}));
+    end_held(&t, a["split/a"].lease, Outcome::Succeeded(json!(1))).await;
+    let b = claim_steps(&t, &shown, LEASE).await;
+    assert_eq!(names(&b), vec!["split/b"]);
+    end_held(&t, b["split/b"].lease, Outcome::Succeeded(json!(2))).await;
+    let w = claim_steps(&t, &shown, LEASE).await;
+    assert_eq!(names(&w), vec!["write"]);
+    let parents = t
+        .broker
+        .parent_outcomes(w["write"].lease)
+        .await
+        .expect("parents");
+    let mut seen: Vec<&str> = parents.iter().map(|p| p.step.as_str()).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, vec!["split", "split/a", "split/b"]);
+    end_held(&t, w["write"].lease, Outcome::Succeeded(json!(3))).await;
+    assert_eq!(reload(&t, &wf).await.state, WorkflowState::Succeeded);
+}
+
+/// A spawner whose worker is lost runs again and adds the same steps
+/// once; its lost lease adds nothing; a spawned step that fails applies
+/// the dependents' policy; a spawn that breaks a rule is refused whole.
+pub async fn workflow_spawn_survives_a_crash_and_failures(t: TestBroker) {
+    let wf = submit(
+        &t,
+        vec![
+            step("split", &[], Cancel),
+            step("write", &["split"], Cancel),
+        ],
+    )
+    .await;
+    let first = claim_steps(&t, &wf, Duration::from_millis(100)).await;
+    let lost = first["split"].lease;
+    let batch = || spawn_of(vec![step("x", &[], Cancel), step("y", &[], Cancel)]);
+    t.broker.spawn_steps(lost, batch()).await.expect("spawn");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    t.broker.maintain().await.expect("maintain");
+    assert!(
+        t.broker.spawn_steps(lost, batch()).await.is_err(),
+        "a lease no longer held adds nothing"
+    );
+    let again = claim_steps(&t, &wf, LEASE).await;
+    let lease = again["split"].lease;
+    t.broker
+        .spawn_steps(lease, batch())
+        .await
+        .expect("the rerun's spawn");
+    assert_eq!(reload(&t, &wf).await.steps.len(), 4, "added once");
+    match t
+        .broker
+        .spawn_steps(
+            lease,
+            spawn_of(vec![step("x", &[], Cancel), step("z", &[], Cancel)]),
+        )
+        .await
+    {
+        Err(BrokerError::Invalid(m)) => assert!(m.contains("split"), "{m}"),
+        other => panic!("a different spawn on a rerun is refused, got {other:?}"),
+    }
+    match t
+        .broker
+        .spawn_steps(
+            lease,
+            spawn_of(vec![step("p", &["q"], Cancel), step("q", &["p"], Cancel)]),
+        )
+        .await
+    {
+        Err(BrokerError::Invalid(m)) => assert!(m.contains("cycle"), "{m}"),
+        other => panic!("a cycle is refused, got {other:?}"),
+    }
+    assert_eq!(
+        reload(&t, &wf).await.steps.len(),
+        4,
+        "a refused spawn adds nothing"
+    );
+    end_held(&t, lease, Outcome::Succeeded(json!(null))).await;
+    let shown = reload(&t, &wf).await;
+    let spawned = claim_steps(&t, &shown, LEASE).await;
+    assert_eq!(names(&spawned), vec!["split/x", "split/y"]);
+    end_held(&t, spawned["split/x"].lease, failed("embedding failed")).await;
+    assert_eq!(
+        state_of(&t, job(&shown, "write")).await,
+        JobState::Cancelled,
+        "a failed spawned step cancels the spawner's dependents"
+    );
+    end_held(&t, spawned["split/y"].lease, Outcome::Succeeded(json!(1))).await;
+    assert_eq!(reload(&t, &wf).await.state, WorkflowState::Failed);
+    // Retry reruns the failed spawned step and what waits on it; the
+    // spawner is not run again, so it spawns nothing new.
+    let again = t
+        .broker
+        .retry_workflow(&Scope::All, wf.id)
+        .await
+        .expect("retry");
+    assert_eq!(again.steps.len(), 4);
+    assert_eq!(
+        again.step("split").map(|s| s.state),
+        Some(JobState::Succeeded)
+    );
+    assert_eq!(
+        again.step("split/x").map(|s| s.state),
+        Some(JobState::Queued)
+    );
+    assert_eq!(
+        again.step("write").map(|s| s.state),
+        Some(JobState::Waiting)
+    );
+    let x = claim_steps(&t, &again, LEASE).await;
+    end_held(&t, x["split/x"].lease, Outcome::Succeeded(json!(2))).await;
+    let w = claim_steps(&t, &again, LEASE).await;
+    end_held(&t, w["write"].lease, Outcome::Succeeded(json!(3))).await;
+    assert_eq!(reload(&t, &wf).await.state, WorkflowState::Succeeded);
+    // A job that is not a step cannot spawn.
+    let plain = t
+        .broker
+        .enqueue(vec![request("plain", "plain")])
+        .await
+        .expect("enqueue");
+    let c = claim(&t, &["plain"], 1, LEASE).await;
+    assert_eq!(c[0].lease.id, plain[0].job.id);
+    match t.broker.spawn_steps(c[0].lease, batch()).await {
+        Err(BrokerError::Invalid(m)) => assert!(m.contains("workflow step"), "{m}"),
+        other => panic!("a plain job cannot spawn, got {other:?}"),
+    }
+}

@@ -49,7 +49,7 @@ use crate::broker::{
 };
 use crate::job::{Job, JobId};
 use crate::workflow::{
-    ParentOutcome, Workflow, WorkflowListRequest, WorkflowPage, WorkflowRequest,
+    ParentOutcome, Spawn, Workflow, WorkflowListRequest, WorkflowPage, WorkflowRequest,
 };
 use async_trait::async_trait;
 use connect::from_sqlx;
@@ -141,6 +141,10 @@ impl Broker for PostgresBroker {
 
     async fn retry_workflow(&self, scope: &Scope, id: JobId) -> BrokerResult<Workflow> {
         self.retry_wf(scope, id).await
+    }
+
+    async fn spawn_steps(&self, lease: Lease, spawn: Spawn) -> BrokerResult<Vec<String>> {
+        self.spawn_wf(lease, spawn).await
     }
 
     async fn parent_outcomes(&self, lease: Lease) -> BrokerResult<Vec<ParentOutcome>> {

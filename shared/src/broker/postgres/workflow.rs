@@ -552,6 +552,134 @@ impl PostgresBroker {
         self.load_wf(scope, id.0).await
     }
 
+    pub(super) async fn spawn_wf(
+        &self,
+        lease: Lease,
+        spawn: crate::workflow::Spawn,
+    ) -> BrokerResult<Vec<String>> {
+        let attempt = i32::try_from(lease.attempt).unwrap_or(i32::MAX);
+        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
+        let spawner: Option<(Option<Uuid>, Option<String>, String)> = sqlx::query_as(
+            "SELECT workflow_id, step, tenant FROM jobs \
+             WHERE id = $1 AND attempts = $2 AND state = 'running' FOR UPDATE",
+        )
+        .bind(lease.id.0)
+        .bind(attempt)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let Some((Some(workflow), Some(step), tenant)) = spawner else {
+            let _ = tx.rollback().await;
+            return Err(match spawner {
+                None => self.lease_lost(lease.id.0).await,
+                Some(_) => BrokerError::Invalid(
+                    "only a workflow step can add steps to its workflow".into(),
+                ),
+            });
+        };
+        let spawn = crate::workflow::Spawn {
+            spawner: step,
+            ..spawn
+        };
+        let known: Vec<(String, i32)> =
+            sqlx::query_as("SELECT step, step_no FROM jobs WHERE workflow_id = $1")
+                .bind(workflow)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+        let names: std::collections::HashSet<&str> =
+            known.iter().map(|(s, _)| s.as_str()).collect();
+        let plan = match spawn.plan(
+            JobId(workflow),
+            &tenant,
+            known.len(),
+            |s| names.contains(s),
+            now_ms(),
+        ) {
+            Ok(Some(plan)) => plan,
+            Ok(None) => {
+                let _ = tx.rollback().await;
+                return Ok(spawn.steps.iter().map(|s| spawn.full_id(&s.id)).collect());
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                return Err(BrokerError::Invalid(e.to_string()));
+            }
+        };
+        let first_no = known.iter().map(|(_, n)| *n).max().unwrap_or(-1) + 1;
+        let new_ids: Vec<Uuid> = plan.steps.iter().map(|s| s.job.id.0).collect();
+        let full: Vec<String> = plan
+            .steps
+            .iter()
+            .filter_map(|s| s.job.workflow.as_ref().map(|w| w.step.clone()))
+            .collect();
+        let dependents: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT c.id FROM job_edges AS e JOIN jobs AS c ON c.id = e.child \
+             WHERE e.parent = $1 AND c.state = 'waiting' ORDER BY c.id FOR UPDATE OF c",
+        )
+        .bind(lease.id.0)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let mut cols = StepColumns::with_capacity(plan.steps.len());
+        for s in &plan.steps {
+            cols.push(s, 0);
+        }
+        cols.step_no = plan
+            .steps
+            .iter()
+            .map(|s| first_no + i32::try_from(s.no).unwrap_or(0))
+            .collect();
+        cols.insert(workflow, &mut tx).await?;
+        let (mut parents, mut children): (Vec<Uuid>, Vec<Uuid>) =
+            plan.edges.iter().map(|(p, c)| (p.0, c.0)).unzip();
+        for new in &new_ids {
+            parents.push(lease.id.0);
+            children.push(*new);
+            for d in &dependents {
+                parents.push(*new);
+                children.push(*d);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO job_edges (parent, child) SELECT * FROM unnest($1::uuid[], $2::uuid[])",
+        )
+        .bind(parents)
+        .bind(children)
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        sqlx::query(
+            "UPDATE jobs SET pending = pending + $2, needs = coalesce(needs, '[]'::jsonb) || $3::jsonb \
+             WHERE id = ANY($1)",
+        )
+        .bind(&dependents)
+        .bind(i32::try_from(new_ids.len()).unwrap_or(i32::MAX))
+        .bind(Value::from(full).to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(plan.ids)
+    }
+
+    /// Why a lease is not held: its job's state, or that it is gone.
+    async fn lease_lost(&self, id: Uuid) -> BrokerError {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        match sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+        {
+            Ok(Some(row)) => match codec::job(&row) {
+                Ok(job) => BrokerError::Conflict(job.state),
+                Err(e) => e,
+            },
+            Ok(None) => BrokerError::NotFound,
+            Err(e) => from_sqlx(e),
+        }
+    }
+
     pub(super) async fn parents_of(&self, lease: Lease) -> BrokerResult<Vec<ParentOutcome>> {
         let attempt = i32::try_from(lease.attempt).unwrap_or(i32::MAX);
         let rows = sqlx::query(

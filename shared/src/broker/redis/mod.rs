@@ -47,7 +47,7 @@ use crate::broker::{
 };
 use crate::job::{Job, JobId};
 use crate::workflow::{
-    ParentOutcome, Workflow, WorkflowListRequest, WorkflowPage, WorkflowRequest,
+    ParentOutcome, Spawn, Workflow, WorkflowListRequest, WorkflowPage, WorkflowRequest,
 };
 use async_trait::async_trait;
 use connect::from_redis;
@@ -128,6 +128,10 @@ impl Broker for RedisBroker {
 
     async fn retry_workflow(&self, scope: &Scope, id: JobId) -> BrokerResult<Workflow> {
         self.retry_wf(scope, id).await
+    }
+
+    async fn spawn_steps(&self, lease: Lease, spawn: Spawn) -> BrokerResult<Vec<String>> {
+        self.spawn_wf(lease, spawn).await
     }
 
     async fn parent_outcomes(&self, lease: Lease) -> BrokerResult<Vec<ParentOutcome>> {

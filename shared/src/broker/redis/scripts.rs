@@ -85,6 +85,7 @@ pub(super) struct Scripts {
     pub(super) wf_submit: Script,
     pub(super) wf_cancel: Script,
     pub(super) wf_retry: Script,
+    pub(super) wf_spawn: Script,
 }
 
 impl Scripts {
@@ -108,6 +109,7 @@ impl Scripts {
             wf_submit: script(include_str!("lua/wf_submit.lua")),
             wf_cancel: script(include_str!("lua/wf_cancel.lua")),
             wf_retry: script(include_str!("lua/wf_retry.lua")),
+            wf_spawn: script(include_str!("lua/wf_spawn.lua")),
             fire: script(&format!(
                 "{}\n{}",
                 include_str!("lua/fire.lua"),

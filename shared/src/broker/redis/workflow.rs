@@ -251,6 +251,84 @@ impl RedisBroker {
         }
     }
 
+    pub(super) async fn spawn_wf(
+        &self,
+        lease: Lease,
+        spawn: crate::workflow::Spawn,
+    ) -> BrokerResult<Vec<String>> {
+        // The spawner's step id is read by the script; the plan is made
+        // with a stand-in and renamed there (a spawn's own rules need no
+        // stored state; the script checks the rest).
+        let mut conn = self.conn.clone();
+        let step: Option<String> = conn
+            .hget(self.job_key(&lease.id.to_string()), "step")
+            .await
+            .map_err(from_redis)?;
+        let spawn = crate::workflow::Spawn {
+            spawner: step.unwrap_or_default(),
+            ..spawn
+        };
+        let plan = spawn
+            .plan(lease.id, "", 0, |_| false, now_ms())
+            .map_err(|e| BrokerError::Invalid(e.to_string()))?
+            .ok_or_else(|| BrokerError::internal("an empty spawn"))?;
+        let mut parents: HashMap<JobId, Vec<String>> = HashMap::new();
+        for (p, c) in &plan.edges {
+            parents.entry(*c).or_default().push(p.to_string());
+        }
+        let mut invocation = self.scripts.wf_spawn.prepare_invoke();
+        invocation
+            .arg(&*self.prefix)
+            .arg(lease.id.to_string())
+            .arg(lease.attempt)
+            .arg(plan.steps.len())
+            .arg(crate::workflow::MAX_WORKFLOW_STEPS);
+        for s in &plan.steps {
+            let j = &s.job;
+            let (step, needs) = j
+                .workflow
+                .as_ref()
+                .map(|w| (w.step.clone(), w.needs.clone()))
+                .unwrap_or_default();
+            invocation
+                .arg(j.id.to_string())
+                .arg(step)
+                .arg(s.no)
+                .arg(&j.queue)
+                .arg(&j.task)
+                .arg(j.priority)
+                .arg(j.max_retries)
+                .arg(j.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
+                .arg(j.serial_key.as_deref().unwrap_or(""))
+                .arg(j.payload.to_string())
+                .arg(Value::from(needs).to_string())
+                .arg(s.policy.as_str())
+                .arg(parents.get(&j.id).map(|p| p.join(",")).unwrap_or_default());
+        }
+        let answer: Vec<String> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        let word = |i: usize| answer.get(i).cloned().unwrap_or_default();
+        match word(0).as_str() {
+            "ok" | "same" => Ok(plan.ids),
+            "plain" => Err(BrokerError::Invalid(
+                "only a workflow step can add steps to its workflow".into(),
+            )),
+            "changed" => Err(BrokerError::Invalid(
+                crate::workflow::WorkflowError::SpawnChanged(word(1)).to_string(),
+            )),
+            "large" => Err(BrokerError::Invalid(
+                crate::workflow::WorkflowError::WorkflowTooLarge(word(1).parse().unwrap_or(0))
+                    .to_string(),
+            )),
+            _ => match word(1).as_str() {
+                "" => Err(BrokerError::NotFound),
+                state => Err(BrokerError::Conflict(state.parse().map_err(corrupt)?)),
+            },
+        }
+    }
+
     pub(super) async fn parents_of(&self, lease: Lease) -> BrokerResult<Vec<ParentOutcome>> {
         let mut conn = self.conn.clone();
         let f: Vec<Option<String>> = redis::cmd("HMGET")

@@ -15,8 +15,8 @@ use super::{JOB_COLUMNS, SqliteBroker, codec, enqueue, flow, from_sqlx, serial};
 use crate::broker::{BrokerError, BrokerResult, Lease, Scope};
 use crate::job::{JobId, JobState, Millis, now_ms};
 use crate::workflow::{
-    OnParentFailure, ParentOutcome, Release, SKIPPED, StepView, Workflow, WorkflowListRequest,
-    WorkflowPage, WorkflowRequest, WorkflowState,
+    OnParentFailure, ParentOutcome, Release, SKIPPED, Spawn, StepView, Workflow,
+    WorkflowListRequest, WorkflowPage, WorkflowRequest, WorkflowState,
 };
 use serde_json::{Value, json};
 use sqlx::sqlite::SqliteRow;
@@ -531,6 +531,130 @@ impl SqliteBroker {
         tx.commit().await.map_err(from_sqlx)?;
         self.work.notify_waiters();
         load(&self.reader, scope, &key).await
+    }
+
+    pub(super) async fn spawn_wf(&self, lease: Lease, spawn: Spawn) -> BrokerResult<Vec<String>> {
+        let now = now_ms();
+        let id = lease.id.to_string();
+        let mut tx = self.begin().await?;
+        let spawner: Option<(Option<String>, Option<String>, String)> = sqlx::query_as(
+            "SELECT workflow_id, step, tenant FROM jobs \
+             WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
+        )
+        .bind(&id)
+        .bind(lease.attempt)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let refusal = match &spawner {
+            None => Some(self.lease_lost(&id).await),
+            Some((None, _, _)) => Some(BrokerError::Invalid(
+                "only a workflow step can add steps to its workflow".into(),
+            )),
+            Some(_) => None,
+        };
+        let (Some((Some(workflow), Some(step), tenant)), None) = (spawner, refusal.clone()) else {
+            let _ = tx.rollback().await;
+            return Err(refusal.unwrap_or_else(|| BrokerError::internal("a spawner with no step")));
+        };
+        let spawn = Spawn {
+            spawner: step,
+            ..spawn
+        };
+        let known: Vec<String> = sqlx::query_scalar("SELECT step FROM jobs WHERE workflow_id = ?1")
+            .bind(&workflow)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        let known_set: std::collections::HashSet<&str> = known.iter().map(String::as_str).collect();
+        let plan = spawn.plan(
+            parse(&workflow)?,
+            &tenant,
+            known.len(),
+            |s| known_set.contains(s),
+            now,
+        );
+        let plan = match plan {
+            Ok(Some(plan)) => plan,
+            Ok(None) => {
+                let _ = tx.rollback().await;
+                return Ok(spawn.steps.iter().map(|s| spawn.full_id(&s.id)).collect());
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                return Err(BrokerError::Invalid(e.to_string()));
+            }
+        };
+        let first_no: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(step_no), -1) + 1 FROM jobs WHERE workflow_id = ?1",
+        )
+        .bind(&workflow)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let new_ids: Vec<String> = plan.steps.iter().map(|s| s.job.id.to_string()).collect();
+        let full: Vec<String> = plan
+            .steps
+            .iter()
+            .filter_map(|s| s.job.workflow.as_ref().map(|w| w.step.clone()))
+            .collect();
+        // The spawner's dependents that still wait: each now waits for the
+        // new steps too.
+        let dependents: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT c.id, c.needs FROM job_edges AS e JOIN jobs AS c ON c.id = e.child \
+             WHERE e.parent = ?1 AND c.state = 'waiting'",
+        )
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let mut edges: Vec<Value> = plan
+            .edges
+            .iter()
+            .map(|(p, c)| json!([p.to_string(), c.to_string()]))
+            .collect();
+        edges.extend(new_ids.iter().map(|c| json!([id, c])));
+        let mut grown = Vec::with_capacity(dependents.len());
+        for (dependent, needs) in &dependents {
+            edges.extend(new_ids.iter().map(|p| json!([p, dependent])));
+            let mut needs: Vec<String> = needs
+                .as_deref()
+                .and_then(|n| serde_json::from_str(n).ok())
+                .unwrap_or_default();
+            needs.extend(full.iter().cloned());
+            grown.push(json!([dependent, Value::from(needs).to_string()]));
+        }
+        let (planned, extra): (Vec<_>, Vec<_>) = plan
+            .steps
+            .into_iter()
+            .map(|s| {
+                let extra = json!({
+                    "step_no": first_no + i64::try_from(s.no).unwrap_or(0),
+                    "pending": s.pending,
+                    "on_parent_failure": s.policy.as_str(),
+                });
+                (s.job, extra)
+            })
+            .unzip();
+        enqueue::insert_with(&mut tx, planned, extra, now).await?;
+        sqlx::query(
+            "INSERT INTO job_edges (parent, child) SELECT value ->> 0, value ->> 1 FROM json_each(?1)",
+        )
+        .bind(Value::from(edges).to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        sqlx::query(
+            "UPDATE jobs SET pending = pending + ?2, needs = d.value ->> 1 \
+             FROM json_each(?1) AS d WHERE jobs.id = d.value ->> 0",
+        )
+        .bind(Value::from(grown).to_string())
+        .bind(i64::try_from(new_ids.len()).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(plan.ids)
     }
 
     pub(super) async fn parents_of(&self, lease: Lease) -> BrokerResult<Vec<ParentOutcome>> {
