@@ -180,6 +180,63 @@ async function showSchedules(view) {
   view.append(el("h2", {}, "Schedules"), table(["name", "cron", "task", "last fire", "next fire", "", ""], rows));
 }
 
+async function showWorkflows(view) {
+  const { status: s, json } = await api("GET", "/v1/workflows?limit=50");
+  if (s !== 200) return status("workflows: " + (json && json.error ? json.error.message : s));
+  const rows = json.data.map(w => ({ id: w.id, cells: [w.id, w.name, w.tenant, w.state,
+    `${w.steps.filter(x => ["succeeded", "failed", "cancelled"].includes(x.state)).length}/${w.steps.length}`, w.created_at] }));
+  view.append(el("h2", {}, "Workflows"),
+    table(["id", "name", "tenant", "state", "steps ended", "created"], rows, r => { state.workflow = r.id; go("workflow"); }));
+}
+
+// Each step's depth in the DAG: 0 for roots, else one more than its
+// deepest parent; the picture lays the steps out in columns by depth.
+function depths(steps) {
+  const byId = new Map(steps.map(x => [x.id, x]));
+  const memo = new Map();
+  const depth = (id, seen) => {
+    if (memo.has(id)) return memo.get(id);
+    const step = byId.get(id);
+    if (!step || seen.has(id)) return 0;
+    seen.add(id);
+    const d = (step.needs || []).reduce((m, p) => Math.max(m, depth(p, seen) + 1), 0);
+    memo.set(id, d);
+    return d;
+  };
+  for (const x of steps) depth(x.id, new Set());
+  return memo;
+}
+
+async function showWorkflow(view) {
+  const id = state.workflow;
+  const { status: s, json: w } = await api("GET", `/v1/workflows/${encodeURIComponent(id)}`);
+  if (s !== 200) return status("workflow: " + s);
+  const actions = el("div", { class: "actions" });
+  if (state.admin) {
+    const act = (label, method, path) => actions.append(el("button", { onclick: async () => {
+      const r = await api(method, `/v1/workflows/${encodeURIComponent(id)}${path}`);
+      status(`${label.toLowerCase()}: ${r.status}${r.json && r.json.error ? " " + r.json.error.message : ""}`);
+      render();
+    } }, label));
+    if (w.state === "running") act("Cancel", "DELETE", "");
+    else if (w.steps.some(x => x.state === "failed" || x.state === "cancelled")) act("Retry", "POST", "/retry");
+  }
+  const levels = depths(w.steps);
+  const columns = [];
+  for (const x of w.steps) {
+    const d = levels.get(x.id) || 0;
+    (columns[d] = columns[d] || []).push(x);
+  }
+  const box = x => el("button", { class: `step state-${x.skipped ? "skipped" : x.state}`, title: x.error || x.state,
+    onclick: () => { state.job = x.job_id; go("job"); } }, x.id, el("small", {}, x.skipped ? "skipped" : x.state));
+  const dag = el("div", { class: "dag", id: "dag" }, ...columns.map(c => el("div", { class: "level" }, ...(c || []).map(box))));
+  const rows = w.steps.map(x => ({ id: x.job_id, cells: [x.id, x.skipped ? "skipped" : x.state, (x.needs || []).join(", "), x.on_parent_failure, x.job_id, (x.error || "").slice(0, 80)] }));
+  view.append(
+    el("h2", {}, "Workflow ", el("code", { id: "workflow-id" }, w.id)),
+    el("p", {}, `${w.name}: ${w.state}`), actions, dag,
+    table(["step", "state", "needs", "on parent failure", "job", "error"], rows, r => { state.job = r.id; go("job"); }));
+}
+
 const VIEWS = {
   queues: showQueues,
   jobs: v => showJobs(v, null),
@@ -187,6 +244,8 @@ const VIEWS = {
   job: showJob,
   workers: showWorkers,
   schedules: showSchedules,
+  workflows: showWorkflows,
+  workflow: showWorkflow,
 };
 
 let rendering = false;

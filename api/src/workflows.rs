@@ -53,7 +53,15 @@ pub(crate) async fn submit(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Workflow>), ApiError> {
     let request = workflow_request(state.catalog(), &caller.tenant, json_body(body)?)?;
+    let counted: Vec<(String, String)> = request
+        .steps
+        .iter()
+        .map(|s| (s.job.queue.clone(), s.job.task.clone()))
+        .collect();
     let workflow = state.broker.submit_workflow(request).await?;
+    for (queue, task) in &counted {
+        state.settings.count_enqueued_as(queue, task);
+    }
     Ok((StatusCode::CREATED, Json(workflow)))
 }
 

@@ -2,7 +2,8 @@
 chromium). Run by tests/tests/dashboard.rs through scripts/check-ui with:
 BASE, ADMIN_KEY, TENANT_KEY, FAILED_ID (a failed job of the tenant, in the
 paused queue `mail`), XSS_ID (a job whose payload holds a <script>), OTHER_ID
-(another tenant's job). Exits non-zero with a message on the first failure.
+(another tenant's job), WORKFLOW_ID (a workflow a -> b -> c, a -> c, held
+in `mail`). Exits non-zero with a message on the first failure.
 """
 import json
 import os
@@ -18,6 +19,7 @@ TENANT = os.environ["TENANT_KEY"]
 FAILED = os.environ["FAILED_ID"]
 XSS = os.environ["XSS_ID"]
 OTHER = os.environ["OTHER_ID"]
+WORKFLOW = os.environ["WORKFLOW_ID"]
 
 
 def api(path, key=ADMIN):
@@ -81,6 +83,22 @@ with sync_playwright() as p:
     check("<script>window.pwned = 1</script>" in shown, f"the payload shows as text: {shown}")
     check(page.evaluate("() => window.pwned === undefined"), "the payload's script did not run")
     check(page.locator("#payload b").count() == 0, "no markup from the payload")
+
+    # The workflow: its DAG in columns by depth, each step with its state;
+    # cancelling it cancels every step.
+    page.click("nav button[data-view='workflows']")
+    page.wait_for_selector(f"tr[data-id='{WORKFLOW}']", timeout=5000)
+    page.click(f"tr[data-id='{WORKFLOW}']")
+    page.wait_for_selector(f"#workflow-id:has-text('{WORKFLOW}')", timeout=5000)
+    levels = page.locator("#dag .level").all_inner_texts()
+    check(len(levels) == 3, f"three levels: {levels}")
+    check(levels[0].startswith("a") and "queued" in levels[0], f"a is queued first: {levels}")
+    check(levels[2].startswith("c") and "waiting" in levels[2], f"c waits last: {levels}")
+    page.click("text=Cancel")
+    deadline = time.time() + 5
+    while api(f"/v1/workflows/{WORKFLOW}")["state"] != "cancelled":
+        check(time.time() < deadline, "the cancelled workflow ends cancelled")
+        time.sleep(0.1)
 
     # The page's headers: a strict CSP, no framing.
     response = page.request.get(BASE + "/ui")

@@ -78,6 +78,18 @@ async fn the_dashboard_in_a_real_browser() {
                "payload": {"html": "<script>window.pwned = 1</script><b>bold</b>"}}),
     )
     .await;
+    let (status, workflow) = call(
+        post.clone(),
+        "/v1/workflows".into(),
+        ACME,
+        json!({"name": "dag", "steps": [
+            {"id": "a", "task": "weir.noop", "queue": "mail"},
+            {"id": "b", "task": "weir.noop", "queue": "mail", "needs": ["a"]},
+            {"id": "c", "task": "weir.noop", "queue": "mail", "needs": ["a", "b"]}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{workflow}");
     let (_, other) = call(
         post,
         "/v1/jobs".into(),
@@ -95,6 +107,7 @@ async fn the_dashboard_in_a_real_browser() {
         .env("FAILED_ID", &failed)
         .env("XSS_ID", xss["id"].as_str().expect("id"))
         .env("OTHER_ID", other["id"].as_str().expect("id"))
+        .env("WORKFLOW_ID", workflow["id"].as_str().expect("id"))
         .output()
         .expect("run scripts/check-ui");
     let said = format!(

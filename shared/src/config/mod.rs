@@ -209,12 +209,18 @@ impl Settings {
     /// the configuration does not know is counted as `other`, so clients
     /// cannot grow the label set.
     pub fn count_enqueued(&self, job: &crate::job::Job) {
-        let task = if self.knows_task(&job.task) {
-            job.task.clone()
+        self.count_enqueued_as(&job.queue, &job.task);
+    }
+
+    /// [`Settings::count_enqueued`] for a job known by its queue and task
+    /// (a workflow's steps).
+    pub fn count_enqueued_as(&self, queue: &str, task: &str) {
+        let task = if self.knows_task(task) {
+            task.to_owned()
         } else {
             "other".to_owned()
         };
-        metrics::counter!("weir_jobs_enqueued_total", "queue" => job.queue.clone(), "task" => task)
+        metrics::counter!("weir_jobs_enqueued_total", "queue" => queue.to_owned(), "task" => task)
             .increment(1);
     }
 
