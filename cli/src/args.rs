@@ -252,6 +252,9 @@ pub enum WorkflowAction {
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Start after this workflow id (the previous page's next_cursor).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// One workflow: each step with its state and what it needs.
     Show {

@@ -45,7 +45,11 @@ pub async fn run(settings: Settings, args: WorkflowsArgs) -> Outcome {
             }
             Ok(())
         }
-        WorkflowAction::List { state, limit } => {
+        WorkflowAction::List {
+            state,
+            limit,
+            cursor,
+        } => {
             let state = state
                 .map(|s| WorkflowState::from_str(&s))
                 .transpose()
@@ -59,7 +63,7 @@ pub async fn run(settings: Settings, args: WorkflowsArgs) -> Outcome {
                     scope: Scope::All,
                     state,
                     limit,
-                    cursor: None,
+                    cursor: cursor.as_deref().map(parse_id).transpose()?,
                 })
                 .await?;
             if json {
@@ -85,6 +89,9 @@ pub async fn run(settings: Settings, args: WorkflowsArgs) -> Outcome {
                 &["ID", "NAME", "TENANT", "STATE", "STEPS ENDED", "CREATED"],
                 &rows,
             );
+            if let Some(next) = page.next_cursor {
+                eprintln!("more: weir workflows list --cursor {next}");
+            }
             Ok(())
         }
         WorkflowAction::Show { id } => {

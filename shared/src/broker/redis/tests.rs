@@ -125,6 +125,52 @@ async fn expired_jobs_leave_the_listing_index() {
     assert_eq!(left, 1, "a live job stays listed");
 }
 
+/// A workflow that ended leaves its tenant's workflow index once its
+/// record has expired, without anyone listing: maintenance sweeps it.
+#[tokio::test]
+async fn expired_workflows_leave_the_workflow_index() {
+    use crate::workflow::{OnParentFailure, StepRequest, WorkflowRequest};
+    let Some((broker, _cleanup)) = sandbox(Duration::from_millis(100)) else {
+        return;
+    };
+    let prefix = broker.prefix.to_string();
+    let mut conn = broker.conn.clone();
+    for _ in 0..3 {
+        broker
+            .submit_workflow(WorkflowRequest {
+                tenant: "t1".into(),
+                name: "one".into(),
+                steps: vec![StepRequest {
+                    id: "only".into(),
+                    needs: Vec::new(),
+                    on_parent_failure: OnParentFailure::Cancel,
+                    job: request("weir.noop", "default"),
+                }],
+            })
+            .await
+            .expect("submit");
+    }
+    let done = claim_default(&broker)
+        .await
+        .iter()
+        .map(|c| Completion {
+            lease: c.lease,
+            outcome: Outcome::Succeeded(serde_json::Value::Null),
+        })
+        .collect();
+    broker.complete(done).await.expect("complete");
+    let index = format!("{prefix}:wfs:t:t1");
+    let before: i64 = conn.zcard(&index).await.expect("zcard");
+    assert_eq!(before, 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.maintain().await.expect("maintain");
+    let after: i64 = conn.zcard(&index).await.expect("zcard");
+    assert_eq!(
+        after, 0,
+        "ended, expired workflows are swept from the index"
+    );
+}
+
 /// The Lua GCRA (`gcra` in common.lua, used by the claim and the keyed
 /// limiter) gives the answers of the table the Rust one is held to.
 #[tokio::test]

@@ -101,6 +101,22 @@ repeat
       end
     end
     flush('ZREM', index, gone, 1)
+    -- The tenant's workflows whose record expired go the same way.
+    local wfs, wat = P .. ':wfs:t:' .. tenant, P .. ':wfs:at:' .. tenant
+    local wids = redis.call('ZRANGEBYLEX', wfs, redis.call('GET', wat) or '-', cutoff, 'LIMIT', 0, math.max(budget, 1))
+    budget = budget - #wids
+    local ended = {}
+    for _, id in ipairs(wids) do
+      if redis.call('EXISTS', wf_key(id)) == 0 then
+        ended[#ended + 1] = id
+      end
+    end
+    flush('ZREM', wfs, ended, 1)
+    if #wids == 0 then
+      redis.call('DEL', wat)
+    else
+      redis.call('SET', wat, '(' .. wids[#wids])
+    end
     if budget > 0 then
       -- The end of this index's old ids: start over next time. (The
       -- tenant stays registered: enqueue registers it only once.)
