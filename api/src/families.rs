@@ -63,6 +63,11 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Jobs whose lease expired and were returned or dead-lettered",
     ),
     (
+        "weir_workflow_repairs_total",
+        "counter",
+        "Waiting workflow steps whose parents had all ended, released by the maintenance audit (a missed release; should stay 0)",
+    ),
+    (
         "weir_limit_waits_total",
         "counter",
         "Waits for a limit, by limit (provider:NAME)",

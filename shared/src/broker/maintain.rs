@@ -19,16 +19,48 @@ pub async fn run(broker: SharedBroker, every: Duration, stop: impl Future<Output
             () = &mut stop => return,
         }
         match broker.maintain().await {
-            Ok(m) if m.requeued + m.dead > 0 => {
-                metrics::counter!("weir_leases_reaped_total").increment(m.requeued + m.dead);
-                tracing::info!(
-                    requeued = m.requeued,
-                    dead = m.dead,
-                    "Returned jobs whose lease expired"
-                );
+            Ok(m) => {
+                if m.requeued + m.dead > 0 {
+                    metrics::counter!("weir_leases_reaped_total").increment(m.requeued + m.dead);
+                    tracing::info!(
+                        requeued = m.requeued,
+                        dead = m.dead,
+                        "Returned jobs whose lease expired"
+                    );
+                }
+                if m.repaired > 0 {
+                    metrics::counter!("weir_workflow_repairs_total").increment(m.repaired);
+                    tracing::warn!(
+                        steps = m.repaired,
+                        "Released workflow steps whose parents had all ended (a missed release repaired)"
+                    );
+                }
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "Maintenance failed"),
         }
+    }
+}
+
+/// How often a process audits waiting workflow steps (a safety net: a
+/// step whose parents all ended should never still wait).
+pub const AUDIT_EVERY: Duration = Duration::from_secs(60);
+
+/// When this process last audited: the first pass audits, then one every
+/// [`AUDIT_EVERY`].
+#[derive(Debug, Default)]
+pub(crate) struct Audits(std::sync::Mutex<Option<std::time::Instant>>);
+
+impl Audits {
+    /// True when an audit is due now (and records it as done).
+    pub(crate) fn due(&self) -> bool {
+        let mut last = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|t| t.elapsed() < AUDIT_EVERY) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
     }
 }

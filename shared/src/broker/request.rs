@@ -347,4 +347,8 @@ pub struct Maintenance {
     pub dead: u64,
     /// Scheduled or retrying jobs that became due.
     pub promoted: u64,
+    /// Waiting workflow steps whose parents had all ended, found and
+    /// released (or cancelled) by the audit: a missed release repaired.
+    /// It should stay 0.
+    pub repaired: u64,
 }

@@ -201,7 +201,15 @@ impl PostgresBroker {
         let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
         let promoted = flow::promote(&mut tx, PROMOTE_BATCH).await?;
         tx.commit().await.map_err(from_sqlx)?;
-        if promoted > 0 || released > 0 || reaped.iter().any(|s| s == "queued") {
+        let repaired = if self.audits.due() {
+            let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
+            let found = workflow::audit(&mut tx).await?;
+            tx.commit().await.map_err(from_sqlx)?;
+            found
+        } else {
+            0
+        };
+        if promoted > 0 || released > 0 || repaired > 0 || reaped.iter().any(|s| s == "queued") {
             self.wake.work_added();
         }
         sqlx::query(
@@ -218,6 +226,7 @@ impl PostgresBroker {
             requeued: reaped.len() as u64 - dead,
             dead,
             promoted,
+            repaired,
         })
     }
 

@@ -50,6 +50,7 @@ impl PostgresBroker {
             wake,
             clocks: Arc::new(flow::Clocks::default()),
             retention: config.retention,
+            audits: Arc::default(),
         })
     }
 }

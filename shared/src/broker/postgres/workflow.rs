@@ -112,18 +112,73 @@ pub(super) async fn finish(
         .await
         .map_err(from_sqlx)?;
     let workflows: BTreeSet<Uuid> = ended.iter().map(|(_, w)| *w).collect();
-    let mut level: Vec<Uuid> = ended.into_iter().map(|(id, _)| id).collect();
+    let level: Vec<Uuid> = ended.into_iter().map(|(id, _)| id).collect();
+    cascade(conn, level, Vec::new(), &workflows).await
+}
+
+/// Waiting steps whose parents have all ended (up to 100, skipping rows
+/// another node holds): each gets `pending = 0` and its first failed
+/// parent, for its policy to act on.
+const Q_AUDIT: &str = "\
+WITH c AS (
+    SELECT c.id FROM jobs AS c
+    WHERE c.state = 'waiting' AND c.workflow_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM job_edges AS e JOIN jobs AS p ON p.id = e.parent
+                      WHERE e.child = c.id
+                        AND p.state IN ('waiting', 'scheduled', 'queued', 'running', 'retrying'))
+    ORDER BY c.id LIMIT 100 FOR UPDATE SKIP LOCKED)
+UPDATE jobs SET pending = 0, failed_parent = (
+    SELECT min(p.step) FROM job_edges AS e JOIN jobs AS p ON p.id = e.parent
+    WHERE e.child = jobs.id AND NOT (p.state = 'succeeded' OR p.skipped))
+FROM c WHERE jobs.id = c.id
+RETURNING jobs.id, jobs.queue, jobs.tenant, jobs.pending, jobs.failed_parent,
+          jobs.on_parent_failure, jobs.serial_key, jobs.workflow_id";
+
+/// The safety net of maintenance: a waiting step whose parents all ended
+/// is released (or cancelled, or skipped) as its last parent's end would
+/// have done. Returns how many it found: 0 unless a release was missed.
+pub(super) async fn audit(conn: &mut PgConnection) -> BrokerResult<u64> {
+    let rows = sqlx::query(Q_AUDIT)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let workflows: BTreeSet<Uuid> = rows
+        .iter()
+        .filter_map(|r| r.try_get::<Option<Uuid>, _>("workflow_id").ok().flatten())
+        .collect();
+    let found = rows.len() as u64;
+    cascade(conn, Vec::new(), rows, &workflows).await?;
+    Ok(found)
+}
+
+/// Applies the policy to released children level by level: `rows` (the
+/// children a caller already touched) first, then the children of each
+/// level's ended steps, starting from `level`.
+async fn cascade(
+    conn: &mut PgConnection,
+    mut level: Vec<Uuid>,
+    mut rows: Vec<PgRow>,
+    workflows: &BTreeSet<Uuid>,
+) -> BrokerResult<usize> {
     let mut queued = 0;
-    while !level.is_empty() {
-        let rows = sqlx::query(Q_RELEASE)
-            .bind(std::mem::take(&mut level))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(from_sqlx)?;
+    loop {
+        if rows.is_empty() {
+            if level.is_empty() {
+                break;
+            }
+            rows = sqlx::query(Q_RELEASE)
+                .bind(std::mem::take(&mut level))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(from_sqlx)?;
+        }
         let (mut cancel, mut why, mut skip, mut ready) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for row in &rows {
-            let c = child(row)?;
+        for row in std::mem::take(&mut rows) {
+            let c = child(&row)?;
             match Release::of(c.failed_parent.as_deref(), c.policy, i64::from(c.pending)) {
                 Release::Cancel(error) => {
                     cancel.push(c.id);
@@ -158,7 +213,7 @@ pub(super) async fn finish(
         queued += ready.len();
         make_ready(conn, ready).await?;
     }
-    settle(conn, &workflows).await?;
+    settle(conn, workflows).await?;
     Ok(queued)
 }
 

@@ -91,7 +91,7 @@ impl RedisBroker {
 
     pub(super) async fn maintain_pass(&self) -> BrokerResult<Maintenance> {
         let mut conn = self.conn.clone();
-        let (requeued, dead, promoted): (u64, u64, u64) = self
+        let (requeued, dead, promoted, repaired): (u64, u64, u64, u64) = self
             .scripts
             .maintain
             .arg(&*self.prefix)
@@ -100,6 +100,7 @@ impl RedisBroker {
             .arg(MAINTAIN_BATCH)
             .arg(SWEEP_BATCH)
             .arg(self.retention.keep.unwrap_or(0))
+            .arg(u8::from(self.audits.due()))
             .invoke_async(&mut conn)
             .await
             .map_err(from_redis)?;
@@ -107,6 +108,7 @@ impl RedisBroker {
             requeued,
             dead,
             promoted,
+            repaired,
         })
     }
 }

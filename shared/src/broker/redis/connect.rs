@@ -71,6 +71,7 @@ impl RedisBroker {
             scripts: Arc::new(Scripts::load()),
             wake: Arc::new(Notify::new()),
             listening: Arc::new(AtomicBool::new(false)),
+            audits: Arc::default(),
         })
     }
 

@@ -70,6 +70,8 @@ pub struct RedisBroker {
     /// Woken by the `PREFIX:wake` channel when a queue gets work.
     wake: Arc<Notify>,
     listening: Arc<AtomicBool>,
+    /// When this handle last audited waiting workflow steps.
+    audits: Arc<crate::broker::maintain::Audits>,
 }
 
 impl std::fmt::Debug for RedisBroker {

@@ -146,6 +146,11 @@ impl SqliteBroker {
             .map_err(from_sqlx)?;
         serial::advance(&mut tx, serial::lanes_of(&reaped_rows)).await?;
         workflow::finish(&mut tx, workflow::ended_steps(&reaped_rows), now).await?;
+        let repaired = if self.audits.due() {
+            workflow::audit(&mut tx, now).await?
+        } else {
+            0
+        };
         serial::repair(&mut tx).await?;
         let reaped: Vec<String> = reaped_rows
             .iter()
@@ -161,10 +166,14 @@ impl SqliteBroker {
         tx.commit().await.map_err(from_sqlx)?;
         self.retire(now).await?;
         let dead = reaped.iter().filter(|s| *s == "failed").count() as u64;
+        if repaired > 0 {
+            self.work.notify_waiters();
+        }
         Ok(Maintenance {
             requeued: reaped.len() as u64 - dead,
             dead,
             promoted,
+            repaired,
         })
     }
 

@@ -79,6 +79,7 @@ impl SqliteBroker {
             work,
             clocks: Arc::default(),
             retention: crate::broker::Retention::default(),
+            audits: Arc::default(),
         })
     }
 

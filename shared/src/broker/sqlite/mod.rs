@@ -79,6 +79,8 @@ pub struct SqliteBroker {
     clocks: Arc<flow::Clocks>,
     /// How long finished jobs are kept (maintenance deletes the rest).
     retention: crate::broker::Retention,
+    /// When this handle last audited waiting workflow steps.
+    audits: Arc<crate::broker::maintain::Audits>,
 }
 
 #[async_trait]

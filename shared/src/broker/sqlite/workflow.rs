@@ -95,17 +95,69 @@ pub(super) async fn finish(
         return Ok(0);
     }
     let workflows: BTreeSet<String> = ended.iter().map(|(_, w)| w.clone()).collect();
-    let mut level: Vec<String> = ended.into_iter().map(|(id, _)| id).collect();
+    let level: Vec<String> = ended.into_iter().map(|(id, _)| id).collect();
+    cascade(conn, level, Vec::new(), &workflows, now).await
+}
+
+/// Waiting steps whose parents have all ended (up to 100): each gets
+/// `pending = 0` and its first failed parent, for its policy to act on.
+const Q_AUDIT: &str = "\
+UPDATE jobs SET pending = 0, failed_parent = ( \
+    SELECT min(p.step) FROM job_edges AS e JOIN jobs AS p ON p.id = e.parent \
+    WHERE e.child = jobs.id AND NOT (p.state = 'succeeded' OR p.skipped = 1)) \
+WHERE id IN (SELECT c.id FROM jobs AS c \
+             WHERE c.workflow_id IS NOT NULL AND c.state = 'waiting' \
+               AND NOT EXISTS (SELECT 1 FROM job_edges AS e JOIN jobs AS p ON p.id = e.parent \
+                               WHERE e.child = c.id \
+                                 AND p.state IN ('waiting', 'scheduled', 'queued', 'running', 'retrying')) \
+             LIMIT 100) \
+RETURNING id, queue, tenant, pending, failed_parent, on_parent_failure, serial_key, workflow_id";
+
+/// The safety net of maintenance: a waiting step whose parents all ended
+/// is released (or cancelled, or skipped) as its last parent's end would
+/// have done. Returns how many it found: 0 unless a release was missed.
+pub(super) async fn audit(conn: &mut SqliteConnection, now: Millis) -> BrokerResult<u64> {
+    let rows = sqlx::query(Q_AUDIT)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let workflows: BTreeSet<String> = rows
+        .iter()
+        .filter_map(|r| r.try_get::<Option<String>, _>("workflow_id").ok().flatten())
+        .collect();
+    let found = rows.len() as u64;
+    cascade(conn, Vec::new(), rows, &workflows, now).await?;
+    Ok(found)
+}
+
+/// Applies the policy to released children level by level: `rows` (the
+/// children a caller already touched) first, then the children of each
+/// level's ended steps, starting from `level`.
+async fn cascade(
+    conn: &mut SqliteConnection,
+    mut level: Vec<String>,
+    mut rows: Vec<SqliteRow>,
+    workflows: &BTreeSet<String>,
+    now: Millis,
+) -> BrokerResult<usize> {
     let mut queued = 0;
-    while !level.is_empty() {
-        let rows = sqlx::query(Q_RELEASE)
-            .bind(Value::from(std::mem::take(&mut level)).to_string())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(from_sqlx)?;
+    loop {
+        if rows.is_empty() {
+            if level.is_empty() {
+                break;
+            }
+            rows = sqlx::query(Q_RELEASE)
+                .bind(Value::from(std::mem::take(&mut level)).to_string())
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(from_sqlx)?;
+        }
         let (mut cancel, mut skip, mut ready) = (Vec::new(), Vec::new(), Vec::new());
-        for row in &rows {
-            let c = child(row)?;
+        for row in std::mem::take(&mut rows) {
+            let c = child(&row)?;
             match Release::of(c.failed_parent.as_deref(), c.policy, c.pending) {
                 Release::Cancel(why) => {
                     cancel.push(json!([c.id, why]));
@@ -138,7 +190,7 @@ pub(super) async fn finish(
         queued += ready.len();
         make_ready(conn, ready).await?;
     }
-    settle(conn, &workflows, now).await?;
+    settle(conn, workflows, now).await?;
     Ok(queued)
 }
 

@@ -1,16 +1,19 @@
 -- ARGV: P, retention_ms of succeeded jobs, of failed and cancelled ones,
--- limit, sweep, keep (0: no count cap). For every queue: returns jobs whose
+-- limit, sweep, keep (0: no count cap), audit (1: look for waiting
+-- workflow steps whose parents all ended: a missed release, repaired). For every queue: returns jobs whose
 -- lease expired to their queue (or to the dead letters when that attempt
 -- was their last), promotes due jobs, gives held jobs another look, and
 -- forgets finished jobs past their age or past `keep` per outcome (up to
 -- `limit` each); then drops up to `sweep` expired jobs from the listing
 -- indexes.
 -- Idempotent: every node may run it.
--- Returns {requeued, dead, promoted}.
+-- Returns {requeued, dead, promoted, repaired}.
 local retention_ok = tonumber(ARGV[2])
 local retention_failed = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
 local keep = tonumber(ARGV[6])
+local audit = ARGV[7] == '1'
+local repaired = 0
 local now = now_ms()
 local requeued, dead, promoted = 0, 0, 0
 for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
@@ -33,6 +36,40 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
       else
         make_ready(q, id, false)
         requeued = requeued + 1
+      end
+    end
+  end
+  if audit then
+    -- Up to 100 waiting steps of the queue: one whose parents all ended
+    -- should have been released by the last one's end; apply its policy.
+    for _, id in ipairs(redis.call('ZRANGE', qkey(q, 'waiting'), 0, 99)) do
+      local f = redis.call('HMGET', jkey(id), 'pids', 'opf', 'spec', 'state')
+      local open, failed = false, nil
+      if f[4] == 'waiting' then
+        for parent in string.gmatch(f[1] or '', '[^,]+') do
+          local p = redis.call('HMGET', jkey(parent), 'state', 'skip', 'step')
+          if p[1] ~= 'succeeded' and p[1] ~= 'failed' and p[1] ~= 'cancelled' then
+            open = true
+          elseif p[1] ~= 'succeeded' and p[2] ~= '1' and (not failed or p[3] < failed) then
+            failed = p[3]
+          end
+        end
+      else
+        open = true
+      end
+      if not open then
+        repaired = repaired + 1
+        redis.call('HSET', jkey(id), 'pending', 0)
+        local tenant = spec(f[3])
+        if failed and f[2] ~= 'skip' and f[2] ~= 'run' then
+          redis.call('HSET', jkey(id), 'pfail', failed)
+          wf_end_waiting(q, id, now, 'parent step `' .. failed .. '` failed or was cancelled', false)
+        elseif failed and f[2] == 'skip' then
+          redis.call('HSET', jkey(id), 'pfail', failed)
+          wf_end_waiting(q, id, now, 'skipped', true)
+        else
+          wf_ready(q, id, tenant)
+        end
       end
     end
   end
@@ -127,4 +164,4 @@ repeat
   end
 until scan == '0' or budget <= 0
 redis.call('SET', P .. ':list:scan', scan)
-return {requeued, dead, promoted}
+return {requeued, dead, promoted, repaired}
