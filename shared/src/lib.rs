@@ -27,6 +27,8 @@ pub mod broker;
 pub mod bulk;
 pub mod cache;
 pub mod config;
+pub mod embed;
+pub mod index;
 pub mod input;
 pub mod inspect;
 pub mod job;
