@@ -21,15 +21,49 @@ fn corrupt(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::internal(format!("corrupt workflow record: {e}"))
 }
 
+/// The 13 arguments per step of `wf_submit.lua` and `wf_spawn.lua`, parents
+/// first: job id, step id, place (`base` + its index), queue, task,
+/// priority, max_retries, timeout, serial key, payload, needs, policy and
+/// the job ids of its parents among `edges`.
+fn step_args(
+    invocation: &mut redis::ScriptInvocation<'_>,
+    steps: &[crate::workflow::PlannedStep],
+    edges: &[(JobId, JobId)],
+    base: usize,
+) {
+    let mut parents: HashMap<JobId, Vec<String>> = HashMap::new();
+    for (p, c) in edges {
+        parents.entry(*c).or_default().push(p.to_string());
+    }
+    for s in steps {
+        let j = &s.job;
+        let (step, needs) = j
+            .workflow
+            .as_ref()
+            .map(|w| (w.step.clone(), w.needs.clone()))
+            .unwrap_or_default();
+        invocation
+            .arg(j.id.to_string())
+            .arg(step)
+            .arg(s.no + base)
+            .arg(&j.queue)
+            .arg(&j.task)
+            .arg(j.priority)
+            .arg(j.max_retries)
+            .arg(j.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
+            .arg(j.serial_key.as_deref().unwrap_or(""))
+            .arg(j.payload.to_string())
+            .arg(Value::from(needs).to_string())
+            .arg(s.policy.as_str())
+            .arg(parents.get(&j.id).map(|p| p.join(",")).unwrap_or_default());
+    }
+}
+
 impl RedisBroker {
     pub(super) async fn submit_wf(&self, request: WorkflowRequest) -> BrokerResult<Workflow> {
         let plan = request
             .plan(now_ms())
             .map_err(|e| BrokerError::Invalid(e.to_string()))?;
-        let mut parents: HashMap<JobId, Vec<String>> = HashMap::new();
-        for (p, c) in &plan.edges {
-            parents.entry(*c).or_default().push(p.to_string());
-        }
         let mut invocation = self.scripts.wf_submit.prepare_invoke();
         invocation
             .arg(&*self.prefix)
@@ -37,28 +71,7 @@ impl RedisBroker {
             .arg(&request.tenant)
             .arg(&request.name)
             .arg(plan.steps.len());
-        for s in &plan.steps {
-            let j = &s.job;
-            let (step, needs) = j
-                .workflow
-                .as_ref()
-                .map(|w| (w.step.clone(), w.needs.clone()))
-                .unwrap_or_default();
-            invocation
-                .arg(j.id.to_string())
-                .arg(step)
-                .arg(s.no + 1)
-                .arg(&j.queue)
-                .arg(&j.task)
-                .arg(j.priority)
-                .arg(j.max_retries)
-                .arg(j.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
-                .arg(j.serial_key.as_deref().unwrap_or(""))
-                .arg(j.payload.to_string())
-                .arg(Value::from(needs).to_string())
-                .arg(s.policy.as_str())
-                .arg(parents.get(&j.id).map(|p| p.join(",")).unwrap_or_default());
-        }
+        step_args(&mut invocation, &plan.steps, &plan.edges, 1);
         let mut conn = self.conn.clone();
         let _created: i64 = invocation
             .invoke_async(&mut conn)
@@ -272,10 +285,6 @@ impl RedisBroker {
             .plan(lease.id, "", 0, |_| false, now_ms())
             .map_err(|e| BrokerError::Invalid(e.to_string()))?
             .ok_or_else(|| BrokerError::internal("an empty spawn"))?;
-        let mut parents: HashMap<JobId, Vec<String>> = HashMap::new();
-        for (p, c) in &plan.edges {
-            parents.entry(*c).or_default().push(p.to_string());
-        }
         let mut invocation = self.scripts.wf_spawn.prepare_invoke();
         invocation
             .arg(&*self.prefix)
@@ -283,28 +292,7 @@ impl RedisBroker {
             .arg(lease.attempt)
             .arg(plan.steps.len())
             .arg(crate::workflow::MAX_WORKFLOW_STEPS);
-        for s in &plan.steps {
-            let j = &s.job;
-            let (step, needs) = j
-                .workflow
-                .as_ref()
-                .map(|w| (w.step.clone(), w.needs.clone()))
-                .unwrap_or_default();
-            invocation
-                .arg(j.id.to_string())
-                .arg(step)
-                .arg(s.no)
-                .arg(&j.queue)
-                .arg(&j.task)
-                .arg(j.priority)
-                .arg(j.max_retries)
-                .arg(j.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
-                .arg(j.serial_key.as_deref().unwrap_or(""))
-                .arg(j.payload.to_string())
-                .arg(Value::from(needs).to_string())
-                .arg(s.policy.as_str())
-                .arg(parents.get(&j.id).map(|p| p.join(",")).unwrap_or_default());
-        }
+        step_args(&mut invocation, &plan.steps, &plan.edges, 0);
         let answer: Vec<String> = invocation
             .invoke_async(&mut conn)
             .await
