@@ -305,7 +305,7 @@ async fn shutdown_hands_back_what_outlives_the_timeout() {
 /// parents' ends through its context, by step id.
 #[tokio::test]
 async fn steps_read_their_parents_results_through_the_context() {
-    use weir_shared::workflow::{OnParentFailure, StepRequest, WorkflowRequest, WorkflowState};
+    use weir_shared::workflow::{WorkflowRequest, WorkflowState};
     let mut r = registry();
     r.register("test.split", |ctx: Context, _p: Value| async move {
         assert!(ctx.parents().await?.is_empty(), "a root has no parents");
@@ -325,23 +325,6 @@ async fn steps_read_their_parents_results_through_the_context() {
         Ok::<_, TaskError>(json!({"sum": sum, "from": parents.keys().collect::<Vec<_>>()}))
     });
     let node = start(r, &[], 4).await;
-    let step = |id: &str, task: &str, needs: &[&str], payload: Value| StepRequest {
-        id: id.into(),
-        needs: needs.iter().map(|s| s.to_string()).collect(),
-        on_parent_failure: OnParentFailure::Cancel,
-        job: EnqueueRequest {
-            tenant: "t".into(),
-            task: task.into(),
-            queue: "default".into(),
-            payload,
-            priority: 5,
-            run_at: None,
-            max_retries: 0,
-            timeout_ms: None,
-            unique_key: None,
-            serial_key: None,
-        },
-    };
     let wf = node
         .broker
         .submit_workflow(WorkflowRequest {
@@ -375,7 +358,7 @@ async fn steps_read_their_parents_results_through_the_context() {
 /// the write that needs the split waits for all of them and reads them.
 #[tokio::test]
 async fn a_step_adds_steps_and_its_dependents_wait_for_them() {
-    use weir_shared::workflow::{OnParentFailure, StepRequest, WorkflowRequest, WorkflowState};
+    use weir_shared::workflow::{WorkflowRequest, WorkflowState};
     let mut r = registry();
     r.register("test.split", |ctx: Context, p: Value| async move {
         let batches = p["batches"].as_u64().unwrap_or(0);
@@ -394,23 +377,6 @@ async fn a_step_adds_steps_and_its_dependents_wait_for_them() {
         Ok::<_, TaskError>(json!({"sum": sum, "parents": parents.len()}))
     });
     let node = start(r, &[], 8).await;
-    let step = |id: &str, task: &str, needs: &[&str], payload: Value| StepRequest {
-        id: id.into(),
-        needs: needs.iter().map(|s| s.to_string()).collect(),
-        on_parent_failure: OnParentFailure::Cancel,
-        job: EnqueueRequest {
-            tenant: "t".into(),
-            task: task.into(),
-            queue: "default".into(),
-            payload,
-            priority: 5,
-            run_at: None,
-            max_retries: 0,
-            timeout_ms: None,
-            unique_key: None,
-            serial_key: None,
-        },
-    };
     let wf = node
         .broker
         .submit_workflow(WorkflowRequest {
@@ -436,4 +402,31 @@ async fn a_step_adds_steps_and_its_dependents_wait_for_them() {
     assert_eq!(wf.steps.len(), 7);
     assert!(wf.step("split/embed-4").is_some());
     node.stop().await;
+}
+
+/// A workflow step of tenant `t` on `default`, no retries, cancelled when
+/// a parent fails.
+fn step(
+    id: &str,
+    task: &str,
+    needs: &[&str],
+    payload: Value,
+) -> weir_shared::workflow::StepRequest {
+    weir_shared::workflow::StepRequest {
+        id: id.into(),
+        needs: needs.iter().map(|s| s.to_string()).collect(),
+        on_parent_failure: weir_shared::workflow::OnParentFailure::Cancel,
+        job: EnqueueRequest {
+            tenant: "t".into(),
+            task: task.into(),
+            queue: "default".into(),
+            payload,
+            priority: 5,
+            run_at: None,
+            max_retries: 0,
+            timeout_ms: None,
+            unique_key: None,
+            serial_key: None,
+        },
+    }
 }

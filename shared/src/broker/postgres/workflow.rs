@@ -13,7 +13,7 @@
 //! the end.
 
 use super::codec::storable;
-use super::{JOB_COLUMNS, PostgresBroker, codec, flow, from_sqlx, serial};
+use super::{PostgresBroker, flow, from_sqlx, serial};
 use crate::broker::{BrokerError, BrokerResult, Lease, Scope};
 use crate::job::{JobId, JobState, Millis, now_ms};
 use crate::workflow::{
@@ -626,7 +626,7 @@ impl PostgresBroker {
         let Some((Some(workflow), Some(step), tenant)) = spawner else {
             let _ = tx.rollback().await;
             return Err(match spawner {
-                None => self.lease_lost(lease.id.0).await,
+                None => self.conflict_or_missing(&Scope::All, lease.id).await,
                 Some(_) => BrokerError::Invalid(
                     "only a workflow step can add steps to its workflow".into(),
                 ),
@@ -718,23 +718,6 @@ impl PostgresBroker {
         Ok(plan.ids)
     }
 
-    /// Why a lease is not held: its job's state, or that it is gone.
-    async fn lease_lost(&self, id: Uuid) -> BrokerError {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
-        match sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-        {
-            Ok(Some(row)) => match codec::job(&row) {
-                Ok(job) => BrokerError::Conflict(job.state),
-                Err(e) => e,
-            },
-            Ok(None) => BrokerError::NotFound,
-            Err(e) => from_sqlx(e),
-        }
-    }
-
     pub(super) async fn parents_of(&self, lease: Lease) -> BrokerResult<Vec<ParentOutcome>> {
         let attempt = i32::try_from(lease.attempt).unwrap_or(i32::MAX);
         let rows = sqlx::query(
@@ -749,14 +732,9 @@ impl PostgresBroker {
         .map_err(from_sqlx)?;
         if rows.is_empty() {
             // A root, or a lease no longer held: tell which.
-            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
-            let job = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(lease.id.0)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(from_sqlx)?
-                .map(|r| codec::job(&r))
-                .transpose()?
+            let job = self
+                .fetch_job(&Scope::All, lease.id)
+                .await?
                 .ok_or(BrokerError::NotFound)?;
             if job.state != JobState::Running || job.attempts != lease.attempt {
                 return Err(BrokerError::Conflict(job.state));

@@ -11,7 +11,7 @@
 //! parents ended, and leaves a `run` child to run. Cancelled and skipped
 //! children are the next level's parents.
 
-use super::{JOB_COLUMNS, SqliteBroker, codec, enqueue, flow, from_sqlx, serial};
+use super::{SqliteBroker, enqueue, flow, from_sqlx, serial};
 use crate::broker::{BrokerError, BrokerResult, Lease, Scope};
 use crate::job::{JobId, JobState, Millis, now_ms};
 use crate::workflow::{
@@ -599,7 +599,7 @@ impl SqliteBroker {
         .await
         .map_err(from_sqlx)?;
         let refusal = match &spawner {
-            None => Some(self.lease_lost(&id).await),
+            None => Some(self.conflict_or_missing(&Scope::All, lease.id).await),
             Some((None, _, _)) => Some(BrokerError::Invalid(
                 "only a workflow step can add steps to its workflow".into(),
             )),
@@ -720,7 +720,7 @@ impl SqliteBroker {
         .await
         .map_err(from_sqlx)?;
         if held.is_none() {
-            return Err(self.lease_lost(&id).await);
+            return Err(self.conflict_or_missing(&Scope::All, lease.id).await);
         }
         let rows = sqlx::query(
             "SELECT p.id, p.step, p.state, p.result, p.error, p.skipped \
@@ -751,22 +751,5 @@ impl SqliteBroker {
                 })
             })
             .collect()
-    }
-
-    /// Why a lease is not held: its job's state, or that it is gone.
-    async fn lease_lost(&self, id: &str) -> BrokerError {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
-        match sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await
-        {
-            Ok(Some(row)) => match codec::job(&row) {
-                Ok(job) => BrokerError::Conflict(job.state),
-                Err(e) => e,
-            },
-            Ok(None) => BrokerError::NotFound,
-            Err(e) => from_sqlx(e),
-        }
     }
 }
