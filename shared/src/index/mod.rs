@@ -1,8 +1,10 @@
-//! Document indexing's text stages that need no network: cleaning the
-//! extracted text, then splitting it into segments.
+//! Document indexing's text stages that need no network: extracting the
+//! text of a document, cleaning it, then splitting it into segments.
 
 mod clean;
+mod extract;
 mod split;
 
 pub use clean::clean;
+pub use extract::{ExtractError, Format, extract};
 pub use split::{SplitOptions, count_tokens, split};
