@@ -39,4 +39,5 @@ pub mod provider;
 pub mod queue_order;
 pub mod schedule;
 pub mod secret;
+pub mod vector;
 pub mod workflow;
