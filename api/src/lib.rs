@@ -17,6 +17,7 @@
 mod access;
 mod admin;
 mod caller;
+mod datasets;
 mod error;
 mod events;
 pub mod families;
@@ -81,6 +82,8 @@ pub struct AppState {
     /// The last queue views read, and when: served to a caller that
     /// accepts them that old (`Cache-Control: max-age=N`: the dashboard).
     pub(crate) queue_cache: Arc<std::sync::Mutex<Option<CachedQueues>>>,
+    /// The vector store and embedder of the dataset routes.
+    pub(crate) datasets: Arc<datasets::Datasets>,
 }
 
 /// Queue views and when they were read.
@@ -99,6 +102,7 @@ impl AppState {
             watchers,
             gauges_read_at: Arc::default(),
             queue_cache: Arc::default(),
+            datasets: Arc::default(),
             closing,
             auth_failures: Arc::new(limits::AuthFailures::new(settings.http.auth_failure_limit)),
             streams: Arc::new(limits::Streams::new(
@@ -131,6 +135,10 @@ fn authenticated_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(workflows::show, workflows::cancel))
         .routes(routes!(workflows::retry))
         .routes(routes!(workflows::events))
+        .routes(routes!(datasets::list))
+        .routes(routes!(datasets::documents))
+        .routes(routes!(datasets::search))
+        .routes(routes!(datasets::delete))
         .routes(routes!(queues::list))
         .routes(routes!(queues::show))
         .routes(routes!(queues::pause))

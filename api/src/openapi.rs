@@ -126,7 +126,7 @@ impl Modify for Bearer {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "weir", description = "weir's HTTP API: jobs, workflows, queues, schedules, workers, provider pools."),
+    info(title = "weir", description = "weir's HTTP API: jobs, workflows, queues, schedules, workers, provider pools, datasets."),
     modifiers(&Bearer),
     security(("bearer" = [])),
     components(schemas(ErrorBody, ErrorDetail, JobSubmission, BatchSubmission, BatchIds, StepSubmission, WorkflowSubmission))

@@ -103,6 +103,10 @@ async fn the_document_covers_every_route_and_resolves() {
         "DELETE /v1/workflows/{id}",
         "POST /v1/workflows/{id}/retry",
         "GET /v1/workflows/{id}/events",
+        "GET /v1/datasets",
+        "GET /v1/datasets/{name}/documents",
+        "POST /v1/datasets/{name}/search",
+        "DELETE /v1/datasets/{name}/documents/{document_id}",
         "GET /v1/queues",
         "GET /v1/queues/{name}",
         "POST /v1/queues/{name}/pause",
@@ -127,7 +131,7 @@ async fn the_document_covers_every_route_and_resolves() {
     }
     assert_eq!(
         served.len(),
-        31,
+        35,
         "every documented route is one the API serves: {served:?}"
     );
 

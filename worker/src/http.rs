@@ -85,17 +85,17 @@ async fn call(
             }
             .into()
         });
-        let response = provider
-            .send(
-                ctx,
-                provider::Call {
-                    path: request.path.as_deref().unwrap_or(""),
-                    method: &method,
-                    headers: &headers,
-                    body: request.body.as_ref().filter(|b| !b.is_null()),
-                },
-            )
-            .await?;
+        let response = provider::send(
+            ctx,
+            provider,
+            weir_shared::provider::Call {
+                path: request.path.as_deref().unwrap_or(""),
+                method: &method,
+                headers: &headers,
+                body: request.body.as_ref().filter(|b| !b.is_null()),
+            },
+        )
+        .await?;
         return classify(response).map_err(|e| e.map_message(|m| provider.scrub(m)));
     }
     let url = request

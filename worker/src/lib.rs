@@ -18,11 +18,13 @@
 //! `examples/custom_task.rs`).
 
 mod ack;
+mod batcher;
 mod builtin;
 mod child;
 mod executor;
 mod heartbeat;
 mod http;
+mod index;
 mod mail;
 pub mod node;
 mod provider;
@@ -101,6 +103,7 @@ pub async fn run_reporting(
     warmup::register(&mut registry, &settings);
     http::register(&mut registry, &settings);
     mail::register(&mut registry, &settings);
+    index::register(&mut registry, &settings);
     match std::env::var(child::CHILD_ENV) {
         Ok(node) => {
             let slots = std::env::var(child::SLOTS_ENV)
@@ -130,6 +133,7 @@ pub async fn run_in_process(
     warmup::register(&mut registry, &settings);
     http::register(&mut registry, &settings);
     mail::register(&mut registry, &settings);
+    index::register(&mut registry, &settings);
     let tasks = registry.names().map(str::to_owned).collect();
     let identity = Identity::new(node_id(), &settings, tasks);
     let node = identity.id().to_owned();

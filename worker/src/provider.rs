@@ -1,349 +1,64 @@
-//! The provider form of `http.request`: `{"provider", "path", "method",
-//! "body"}` sent to the provider's `base_url` with one of its pooled keys
-//! (`weir_shared::provider`). A 429 (or a 503 with `Retry-After`) cools
-//! that key for every node and the call moves to the next key at once,
-//! within the same attempt; a 401 or 403 sets the key aside for 15
-//! minutes and moves on too. When no key may take the call, the job
-//! waits: in the handler for up to [`INLINE_WAIT`], else snoozed (its
-//! slot freed, its attempt not spent) until the first key is free, for at
-//! most the provider's `max_wait` after it was enqueued.
+//! The provider form of `http.request` and the embeddings of
+//! `document.index` call providers through `weir_shared::provider`; this
+//! turns how a call ended into a job's outcome. When no key may take the
+//! call, the job waits: in the handler for up to [`INLINE_WAIT`], else
+//! snoozed (its slot freed, its attempt not spent) until the first key is
+//! free, for at most the provider's `max_wait` after it was enqueued.
 
 use crate::task::{Context, TaskError};
-use serde_json::Value;
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use weir_shared::config::{ProviderSettings, Settings};
 use weir_shared::job::now_ms;
-use weir_shared::outbound::{CallError, Client, ClientOptions, Response};
-use weir_shared::provider::{KeyPool, Pick, PoolError, Report, scrub_keys};
+use weir_shared::outbound::Response;
+use weir_shared::provider::{Call, Provider, SendError};
+
+pub(crate) use weir_shared::provider::{Providers, providers};
 
 /// The longest a call waits for a key inside its handler; a longer wait
 /// snoozes the job instead of holding its slot.
 pub const INLINE_WAIT: Duration = Duration::from_secs(5);
 
-/// One provider: its settings, its client and its pool (made at the first
-/// call, on the broker the job came from).
-pub(crate) struct Provider {
-    name: String,
-    settings: ProviderSettings,
-    client: Result<Client, String>,
-    pool: OnceLock<Arc<KeyPool>>,
+/// Sends `call` for the job of `ctx`; a cancelled job stops waiting.
+pub(crate) async fn send(
+    ctx: &Context,
+    provider: &Provider,
+    call: Call<'_>,
+) -> Result<Response, TaskError> {
+    let sent = tokio::select! {
+        sent = provider.send(ctx.broker(), call, INLINE_WAIT) => sent,
+        () = ctx.cancelled() => return Err(TaskError::retry("interrupted")),
+    };
+    sent.map_err(|e| outcome(ctx, provider, e))
 }
 
-/// Every configured provider, by name.
-pub(crate) type Providers = Arc<HashMap<String, Provider>>;
-
-pub(crate) fn providers(settings: &Settings) -> Providers {
-    Arc::new(
-        settings
-            .providers
-            .iter()
-            .map(|(name, p)| {
-                let client = Client::new(&ClientOptions {
-                    allow_hosts: settings.outbound.allow_hosts.clone(),
-                    timeout: p.timeout,
-                    max_response_bytes: settings.outbound.max_response_bytes,
-                    follow_redirects: false,
-                });
-                let provider = Provider {
-                    name: name.clone(),
-                    settings: p.clone(),
-                    client,
-                    pool: OnceLock::new(),
-                };
-                (name.clone(), provider)
-            })
-            .collect(),
-    )
-}
-
-/// A call as the payload gives it.
-pub(crate) struct Call<'a> {
-    pub path: &'a str,
-    pub method: &'a str,
-    pub headers: &'a [(String, String)],
-    pub body: Option<&'a Value>,
-}
-
-impl Provider {
-    fn pool(&self, ctx: &Context) -> &Arc<KeyPool> {
-        self.pool.get_or_init(|| {
-            Arc::new(KeyPool::new(
-                &self.name,
-                self.settings.keys.clone(),
-                self.settings.rpm,
-                self.settings.tpm,
-                self.settings.cooldown,
-                ctx.broker().clone(),
-            ))
-        })
-    }
-
-    /// `text` with the provider's keys masked.
-    pub(crate) fn scrub(&self, text: &str) -> String {
-        scrub_keys(text, &self.settings.keys)
-    }
-
-    /// Sends `call` with pooled keys until a key answers something other
-    /// than "too many requests" or "unauthorized".
-    pub(crate) async fn send(&self, ctx: &Context, call: Call<'_>) -> Result<Response, TaskError> {
-        let client = self
-            .client
-            .as_ref()
-            .map_err(|e| TaskError::fatal(e.clone()))?;
-        if !call.path.starts_with('/') {
-            return Err(TaskError::fatal(format!(
-                "`path` must start with `/` (it is appended to the base URL of `{}`), got `{}`",
-                self.name, call.path
-            )));
-        }
-        let url = format!("{}{}", self.settings.base_url, call.path);
-        let estimate = estimate_tokens(call.body);
-        let body = call.body.map(|b| b.to_string().into_bytes());
-        let pool = self.pool(ctx);
-        let keys = pool.keys().len();
-        let mut refused = 0usize;
-        loop {
-            let (index, key) = match pool.pick(estimate).await {
-                Ok(Pick::Key(index, key)) => (index, key),
-                Ok(Pick::Wait { after, why }) => {
-                    self.wait(ctx, after, &why).await?;
-                    continue;
-                }
-                Err(e @ PoolError::NoKeys(..)) => return Err(TaskError::fatal(e.to_string())),
-                Err(e) => return Err(TaskError::retry(e.to_string())),
-            };
-            let mut headers: Vec<(String, String)> = call
-                .headers
-                .iter()
-                .filter(|(n, _)| !n.eq_ignore_ascii_case("authorization"))
-                .cloned()
-                .collect();
-            headers.push(("authorization".into(), format!("Bearer {}", key.expose())));
-            if body.is_some()
-                && !headers
-                    .iter()
-                    .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-            {
-                headers.push(("content-type".into(), "application/json".into()));
-            }
-            let sent = client.send(call.method, &url, &headers, body.clone()).await;
-            let status_label = match &sent {
-                Ok(r) => r.status.to_string(),
-                Err(CallError::Timeout(_)) => "timeout".into(),
-                Err(_) => "connect".into(),
-            };
-            metrics::counter!("weir_provider_requests_total", "provider" => self.name.clone(), "status" => status_label).increment(1);
-            let response = match sent {
-                Ok(r) => r,
-                Err(e) => {
-                    let report = Report {
-                        estimated_tokens: estimate,
-                        ..Report::default()
-                    };
-                    self.record(pool, index, report).await;
-                    let message = self.scrub(&e.to_string());
-                    return Err(match e {
-                        CallError::Timeout(_) | CallError::Connect(_) => TaskError::retry(message),
-                        CallError::Refused(_) | CallError::TooLarge(_) | CallError::Invalid(_) => {
-                            TaskError::fatal(message)
-                        }
-                    });
-                }
-            };
-            let retry_after = retry_after(&response);
-            let used = used_tokens(&response);
-            let report = Report {
-                status: Some(response.status),
-                retry_after,
-                estimated_tokens: estimate,
-                used_tokens: used,
-            };
-            self.record(pool, index, report).await;
-            let throttled =
-                response.status == 429 || (response.status == 503 && retry_after.is_some());
-            if throttled {
-                tracing::info!(provider = %self.name, key = %key, "Key throttled; moving to the next key");
-                continue;
-            }
-            if response.status == 401 || response.status == 403 {
-                refused += 1;
-                tracing::warn!(provider = %self.name, key = %key, status = response.status, "Key refused; set aside for 15 minutes");
-                if refused < keys {
-                    continue;
-                }
-                return Err(TaskError::fatal(self.scrub(&format!(
-                    "every key of `{}` was refused: {}",
-                    self.name,
-                    head(&response)
-                ))));
-            }
-            return Ok(response);
-        }
-    }
-
-    /// Records how a call went in the pool; the call's outcome stands
-    /// whether or not the pool's state could be written.
-    async fn record(&self, pool: &KeyPool, index: usize, report: Report) {
-        if let Err(e) = pool.report(index, report).await {
-            tracing::warn!(provider = %self.name, error = %e, "Key pool state not updated");
-        }
-    }
-
-    /// Waits for a key: in the handler for a short wait, else snoozes the
-    /// job (or, past `max_wait` since it was enqueued, fails the attempt).
-    async fn wait(&self, ctx: &Context, after: Duration, why: &str) -> Result<(), TaskError> {
-        metrics::counter!("weir_limit_waits_total", "limit" => format!("provider:{}", self.name))
-            .increment(1);
-        let after = after.max(Duration::from_millis(10));
-        if after <= INLINE_WAIT {
-            tokio::select! {
-                () = tokio::time::sleep(after) => return Ok(()),
-                () = ctx.cancelled() => return Err(TaskError::retry("interrupted")),
-            }
-        }
-        let waited = ctx
-            .job_id()
-            .created_at()
-            .map(|at| Duration::from_millis(u64::try_from(now_ms().0 - at.0).unwrap_or(0)))
-            .unwrap_or_default();
-        let free_at = chrono::Utc::now() + after;
-        let message = format!(
-            "waiting for a key of `{}`: {why}; the first is free at {}",
-            self.name,
-            free_at.format("%H:%M:%S")
-        );
-        if waited + after > self.settings.max_wait {
-            return Err(TaskError::retry(format!(
-                "{message}, past max_wait ({}s after the job was enqueued)",
-                self.settings.max_wait.as_secs()
-            )));
-        }
-        Err(TaskError::Snooze(message, after))
+/// The job outcome of a failed call.
+pub(crate) fn outcome(ctx: &Context, provider: &Provider, error: SendError) -> TaskError {
+    match error {
+        SendError::Fatal(m) => TaskError::fatal(m),
+        SendError::Retry(m) => TaskError::retry(m),
+        SendError::Wait { after, why } => snooze(ctx, provider, after, &why),
     }
 }
 
-/// The first part of a response body, for errors.
-pub(crate) fn head(response: &Response) -> String {
-    let end = response.body.len().min(2048);
-    String::from_utf8_lossy(&response.body[..end]).into_owned()
-}
-
-/// `Retry-After` (seconds or an HTTP date), else OpenAI's
-/// `x-ratelimit-reset-requests` / `-tokens` durations (`1s`, `6m0s`).
-pub(crate) fn retry_after(response: &Response) -> Option<Duration> {
-    if let Some(v) = response.header("retry-after") {
-        let v = v.trim();
-        if let Ok(secs) = v.parse::<f64>() {
-            return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs));
-        }
-        if let Ok(at) = chrono::DateTime::parse_from_rfc2822(v) {
-            let ms = at.timestamp_millis() - now_ms().0;
-            return Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
-        }
+/// Snoozes the job until a key is free, or, past `max_wait` since it was
+/// enqueued, fails the attempt.
+fn snooze(ctx: &Context, provider: &Provider, after: Duration, why: &str) -> TaskError {
+    let waited = ctx
+        .job_id()
+        .created_at()
+        .map(|at| Duration::from_millis(u64::try_from(now_ms().0 - at.0).unwrap_or(0)))
+        .unwrap_or_default();
+    let free_at = chrono::Utc::now() + after;
+    let message = format!(
+        "waiting for a key of `{}`: {why}; the first is free at {}",
+        provider.name(),
+        free_at.format("%H:%M:%S")
+    );
+    let max_wait = provider.settings().max_wait;
+    if waited + after > max_wait {
+        return TaskError::retry(format!(
+            "{message}, past max_wait ({}s after the job was enqueued)",
+            max_wait.as_secs()
+        ));
     }
-    ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
-        .iter()
-        .filter_map(|h| response.header(h))
-        .filter_map(|v| weir_shared::config::parse_duration(v).ok())
-        .max()
-}
-
-/// `usage.total_tokens` of a JSON response.
-fn used_tokens(response: &Response) -> Option<u32> {
-    let body: Value = serde_json::from_slice(&response.body).ok()?;
-    let total = body.get("usage")?.get("total_tokens")?.as_u64()?;
-    u32::try_from(total).ok()
-}
-
-/// Tokens a call will likely use, charged to the key's `tpm` before it is
-/// sent: about one per 4 bytes of its input (`input` of an embeddings
-/// call, the messages' `content` of a chat call, or `prompt`) plus the
-/// completion it allows (`max_tokens` / `max_completion_tokens`). The
-/// response's `usage` corrects it.
-pub(crate) fn estimate_tokens(body: Option<&Value>) -> u32 {
-    let Some(body) = body else { return 1 };
-    fn text_len(v: &Value) -> usize {
-        match v {
-            Value::String(s) => s.len(),
-            Value::Array(items) => items.iter().map(text_len).sum(),
-            Value::Object(map) => map
-                .get("content")
-                .or_else(|| map.get("text"))
-                .map_or(0, text_len),
-            _ => 0,
-        }
-    }
-    let input: usize = ["input", "messages", "prompt"]
-        .iter()
-        .filter_map(|f| body.get(f))
-        .map(text_len)
-        .sum();
-    let completion = ["max_tokens", "max_completion_tokens"]
-        .iter()
-        .filter_map(|f| body.get(f).and_then(Value::as_u64))
-        .max()
-        .unwrap_or(0);
-    let total = (input as u64).div_ceil(4) + completion;
-    u32::try_from(total.max(1)).unwrap_or(u32::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn response(headers: &[(&str, &str)]) -> Response {
-        Response {
-            status: 429,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            body: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_dates_and_reset_headers() {
-        assert_eq!(
-            retry_after(&response(&[("retry-after", "7")])),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(
-            retry_after(&response(&[("retry-after", "0.5")])),
-            Some(Duration::from_millis(500))
-        );
-        let soon = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
-        let d = retry_after(&response(&[("retry-after", &soon)])).expect("a date");
-        assert!(
-            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
-            "{d:?}"
-        );
-        assert_eq!(
-            retry_after(&response(&[
-                ("x-ratelimit-reset-requests", "1s"),
-                ("x-ratelimit-reset-tokens", "6m0s")
-            ])),
-            Some(Duration::from_secs(360))
-        );
-        assert_eq!(retry_after(&response(&[])), None);
-    }
-
-    #[test]
-    fn estimates_count_inputs_and_the_completion_allowed() {
-        assert_eq!(estimate_tokens(None), 1);
-        assert_eq!(
-            estimate_tokens(Some(&json!({"input": ["abcd", "abcdefgh"]}))),
-            3
-        );
-        assert_eq!(
-            estimate_tokens(Some(&json!({
-                "messages": [{"role": "user", "content": "abcdefgh"}],
-                "max_tokens": 100
-            }))),
-            102
-        );
-    }
+    TaskError::Snooze(message, after)
 }

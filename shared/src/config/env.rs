@@ -99,8 +99,10 @@ pub(super) fn apply(
         sections::schedules(file.schedules, &tasks, &declared_queues, &warmup, problems);
     // Every field below that has a default in the variables' table gets it
     // (or the variable's value) from `vars::apply`; these are placeholders.
+    let broker = crate::broker::BrokerConfig::from_env(env, problems);
+    let datasets = super::datasets::datasets(file.datasets, &broker, &providers, problems);
     let mut settings = Settings {
-        broker: crate::broker::BrokerConfig::from_env(env, problems),
+        broker,
         declared_queues,
         tasks,
         worker: WorkerSettings {
@@ -145,6 +147,7 @@ pub(super) fn apply(
         outbound,
         providers,
         mail,
+        datasets,
     };
     super::vars::apply(&mut settings, env, problems);
     let w = &settings.worker;

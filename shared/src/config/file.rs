@@ -23,6 +23,19 @@ pub(super) struct ConfigFile {
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderFile>,
     pub mail: Option<MailFile>,
+    #[serde(default)]
+    pub datasets: DatasetsFile,
+}
+
+/// `[datasets]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DatasetsFile {
+    pub embedding: Option<String>,
+    pub vector_store: Option<String>,
+    pub cache_ttl: Option<String>,
+    pub search_cache_mb: Option<usize>,
+    pub names: Option<Vec<String>>,
 }
 
 /// `[providers.NAME]`.

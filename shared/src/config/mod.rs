@@ -9,6 +9,7 @@
 //! one table, [`vars::VARS`]; `docs/configuration.md` is generated from it.
 
 pub mod auth;
+mod datasets;
 mod env;
 mod file;
 mod outbound;
@@ -22,6 +23,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use datasets::{DatasetSettings, Embedding, valid_dataset_name};
 pub use env::parse_duration;
 pub use file::TaskFile;
 pub use outbound::{MailSettings, ProviderSettings, StartTls};
@@ -45,7 +47,7 @@ pub const DEFAULT_QUEUES: [&str; 10] = [
 ];
 
 /// Tasks every worker knows.
-pub const BUILTIN_TASKS: [&str; 8] = [
+pub const BUILTIN_TASKS: [&str; 9] = [
     "weir.noop",
     "weir.echo",
     "weir.sleep",
@@ -54,6 +56,7 @@ pub const BUILTIN_TASKS: [&str; 8] = [
     "cache.warmup",
     "http.request",
     "mail.send",
+    "document.index",
 ];
 
 pub use crate::broker::config::DEFAULT_BROKER_URL;
@@ -97,6 +100,8 @@ pub struct Settings {
     pub providers: BTreeMap<String, ProviderSettings>,
     /// `[mail]`: the SMTP server of `mail.send`.
     pub mail: Option<MailSettings>,
+    /// `[datasets]`: how `document.index` embeds and where it writes.
+    pub datasets: DatasetSettings,
 }
 
 /// Outbound HTTP of tasks: `[http]` in the file, `WEIR_HTTP_ALLOW_HOSTS`.
@@ -180,9 +185,16 @@ impl Settings {
         // Keys that come from the file are named with the file.
         if let Some(path) = &file_path {
             for p in &mut problems {
-                if ["tasks.", "queues.", "schedules[", "warmup.", "http."]
-                    .iter()
-                    .any(|prefix| p.key.starts_with(prefix))
+                if [
+                    "tasks.",
+                    "queues.",
+                    "schedules[",
+                    "warmup.",
+                    "http.",
+                    "datasets.",
+                ]
+                .iter()
+                .any(|prefix| p.key.starts_with(prefix))
                 {
                     p.key = format!("{} {}", path.display(), p.key);
                 }

@@ -4,8 +4,10 @@
 //! HTTP (OpenAI-compatible endpoints) come through the key pools.
 
 mod local;
+mod openai;
 
 pub use local::{LOCAL_DIMS, LOCAL_MODEL, embed_local};
+pub use openai::embed_remote;
 
 /// Cosine similarity of two vectors of one model (0 for a zero vector or
 /// vectors of different lengths).

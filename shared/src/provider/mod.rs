@@ -10,7 +10,12 @@
 //!
 //! [`Coordination`]: crate::broker::Coordination
 
+mod caller;
 mod pool;
+
+pub use caller::{
+    Call, Provider, Providers, SendError, estimate_tokens, head, providers, retry_after,
+};
 
 pub use pool::{
     KeyPool, KeyStats, MAX_COOLDOWN, Pick, PoolError, Report, UNAUTHORIZED_COOLDOWN, env_name,
