@@ -76,6 +76,11 @@ pub enum Command {
         after_help = "Example:\n  weir workflows submit index-doc.json\n  weir workflows show 01a21d78-...\n  weir workflows retry 01a21d78-..."
     )]
     Workflows(WorkflowsArgs),
+    /// Datasets that document.index wrote: list them, their documents, search one, delete a document.
+    #[command(
+        after_help = "Example:\n  weir datasets list\n  weir datasets search kb \"how do retries work\" --top-k 3\n  weir datasets delete kb doc-42"
+    )]
+    Datasets(DatasetsArgs),
     /// API keys.
     #[command(after_help = "Example:\n  weir keys create --tenant acme > acme.key")]
     Keys(KeysArgs),
@@ -270,6 +275,48 @@ pub enum WorkflowAction {
     Retry {
         /// Workflow id.
         id: String,
+    },
+}
+
+/// `weir datasets ...`.
+#[derive(Debug, Args)]
+pub struct DatasetsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: DatasetAction,
+    /// The tenant whose datasets these are.
+    #[arg(long, global = true, default_value = "default")]
+    pub tenant: String,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+/// Dataset actions.
+#[derive(Debug, Subcommand)]
+pub enum DatasetAction {
+    /// The tenant's datasets: documents, segments, tokens, model.
+    List,
+    /// A dataset's documents.
+    Documents {
+        /// Dataset name.
+        name: String,
+    },
+    /// The segments nearest to a query, best first.
+    Search {
+        /// Dataset name.
+        name: String,
+        /// What to look for.
+        query: String,
+        /// How many segments (1-100).
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+    },
+    /// Remove a document's segments and vectors.
+    Delete {
+        /// Dataset name.
+        name: String,
+        /// Document id.
+        document_id: String,
     },
 }
 

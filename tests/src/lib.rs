@@ -641,3 +641,27 @@ pub async fn all_succeed(api: &Dev, ids: &[String]) -> bool {
     })
     .await
 }
+
+/// Serves `files` (path, content type, bytes) on a free port of 127.0.0.1
+/// until the test's runtime ends; returns `http://127.0.0.1:PORT`.
+pub async fn serve_files(files: Vec<(&'static str, &'static str, Vec<u8>)>) -> String {
+    use axum::http::header::CONTENT_TYPE;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the file server");
+    let port = listener.local_addr().expect("addr").port();
+    let mut app = axum::Router::new();
+    for (path, content_type, bytes) in files {
+        app = app.route(
+            path,
+            axum::routing::get(move || {
+                let bytes = bytes.clone();
+                async move { ([(CONTENT_TYPE, content_type)], bytes) }
+            }),
+        );
+    }
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://127.0.0.1:{port}")
+}

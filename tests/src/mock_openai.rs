@@ -2,8 +2,10 @@
 //! HTTP server on a free port of 127.0.0.1 with `POST /v1/chat/completions`
 //! and `POST /v1/embeddings`, per-key behaviour (answer, 429 with or
 //! without `Retry-After`, 500, 401 quoting the key as OpenAI does), a
-//! configurable latency, `usage` counts in every answer, and a log of
-//! every request (key, time, status) for the tests to check.
+//! configurable latency, an injected burst of 429s, `usage` counts in every
+//! answer, and a log of every request (key, time, status, inputs) for the
+//! tests to check. Embeddings are the `local` embedder's vectors, so
+//! searches over them mean something.
 
 use axum::Router;
 use axum::extract::State;
@@ -38,6 +40,8 @@ pub struct Hit {
     pub at: Instant,
     /// What it was answered.
     pub status: u16,
+    /// Inputs of an embeddings call (0 for a chat call).
+    pub inputs: usize,
 }
 
 #[derive(Default)]
@@ -47,6 +51,9 @@ struct Shared {
     latency_ms: AtomicU64,
     /// Tokens each completion reports using (prompt + this many).
     completion_tokens: AtomicU64,
+    /// The next this-many requests, whatever their key, answer 429 with
+    /// `Retry-After: 1`.
+    throttle_next: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -95,6 +102,19 @@ impl MockOpenAi {
             .store(latency.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// The next `n` requests, whatever their key, answer 429 with
+    /// `Retry-After: 1` (an injected burst of throttling).
+    pub fn throttle_next(&self, n: u64) {
+        self.shared.throttle_next.store(n, Ordering::Relaxed);
+    }
+
+    /// Embeddings calls answered 200 so far, and the inputs they carried.
+    pub fn embedding_calls(&self) -> (usize, usize) {
+        let hits = lock(&self.shared.hits);
+        let ok = hits.iter().filter(|h| h.status == 200 && h.inputs > 0);
+        ok.fold((0, 0), |(calls, inputs), h| (calls + 1, inputs + h.inputs))
+    }
+
     /// Every request so far.
     pub fn hits(&self) -> Vec<Hit> {
         lock(&self.shared.hits).clone()
@@ -111,7 +131,7 @@ impl MockOpenAi {
 
 /// The bearer key, the mode it gets, and the answer it would get if not
 /// `Ok` (after the latency).
-async fn gate(shared: &Shared, headers: &HeaderMap) -> Result<String, Response> {
+async fn gate(shared: &Shared, headers: &HeaderMap, inputs: usize) -> Result<String, Response> {
     let key = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -122,7 +142,15 @@ async fn gate(shared: &Shared, headers: &HeaderMap) -> Result<String, Response> 
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    let mode = lock(&shared.modes).get(&key).copied().unwrap_or(Mode::Ok);
+    let injected = shared
+        .throttle_next
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok();
+    let mode = if injected {
+        Mode::Throttle(Some(1))
+    } else {
+        lock(&shared.modes).get(&key).copied().unwrap_or(Mode::Ok)
+    };
     let refusal = match mode {
         Mode::Ok => None,
         Mode::Throttle(after) => {
@@ -160,6 +188,7 @@ async fn gate(shared: &Shared, headers: &HeaderMap) -> Result<String, Response> 
         key: key.clone(),
         at: Instant::now(),
         status,
+        inputs,
     });
     match refusal {
         Some(r) => Err(r),
@@ -177,7 +206,7 @@ fn tokens_of(v: &Value) -> u64 {
 }
 
 async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
-    if let Err(r) = gate(&shared, &headers).await {
+    if let Err(r) = gate(&shared, &headers, 0).await {
         return r;
     }
     let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
@@ -199,24 +228,11 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Strin
     .into_response()
 }
 
-/// A deterministic 8-dimensional vector of a text.
-fn vector(text: &str) -> Vec<f64> {
-    let mut v = [0.0; 8];
-    for (i, b) in text.bytes().enumerate() {
-        v[(i + b as usize) % 8] += f64::from(b) / 255.0;
-    }
-    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-9);
-    v.iter().map(|x| x / norm).collect()
-}
-
 async fn embeddings(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Err(r) = gate(&shared, &headers).await {
-        return r;
-    }
     let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let inputs: Vec<String> = match &request["input"] {
         Value::String(s) => vec![s.clone()],
@@ -226,11 +242,14 @@ async fn embeddings(
             .collect(),
         _ => Vec::new(),
     };
+    if let Err(r) = gate(&shared, &headers, inputs.len()).await {
+        return r;
+    }
     let tokens: u64 = inputs.iter().map(|s| (s.len() as u64).div_ceil(4)).sum();
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
-        .map(|(i, s)| json!({"object": "embedding", "index": i, "embedding": vector(s)}))
+        .map(|(i, s)| json!({"object": "embedding", "index": i, "embedding": weir_shared::embed::embed_local(s)}))
         .collect();
     axum::Json(json!({
         "object": "list",

@@ -2,6 +2,7 @@
 //! first, so every command starts from the same validated configuration.
 
 mod bulk;
+mod datasets;
 mod enqueue;
 mod inspect;
 mod keys;
@@ -39,6 +40,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Scheduler => serve::scheduler(settings).await,
         Command::Schedules(args) => schedules::run(settings, args).await,
         Command::Workflows(args) => workflows::run(settings, args).await,
+        Command::Datasets(args) => datasets::run(settings, args).await,
         Command::Keys(args) => keys::run(args),
         Command::Completions { .. } => Ok(()),
     }

@@ -86,7 +86,11 @@ mod tests {
         let v = parse(body, 2).expect("parsed");
         assert_eq!(v[0], vec![0.6, 0.8]);
         assert_eq!(v[1], vec![0.0, 1.0]);
-        assert!(parse(body, 3).unwrap_err().contains("input 2"));
+        assert!(
+            parse(body, 3)
+                .expect_err("a missing input")
+                .contains("input 2")
+        );
         assert!(parse(b"{}", 1).is_err());
         assert!(parse(br#"{"data":[{"embedding":["x"]}]}"#, 1).is_err());
     }

@@ -6,5 +6,7 @@ mod extract;
 mod split;
 
 pub use clean::clean;
+#[cfg(any(test, feature = "testkit"))]
+pub use extract::minimal_pdf;
 pub use extract::{ExtractError, Format, extract};
 pub use split::{SplitOptions, count_tokens, split};
