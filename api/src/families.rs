@@ -108,6 +108,16 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Connections refused past WEIR_HTTP_MAX_CONNECTIONS",
     ),
     (
+        "weir_embedding_calls_total",
+        "counter",
+        "Embeddings calls the batcher sent, by provider (merged across a process's jobs)",
+    ),
+    (
+        "weir_embedding_inputs_total",
+        "counter",
+        "Inputs in those calls, by provider: inputs per call = the rate of this over the rate of calls",
+    ),
+    (
         "weir_provider_requests_total",
         "counter",
         "Calls to providers by provider and status",

@@ -88,8 +88,10 @@ impl Target {
         let provider = self.providers.get(&self.name).ok_or_else(|| {
             SendError::Fatal(format!("provider `{}` is not configured", self.name))
         })?;
-        metrics::histogram!("weir_embedding_batch_inputs", "provider" => self.name.clone())
-            .record(inputs.len() as f64);
+        metrics::counter!("weir_embedding_calls_total", "provider" => self.name.clone())
+            .increment(1);
+        metrics::counter!("weir_embedding_inputs_total", "provider" => self.name.clone())
+            .increment(inputs.len() as u64);
         embed_remote(
             provider,
             &self.broker,
