@@ -1,8 +1,9 @@
 //! Embedding batches across concurrent jobs: one batcher per worker
 //! process and provider. Jobs send their inputs (at most `max_batch` per
-//! request); the batcher waits for the first request, lingers up to
-//! [`LINGER`] for more while they fit in one call, sends the call through
-//! the key pool and hands each job its slice. A failed call fails only the
+//! request); the batcher takes the first request, waits for a free call
+//! (at most [`IN_FLIGHT`] at once; what arrives meanwhile joins the
+//! batch), lingers up to the provider's `batch_linger` for more while they fit in one call,
+//! sends the call through the key pool and hands each job its slice. A failed call fails only the
 //! jobs whose inputs were in it; each decides what that means for it.
 
 use std::sync::Arc;
@@ -12,8 +13,6 @@ use weir_shared::broker::SharedBroker;
 use weir_shared::embed::embed_remote;
 use weir_shared::provider::{Providers, SendError};
 
-/// How long a batch waits for more inputs after its first request.
-pub const LINGER: Duration = Duration::from_millis(5);
 /// Calls in flight per batcher: a burst must not become a 429 storm.
 const IN_FLIGHT: usize = 4;
 
@@ -41,9 +40,9 @@ impl Batcher {
         model: String,
         inline_wait: Duration,
     ) -> Self {
-        let max_batch = providers
-            .get(&name)
-            .map_or(1, |p| p.settings().max_batch.max(1));
+        let (max_batch, linger) = providers.get(&name).map_or((1, Duration::ZERO), |p| {
+            (p.settings().max_batch.max(1), p.settings().batch_linger)
+        });
         let (tx, rx) = mpsc::channel(1024);
         let target = Target {
             providers,
@@ -52,7 +51,7 @@ impl Batcher {
             model,
             inline_wait,
         };
-        tokio::spawn(run(rx, Arc::new(target), max_batch));
+        tokio::spawn(run(rx, Arc::new(target), max_batch, linger));
         Batcher { tx, max_batch }
     }
 
@@ -103,7 +102,12 @@ impl Target {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Request>, target: Arc<Target>, max_batch: usize) {
+async fn run(
+    mut rx: mpsc::Receiver<Request>,
+    target: Arc<Target>,
+    max_batch: usize,
+    linger: Duration,
+) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut carried: Option<Request> = None;
     loop {
@@ -114,24 +118,44 @@ async fn run(mut rx: mpsc::Receiver<Request>, target: Arc<Target>, max_batch: us
                 None => return,
             },
         };
+        // Wait for a free call first: while every call is in flight, the
+        // requests that arrive meanwhile join this batch.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let mut batch = vec![first];
         let mut size = batch[0].inputs.len();
-        let linger = tokio::time::sleep(LINGER);
-        tokio::pin!(linger);
         while size < max_batch {
-            tokio::select! {
-                next = rx.recv() => match next {
-                    Some(r) if size + r.inputs.len() <= max_batch => {
-                        size += r.inputs.len();
-                        batch.push(r);
-                    }
-                    Some(r) => {
-                        carried = Some(r);
-                        break;
-                    }
-                    None => break,
-                },
-                () = &mut linger => break,
+            match rx.try_recv() {
+                Ok(r) if size + r.inputs.len() <= max_batch => {
+                    size += r.inputs.len();
+                    batch.push(r);
+                }
+                Ok(r) => {
+                    carried = Some(r);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if carried.is_none() {
+            let linger = tokio::time::sleep(linger);
+            tokio::pin!(linger);
+            while size < max_batch {
+                tokio::select! {
+                    next = rx.recv() => match next {
+                        Some(r) if size + r.inputs.len() <= max_batch => {
+                            size += r.inputs.len();
+                            batch.push(r);
+                        }
+                        Some(r) => {
+                            carried = Some(r);
+                            break;
+                        }
+                        None => break,
+                    },
+                    () = &mut linger => break,
+                }
             }
         }
         // A job cancelled while it waited has dropped its receiver.
@@ -139,9 +163,6 @@ async fn run(mut rx: mpsc::Receiver<Request>, target: Arc<Target>, max_batch: us
         if batch.is_empty() {
             continue;
         }
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let target = target.clone();
         tokio::spawn(async move {
             let inputs: Vec<String> = batch.iter().flat_map(|r| r.inputs.clone()).collect();

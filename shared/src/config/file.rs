@@ -50,6 +50,7 @@ pub(super) struct ProviderFile {
     pub timeout: Option<String>,
     pub embedding_model: Option<String>,
     pub max_batch: Option<usize>,
+    pub batch_linger: Option<String>,
     pub max_wait: Option<String>,
 }
 

@@ -12,6 +12,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+/// How long an embeddings batch waits for more inputs when
+/// `batch_linger` is not set.
+pub const DEFAULT_BATCH_LINGER: Duration = Duration::from_millis(100);
+
 /// One provider's pool: `[providers.NAME]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderSettings {
@@ -31,6 +35,8 @@ pub struct ProviderSettings {
     pub embedding_model: Option<String>,
     /// Inputs per embeddings call.
     pub max_batch: usize,
+    /// How long an embeddings batch waits for more inputs after its first.
+    pub batch_linger: Duration,
     /// How long a job waits, snoozing, for a key before it fails.
     pub max_wait: Duration,
 }
@@ -162,6 +168,12 @@ pub(super) fn providers(
             ),
             embedding_model: p.embedding_model,
             max_batch: p.max_batch.unwrap_or(256).max(1),
+            batch_linger: duration(
+                p.batch_linger.as_deref(),
+                DEFAULT_BATCH_LINGER,
+                key("batch_linger"),
+                problems,
+            ),
             max_wait: duration(
                 p.max_wait.as_deref(),
                 Duration::from_secs(3600),

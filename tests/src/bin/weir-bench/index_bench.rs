@@ -173,7 +173,7 @@ pub async fn report() -> Result<()> {
             mock.url
         ));
     let api = sandbox.api().await;
-    let _node = sandbox.spawn("worker", &["worker", "--processes", "1", "-c", "64"]);
+    let _node = sandbox.spawn("worker", &["worker", "--processes", "1", "-c", "256"]);
     let (first, results) = index_run(&sandbox, &api.base, 0).await?;
     let (calls, inputs) = mock.embedding_calls();
     let segments: u64 = results.iter().filter_map(|r| r["segments"].as_u64()).sum();
@@ -183,7 +183,7 @@ pub async fn report() -> Result<()> {
         .iter()
         .all(|r| r["embedded"] == 0 && r["cached"] == r["segments"]);
     println!(
-        "\n{DOCUMENTS} documents of ~2 KB, mock embeddings at 20 ms per call, `weir api` + one worker `--processes 1 -c 64`:\n"
+        "\n{DOCUMENTS} documents of ~2 KB, mock embeddings at 20 ms per call, `weir api` + one worker `--processes 1 -c 256`:\n"
     );
     println!("| run | wall | documents/s | embedding calls | inputs | inputs per call |");
     println!("|---|---|---|---|---|---|");
