@@ -149,6 +149,7 @@ impl Schedule {
     pub fn run_request(&self, settings: &crate::config::Settings) -> crate::broker::EnqueueRequest {
         let task = settings.task(&self.task);
         crate::broker::EnqueueRequest {
+            id: None,
             tenant: SCHEDULE_TENANT.into(),
             task: self.task.clone(),
             queue: self

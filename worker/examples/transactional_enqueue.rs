@@ -16,6 +16,7 @@ use weir_shared::broker::{BrokerConfig, EnqueueRequest, Inspect, Scope};
 
 fn confirmation(order: i64) -> EnqueueRequest {
     EnqueueRequest {
+        id: None,
         tenant: "default".into(),
         task: "mail.send".into(),
         queue: "mail".into(),

@@ -128,6 +128,7 @@ mod tests {
     async fn running(broker: &SqliteBroker, n: usize) -> Vec<Lease> {
         let requests = (0..n)
             .map(|_| EnqueueRequest {
+                id: None,
                 tenant: "default".into(),
                 task: "t".into(),
                 queue: "default".into(),

@@ -125,37 +125,24 @@ async fn run(
         };
         let mut batch = vec![first];
         let mut size = batch[0].inputs.len();
+        // What queued meanwhile comes at once; then up to `linger` more.
+        let linger = tokio::time::sleep(linger);
+        tokio::pin!(linger);
         while size < max_batch {
-            match rx.try_recv() {
-                Ok(r) if size + r.inputs.len() <= max_batch => {
-                    size += r.inputs.len();
-                    batch.push(r);
-                }
-                Ok(r) => {
-                    carried = Some(r);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        if carried.is_none() {
-            let linger = tokio::time::sleep(linger);
-            tokio::pin!(linger);
-            while size < max_batch {
-                tokio::select! {
-                    next = rx.recv() => match next {
-                        Some(r) if size + r.inputs.len() <= max_batch => {
-                            size += r.inputs.len();
-                            batch.push(r);
-                        }
-                        Some(r) => {
-                            carried = Some(r);
-                            break;
-                        }
-                        None => break,
-                    },
-                    () = &mut linger => break,
-                }
+            tokio::select! {
+                biased;
+                next = rx.recv() => match next {
+                    Some(r) if size + r.inputs.len() <= max_batch => {
+                        size += r.inputs.len();
+                        batch.push(r);
+                    }
+                    Some(r) => {
+                        carried = Some(r);
+                        break;
+                    }
+                    None => break,
+                },
+                () = &mut linger => break,
             }
         }
         // A job cancelled while it waited has dropped its receiver.

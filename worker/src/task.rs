@@ -200,6 +200,7 @@ impl Context {
             needs: Vec::new(),
             on_parent_failure: Default::default(),
             job: weir_shared::broker::EnqueueRequest {
+                id: None,
                 tenant: self.tenant.to_string(),
                 task: task.to_owned(),
                 queue: self.queue.to_string(),

@@ -68,6 +68,7 @@ impl Node {
         let out = self
             .broker
             .enqueue(vec![EnqueueRequest {
+                id: None,
                 tenant: "t".into(),
                 task: task.into(),
                 queue: "default".into(),
@@ -214,6 +215,7 @@ async fn an_attempt_that_overruns_its_timeout_fails() {
     let out = node
         .broker
         .enqueue(vec![EnqueueRequest {
+            id: None,
             tenant: "t".into(),
             task: "weir.sleep".into(),
             queue: "default".into(),
@@ -417,6 +419,7 @@ fn step(
         needs: needs.iter().map(|s| s.to_string()).collect(),
         on_parent_failure: weir_shared::workflow::OnParentFailure::Cancel,
         job: EnqueueRequest {
+            id: None,
             tenant: "t".into(),
             task: task.into(),
             queue: "default".into(),

@@ -14,6 +14,11 @@ use std::time::Duration;
 /// task's configuration before they get here; the broker stores what it is given.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnqueueRequest {
+    /// The job's id when the caller chooses it (the Celery ingress: the
+    /// task's id); `None` for a new one. Enqueueing an id that exists
+    /// stores nothing and answers the job that has it (`created: false`),
+    /// so repeating an enqueue after a crash is harmless.
+    pub id: Option<JobId>,
     /// Owner of the job.
     pub tenant: String,
     /// Task name.
@@ -351,4 +356,18 @@ pub struct Maintenance {
     /// released (or cancelled) by the audit: a missed release repaired.
     /// It should stay 0.
     pub repaired: u64,
+}
+
+/// The job an enqueue with an explicit id met (the id exists): answered as
+/// it is when it is the same tenant's, refused otherwise, so an id never
+/// shows one tenant another's job.
+pub(crate) fn existing_job(found: Job, tenant: &str) -> Result<Job, super::BrokerError> {
+    if found.tenant == tenant {
+        Ok(found)
+    } else {
+        Err(super::BrokerError::Invalid(format!(
+            "job id {} is taken",
+            found.id
+        )))
+    }
 }

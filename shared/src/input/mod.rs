@@ -231,6 +231,7 @@ pub fn job_request(
         }
     }
     Ok(EnqueueRequest {
+        id: None,
         tenant: tenant.to_owned(),
         task: body.task,
         queue,

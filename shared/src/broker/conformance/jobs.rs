@@ -282,6 +282,68 @@ pub async fn unique_keys(t: TestBroker) {
     assert_ne!(fresh[0].job.id, out[0].job.id);
 }
 
+/// A job enqueued with its own id keeps it; the same id again (a repeat
+/// after a crash) stores nothing and answers the job that has it, before
+/// and after that job ran; another tenant cannot take the id.
+pub async fn explicit_ids_enqueue_once(t: TestBroker) {
+    let id: crate::job::JobId = "5b93ed13-79b4-478e-8f19-7420cc843d4e"
+        .parse()
+        .expect("a UUID");
+    let with_id = |payload: Value| {
+        let mut r = request("weir.noop", "default");
+        r.id = Some(id);
+        r.payload = payload;
+        r
+    };
+    let first = t
+        .broker
+        .enqueue(vec![
+            with_id(json!({"n": 1})),
+            request("weir.noop", "default"),
+        ])
+        .await
+        .expect("enqueue");
+    assert!(first[0].created && first[1].created);
+    assert_eq!(first[0].job.id, id);
+    let again = t
+        .broker
+        .enqueue(vec![
+            with_id(json!({"n": 2})),
+            request("weir.echo", "default"),
+        ])
+        .await
+        .expect("enqueue again");
+    assert!(!again[0].created, "the same id is not stored twice");
+    assert_eq!(again[0].job.id, id);
+    assert_eq!(again[0].job.payload, json!({"n": 1}), "the first stands");
+    assert!(again[1].created, "the rest of the batch is stored");
+
+    let c = claim(&t, &["default"], 10, LEASE).await;
+    let mine = c.iter().find(|c| c.lease.id == id).expect("claimed");
+    t.broker
+        .complete(vec![Completion {
+            lease: mine.lease,
+            outcome: Outcome::Succeeded(Value::Null),
+        }])
+        .await
+        .expect("complete");
+    let after = t
+        .broker
+        .enqueue(vec![with_id(json!({"n": 3}))])
+        .await
+        .expect("enqueue after it ran");
+    assert!(!after[0].created, "a finished job's id is not reused");
+    assert_eq!(after[0].job.state, JobState::Succeeded);
+    assert_eq!(state_of(&t, id).await, JobState::Succeeded);
+
+    let mut theirs = with_id(json!({}));
+    theirs.tenant = "t2".into();
+    assert!(matches!(
+        t.broker.enqueue(vec![theirs]).await,
+        Err(crate::broker::BrokerError::Invalid(_))
+    ));
+}
+
 /// One batch mixing tasks, queues, priorities, delays, timeouts and
 /// unique keys: every job is stored as asked, reads back as enqueue
 /// answered, and is claimed in priority, then batch, order.

@@ -89,6 +89,7 @@ pub fn service_url(var: &str, default: &str) -> Option<String> {
 /// A request for `task` on `queue` with the defaults a test needs.
 pub fn request(task: &str, queue: &str) -> EnqueueRequest {
     EnqueueRequest {
+        id: None,
         tenant: "t1".into(),
         task: task.into(),
         queue: queue.into(),
@@ -163,7 +164,7 @@ macro_rules! broker_conformance {
         $crate::broker_conformance!(@tests $make;
             enqueue_claim_ack, nack_with_delay, lease_expiry_redelivers,
             stale_ack_rejected, priority_order, queue_order_and_limit,
-            delayed_promotion, unique_keys, mixed_batch, pause_and_resume, cancel_scheduled,
+            delayed_promotion, unique_keys, explicit_ids_enqueue_once, mixed_batch, pause_and_resume, cancel_scheduled,
             cancel_running, dead_letters_and_replay, crash_loop_ends_dead,
             release_returns_without_spending, list_and_scope, list_scan_is_bounded, counts_and_purge,
             retention_per_outcome, retention_keeps_at_most_n, claims_only_handled_tasks,

@@ -115,7 +115,8 @@ async fn run(pool: PgPool, wake: Arc<Wake>, mut rx: mpsc::UnboundedReceiver<Call
 /// The job an enqueue request becomes, with its id and timestamps.
 pub(super) fn new_job(r: EnqueueRequest, now: Millis) -> Job {
     let run_at = r.run_at.unwrap_or(now);
-    r.into_job(JobId::new(), now, run_at)
+    let id = r.id.unwrap_or_else(JobId::new);
+    r.into_job(id, now, run_at)
 }
 
 /// Inserts `jobs` in one statement.
@@ -172,10 +173,13 @@ pub(super) async fn insert_in(
         })
         .collect();
     serial::join(conn, &members).await?;
-    let holders = if stored.len() < n {
-        holders(conn, &planned, &stored).await?
+    let (same_ids, holders) = if stored.len() < n {
+        (
+            same_ids(conn, &planned, &stored).await?,
+            holders(conn, &planned, &stored).await?,
+        )
     } else {
-        HashMap::new()
+        (HashMap::new(), HashMap::new())
     };
     let mut out = Vec::with_capacity(n);
     for mut job in planned.drain(..) {
@@ -185,8 +189,16 @@ pub(super) async fn insert_in(
             out.push(Enqueued { job, created: true });
             continue;
         }
-        // Skipped by ON CONFLICT: the unique key is held by an unfinished
-        // job (possibly one earlier in this same group).
+        // Skipped by ON CONFLICT: the id exists (an explicit id enqueued
+        // again), or the unique key is held by an unfinished job (possibly
+        // one earlier in this same group).
+        if let Some(same) = same_ids.get(&job.id.0) {
+            out.push(Enqueued {
+                job: crate::broker::request::existing_job(same.clone(), &job.tenant)?,
+                created: false,
+            });
+            continue;
+        }
         let key = (job.tenant.clone(), job.task.clone(), job.unique_key.clone());
         match holders.get(&key) {
             Some(holder) => out.push(Enqueued {
@@ -207,6 +219,32 @@ pub(super) async fn insert_in(
 }
 
 type UniqueKey = (String, String, Option<String>);
+
+/// The stored jobs whose ids the jobs not stored carry (explicit ids
+/// enqueued again).
+async fn same_ids(
+    conn: &mut PgConnection,
+    planned: &[Job],
+    stored: &HashMap<Uuid, (i64, i64)>,
+) -> BrokerResult<HashMap<Uuid, Job>> {
+    let ids: Vec<Uuid> = planned
+        .iter()
+        .filter(|j| !stored.contains_key(&j.id.0))
+        .map(|j| j.id.0)
+        .collect();
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1)");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+    rows.iter()
+        .map(|r| {
+            let job = codec::job(r)?;
+            Ok((job.id.0, job))
+        })
+        .collect()
+}
 
 /// The unfinished jobs holding the unique keys of the jobs not stored.
 async fn holders(

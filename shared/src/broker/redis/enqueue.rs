@@ -17,12 +17,21 @@ impl RedisBroker {
         for r in &requests {
             check_names(r)?;
         }
+        if requests.iter().any(|r| r.id.is_some()) {
+            // A call of one job always looks its id up (enqueue.lua), so
+            // an explicit id that exists is never written over.
+            let mut out = Vec::with_capacity(requests.len());
+            for r in requests {
+                out.push(self.enqueue_one(r).await?);
+            }
+            return Ok(out);
+        }
         let local_now = now_ms();
         let planned: Vec<(JobId, i64, EnqueueRequest)> = requests
             .into_iter()
             .map(|r| {
                 let delay = r.run_at.map(|t| (t.0 - local_now.0).max(0)).unwrap_or(0);
-                (JobId::new(), delay, r)
+                (r.id.unwrap_or_else(JobId::new), delay, r)
             })
             .collect();
         let reply = self.enqueue_call(&planned).await?;
@@ -58,6 +67,47 @@ impl RedisBroker {
             }
         }
         Ok(out)
+    }
+
+    /// One job, whose id may be the caller's: an id that exists answers
+    /// the job that has it.
+    async fn enqueue_one(&self, r: EnqueueRequest) -> BrokerResult<Enqueued> {
+        if let Some(id) = r.id
+            && let Some(job) = self.load(&id.to_string()).await?
+        {
+            return Ok(Enqueued {
+                job: crate::broker::request::existing_job(job, &r.tenant)?,
+                created: false,
+            });
+        }
+        let local_now = now_ms();
+        let id = r.id.unwrap_or_else(JobId::new);
+        let delay = r.run_at.map(|t| (t.0 - local_now.0).max(0)).unwrap_or(0);
+        let planned = vec![(id, delay, r)];
+        let reply = self.enqueue_call(&planned).await?;
+        let now: i64 = reply
+            .first()
+            .map(codec::int)
+            .transpose()?
+            .unwrap_or(local_now.0);
+        let Some((id, delay, r)) = planned.into_iter().next() else {
+            return Err(BrokerError::internal("an enqueue planned nothing"));
+        };
+        if let Some(holder) = reply.get(2) {
+            // The unique key is held by another job.
+            let holder = codec::string(holder)?;
+            let job = self.load(&holder).await?.ok_or_else(|| {
+                BrokerError::internal(format!("unique key holder {holder} vanished"))
+            })?;
+            return Ok(Enqueued {
+                job,
+                created: false,
+            });
+        }
+        Ok(Enqueued {
+            job: codec::new_job(id, r, now, delay),
+            created: true,
+        })
     }
 
     /// Runs enqueue.lua for jobs (id, delay, request) and returns its reply.

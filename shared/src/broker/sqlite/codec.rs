@@ -12,7 +12,8 @@ use std::str::FromStr;
 /// The job an enqueue request becomes, with its id and timestamps.
 pub(super) fn new_job(r: EnqueueRequest, now: Millis) -> Job {
     let run_at = r.run_at.unwrap_or(now);
-    r.into_job(JobId::new(), now, run_at)
+    let id = r.id.unwrap_or_else(JobId::new);
+    r.into_job(id, now, run_at)
 }
 
 /// One element of the JSON array that `enqueue.sql` reads.

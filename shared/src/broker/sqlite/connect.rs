@@ -209,6 +209,7 @@ mod tests {
 
     fn request(payload_bytes: usize) -> EnqueueRequest {
         EnqueueRequest {
+            id: None,
             tenant: "default".into(),
             task: "t".into(),
             queue: "default".into(),

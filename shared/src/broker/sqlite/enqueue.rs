@@ -182,8 +182,22 @@ pub(super) async fn insert_with(
             out.push(Enqueued { job, created: true });
             continue;
         }
-        // Skipped by ON CONFLICT: the unique key is held by an unfinished
-        // job (possibly one earlier in this same group).
+        // Skipped by ON CONFLICT: the id exists (an explicit id enqueued
+        // again), or the unique key is held by an unfinished job (possibly
+        // one earlier in this same group).
+        let by_id = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+        let same = sqlx::query(sqlx::AssertSqlSafe(by_id))
+            .bind(job.id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        if let Some(same) = same {
+            out.push(Enqueued {
+                job: crate::broker::request::existing_job(row::job(&same)?, &job.tenant)?,
+                created: false,
+            });
+            continue;
+        }
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = ?1 AND task = ?2 AND unique_key = ?3 \
              AND state IN ('scheduled', 'queued', 'running', 'retrying')"
