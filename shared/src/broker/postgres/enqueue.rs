@@ -11,7 +11,7 @@ use super::codec::{self, storable};
 use super::notify::Wake;
 use super::{JOB_COLUMNS, PostgresBroker, from_sqlx, serial};
 use crate::broker::{BrokerError, BrokerResult, EnqueueRequest, Enqueued};
-use crate::job::{Job, JobId, JobState, Millis, now_ms};
+use crate::job::{Job, JobState, Millis, now_ms};
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Postgres, Row, Transaction};
 use std::collections::HashMap;
@@ -115,7 +115,7 @@ async fn run(pool: PgPool, wake: Arc<Wake>, mut rx: mpsc::UnboundedReceiver<Call
 /// The job an enqueue request becomes, with its id and timestamps.
 pub(super) fn new_job(r: EnqueueRequest, now: Millis) -> Job {
     let run_at = r.run_at.unwrap_or(now);
-    let id = r.id.unwrap_or_else(JobId::new);
+    let id = r.id.unwrap_or_default();
     r.into_job(id, now, run_at)
 }
 

@@ -26,12 +26,18 @@ impl RedisBroker {
             }
             return Ok(out);
         }
+        self.enqueue_planned(requests).await
+    }
+
+    /// Enqueues in one call of enqueue.lua (whose small calls look every
+    /// id up; a large one only when it is a repeat).
+    async fn enqueue_planned(&self, requests: Vec<EnqueueRequest>) -> BrokerResult<Vec<Enqueued>> {
         let local_now = now_ms();
         let planned: Vec<(JobId, i64, EnqueueRequest)> = requests
             .into_iter()
             .map(|r| {
                 let delay = r.run_at.map(|t| (t.0 - local_now.0).max(0)).unwrap_or(0);
-                (r.id.unwrap_or_else(JobId::new), delay, r)
+                (r.id.unwrap_or_default(), delay, r)
             })
             .collect();
         let reply = self.enqueue_call(&planned).await?;
@@ -80,34 +86,10 @@ impl RedisBroker {
                 created: false,
             });
         }
-        let local_now = now_ms();
-        let id = r.id.unwrap_or_else(JobId::new);
-        let delay = r.run_at.map(|t| (t.0 - local_now.0).max(0)).unwrap_or(0);
-        let planned = vec![(id, delay, r)];
-        let reply = self.enqueue_call(&planned).await?;
-        let now: i64 = reply
-            .first()
-            .map(codec::int)
-            .transpose()?
-            .unwrap_or(local_now.0);
-        let Some((id, delay, r)) = planned.into_iter().next() else {
-            return Err(BrokerError::internal("an enqueue planned nothing"));
-        };
-        if let Some(holder) = reply.get(2) {
-            // The unique key is held by another job.
-            let holder = codec::string(holder)?;
-            let job = self.load(&holder).await?.ok_or_else(|| {
-                BrokerError::internal(format!("unique key holder {holder} vanished"))
-            })?;
-            return Ok(Enqueued {
-                job,
-                created: false,
-            });
-        }
-        Ok(Enqueued {
-            job: codec::new_job(id, r, now, delay),
-            created: true,
-        })
+        self.enqueue_planned(vec![r])
+            .await?
+            .pop()
+            .ok_or_else(|| BrokerError::internal("an enqueue of one job answered none"))
     }
 
     /// Runs enqueue.lua for jobs (id, delay, request) and returns its reply.

@@ -12,7 +12,7 @@ use std::str::FromStr;
 /// The job an enqueue request becomes, with its id and timestamps.
 pub(super) fn new_job(r: EnqueueRequest, now: Millis) -> Job {
     let run_at = r.run_at.unwrap_or(now);
-    let id = r.id.unwrap_or_else(JobId::new);
+    let id = r.id.unwrap_or_default();
     r.into_job(id, now, run_at)
 }
 
