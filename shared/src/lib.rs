@@ -26,6 +26,7 @@
 pub mod broker;
 pub mod bulk;
 pub mod cache;
+pub mod celery;
 pub mod config;
 pub mod embed;
 pub mod index;
