@@ -66,6 +66,12 @@ pub enum Command {
     /// The cron scheduler; run several for availability: each tick is enqueued once.
     #[command(after_help = "Example:\n  WEIR_CONFIG=weir.toml weir scheduler")]
     Scheduler,
+    /// Takes Celery's messages (kombu protocol v2, JSON) from its Redis and runs them as weir jobs.
+    #[command(
+        name = "celery-ingress",
+        after_help = "Example:\n  weir celery-ingress --from redis://127.0.0.1:6379/1 -Q dataset,mail\n  weir celery-ingress --from $CELERY_BROKER_URL -Q mail --results redis://127.0.0.1:6379/2"
+    )]
+    CeleryIngress(CeleryIngressArgs),
     /// Cron schedules with their last and next fire; trigger, pause or resume one.
     #[command(
         after_help = "Example:\n  weir schedules\n  weir schedules trigger app-config-warmup"
@@ -127,6 +133,35 @@ pub struct ServeArgs {
     /// Listen address (overrides WEIR_HTTP_ADDR).
     #[arg(long)]
     pub addr: Option<std::net::SocketAddr>,
+}
+
+/// Flags of `weir celery-ingress`.
+#[derive(Debug, Args)]
+pub struct CeleryIngressArgs {
+    /// Celery's broker: redis://HOST:PORT/DB (rediss:// for TLS).
+    #[arg(long)]
+    pub from: String,
+    /// Celery queues to take, comma-separated; each goes to the weir queue of the same name.
+    #[arg(short = 'Q', long = "queues", value_delimiter = ',', required = true)]
+    pub queues: Vec<String>,
+    /// Send a Celery queue to another weir queue: CELERY=WEIR (repeatable).
+    #[arg(long = "map")]
+    pub map: Vec<String>,
+    /// Celery's global_keyprefix (Dify's REDIS_KEY_PREFIX), if any.
+    #[arg(long, default_value = "")]
+    pub key_prefix: String,
+    /// kombu's priority_steps, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,3,6,9")]
+    pub priority_steps: Vec<u8>,
+    /// kombu's separator of priority lists (its default is the bytes 0x06 0x16).
+    #[arg(long, default_value = "\x06\x16")]
+    pub sep: String,
+    /// The tenant the jobs belong to.
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// Celery's result backend (redis://...): results written where AsyncResult(id).get() reads them.
+    #[arg(long)]
+    pub results: Option<String>,
 }
 
 /// Flags of `weir worker`.

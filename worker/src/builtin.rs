@@ -57,6 +57,17 @@ fn register(registry: &mut Registry) {
             Ok(Value::Null)
         })
         .register(
+            weir_shared::celery::REJECTED_TASK,
+            |_ctx: Context, message: Value| async move {
+                // A Celery message the ingress could not take: kept, and
+                // failed with the reason, so it shows in the dead letters.
+                Err::<Value, _>(TaskError::fatal(format!(
+                    "Celery message refused: {}",
+                    message["reason"].as_str().unwrap_or("unreadable")
+                )))
+            },
+        )
+        .register(
             "weir.fail",
             |ctx: Context, plan: Option<FailPlan>| async move {
                 match plan.unwrap_or_default().times {

@@ -39,6 +39,20 @@ pub(crate) async fn execute(
             retry_in: None,
         });
     };
+    // A job taken from Celery with `expires` does not start after it.
+    if let Some(expires) = job.payload["celery"]["expires"].as_i64()
+        && weir_shared::job::now_ms().0 > expires
+    {
+        let at = chrono::DateTime::from_timestamp_millis(expires).unwrap_or_default();
+        return Ended::Finished(Outcome::Failed {
+            error: format!(
+                "{} {} before it ran",
+                weir_shared::celery::EXPIRED,
+                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ),
+            retry_in: None,
+        });
+    }
     let ctx = Context::new(
         job.lease,
         &job.task,

@@ -2,6 +2,7 @@
 //! first, so every command starts from the same validated configuration.
 
 mod bulk;
+mod celery;
 mod datasets;
 mod enqueue;
 mod inspect;
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Top => top::run(settings).await,
         Command::Limits(flag) => inspect::limits(settings, flag).await,
         Command::Scheduler => serve::scheduler(settings).await,
+        Command::CeleryIngress(args) => celery::ingress(settings, args).await,
         Command::Schedules(args) => schedules::run(settings, args).await,
         Command::Workflows(args) => workflows::run(settings, args).await,
         Command::Datasets(args) => datasets::run(settings, args).await,

@@ -47,7 +47,7 @@ pub const DEFAULT_QUEUES: [&str; 10] = [
 ];
 
 /// Tasks every worker knows.
-pub const BUILTIN_TASKS: [&str; 9] = [
+pub const BUILTIN_TASKS: [&str; 10] = [
     "weir.noop",
     "weir.echo",
     "weir.sleep",
@@ -57,6 +57,7 @@ pub const BUILTIN_TASKS: [&str; 9] = [
     "http.request",
     "mail.send",
     "document.index",
+    "celery.rejected",
 ];
 
 pub use crate::broker::config::DEFAULT_BROKER_URL;
