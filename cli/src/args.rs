@@ -162,6 +162,9 @@ pub struct CeleryIngressArgs {
     /// Celery's result backend (redis://...): results written where AsyncResult(id).get() reads them.
     #[arg(long)]
     pub results: Option<String>,
+    /// Messages an ingress took and did not hand over (it crashed) are taken again after this.
+    #[arg(long, default_value = "60s")]
+    pub recover_after: String,
 }
 
 /// Flags of `weir worker`.

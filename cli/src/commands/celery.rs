@@ -68,6 +68,15 @@ pub async fn ingress(settings: Settings, args: CeleryIngressArgs) -> Outcome {
         priority_steps: args.priority_steps.clone(),
         tenant: args.tenant.clone(),
         results: args.results.clone(),
+        recover_after: weir_shared::config::parse_duration(&args.recover_after)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "--recover-after `{}` is not a duration above zero, e.g. 60s",
+                    args.recover_after
+                ))
+            })?,
     };
     if !options.priority_steps.contains(&0) || options.priority_steps.iter().any(|s| *s > 9) {
         return Err(Failure::usage(

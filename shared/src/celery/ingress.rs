@@ -10,8 +10,9 @@
 //! 3. the messages leave the hash.
 //!
 //! A crash between 1 and 3 leaves the messages in the hash; every ingress
-//! re-enqueues entries older than [`STALE`] at start and every
-//! [`RECOVER_EVERY`], so several ingress processes may run. A message
+//! re-enqueues entries older than `recover_after` ([`STALE`] by default)
+//! at start and every [`RECOVER_EVERY`], so several ingress processes may
+//! run. A message
 //! weir cannot run becomes a `celery.rejected` job holding the raw
 //! message, which a worker fails with the reason. With a results Redis,
 //! the ids of taken tasks wait in a set there until their jobs end, and
@@ -102,6 +103,17 @@ pub struct IngressOptions {
     pub tenant: String,
     /// Celery's result backend, when results are wanted.
     pub results: Option<String>,
+    /// How old an in-flight entry is before any ingress re-enqueues it
+    /// ([`STALE`] by default).
+    pub recover_after: Duration,
+}
+
+/// True when the job of `request` carries a Celery `expires` at or
+/// before `now`.
+fn expires_before(request: &EnqueueRequest, now: crate::job::Millis) -> bool {
+    request.payload["celery"]["expires"]
+        .as_i64()
+        .is_some_and(|at| at <= now.0)
 }
 
 /// A message taken and where it came from.
@@ -207,7 +219,7 @@ impl Ingress {
                     }
                 }
             }
-            if recovered.elapsed() >= RECOVER_EVERY {
+            if recovered.elapsed() >= RECOVER_EVERY.min(this.options.recover_after / 2) {
                 recovered = tokio::time::Instant::now();
                 for route in &this.options.queues {
                     if let Err(e) = this.recover(route).await {
@@ -261,12 +273,12 @@ impl Ingress {
         Ok(n)
     }
 
-    /// Re-enqueues what an ingress took more than [`STALE`] ago and never
+    /// Re-enqueues what an ingress took more than `recover_after` ago and never
     /// finished handing over (it crashed, or is very slow: both harmless).
     async fn recover(&self, route: &QueueRoute) -> Result<(), IngressError> {
         let (inflight, index, _) = self.inflight(&route.celery);
         let mut conn = self.celery.clone();
-        let before = now_ms().0 - STALE.as_millis() as i64;
+        let before = now_ms().0 - self.options.recover_after.as_millis() as i64;
         let tags: Vec<String> = conn
             .zrangebyscore_limit(&index, "-inf", before, 0, BATCH as isize)
             .await?;
@@ -307,13 +319,18 @@ impl Ingress {
         for t in &taken {
             match super::parse(&t.raw) {
                 Ok(task) => {
-                    if task.expires.is_some_and(|at| at <= now) {
-                        expired.push(task.id);
-                    }
                     if !task.ignore_result() {
                         tracked.push(format!("{} {}", task.id, task.celery_id()));
                     }
-                    requests.push(self.request(route, task));
+                    let mut request = self.request(route, task);
+                    if expires_before(&request, now) {
+                        // Stored out of reach of workers, then cancelled:
+                        // it expired before it was taken. (Should the
+                        // cancel not happen, it fails as expired when due.)
+                        request.run_at = Some(crate::job::Millis(now.0 + 3_600_000));
+                        expired.push(request.id);
+                    }
+                    requests.push(request);
                 }
                 Err(rejected) => {
                     let bare = t
@@ -356,8 +373,7 @@ impl Ingress {
                 self.settings.count_enqueued(&e.job);
             }
         }
-        for id in expired {
-            // Stored, then ended at once: it expired before it was taken.
+        for id in expired.into_iter().flatten() {
             if let Err(e) = self.broker.cancel(&Scope::All, id).await {
                 tracing::debug!(job_id = %id, error = %e, "Expired job not cancelled (already ended)");
             }
