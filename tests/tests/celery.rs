@@ -334,3 +334,71 @@ fn an_undeclared_queue_is_a_usage_error() {
         "{stderr}"
     );
 }
+
+/// A task routed to an HTTP endpoint in configuration: its payload is
+/// POSTed, the answer's body is the result, a 4xx fails it at once.
+#[tokio::test]
+async fn a_task_body_behind_an_http_endpoint() {
+    use axum::routing::post;
+    let app = axum::Router::new()
+        .route(
+            "/sum",
+            post(
+                |headers: axum::http::HeaderMap, body: axum::Json<Value>| async move {
+                    let sum: i64 = body["args"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_i64)
+                        .sum();
+                    let job = headers
+                        .get("x-weir-job-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    axum::Json(json!({"sum": sum, "job": job}))
+                },
+            ),
+        )
+        .route(
+            "/refuse",
+            post(|| async { (axum::http::StatusCode::BAD_REQUEST, "no such thing") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut sandbox = Sandbox::new();
+    sandbox
+        .set("WEIR_AUTH", "disabled")
+        .set("WEIR_HTTP_ALLOW_HOSTS", "127.0.0.1")
+        .config(&format!(
+            "[tasks.\"tasks.sum\"]\nurl = \"http://127.0.0.1:{port}/sum\"\n\n[tasks.\"tasks.refuse\"]\nurl = \"http://127.0.0.1:{port}/refuse\"\nmax_retries = 3\n"
+        ));
+    let api = sandbox.dev().await;
+    let (status, sum) = api
+        .post(
+            "/v1/jobs",
+            &json!({"task": "tasks.sum", "payload": {"args": [1, 2, 39], "kwargs": {}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sum}");
+    let id = sum["id"].as_str().expect("id");
+    let done = api
+        .wait_state(id, "succeeded", Duration::from_secs(30))
+        .await;
+    assert_eq!(done["result"], json!({"sum": 42, "job": id}), "{done}");
+    let (_, refused) = api
+        .post("/v1/jobs", &json!({"task": "tasks.refuse", "payload": {}}))
+        .await;
+    let id = refused["id"].as_str().expect("id");
+    let failed = api.wait_state(id, "failed", Duration::from_secs(30)).await;
+    assert_eq!(failed["attempts"], 1, "a 4xx is not retried: {failed}");
+    assert!(
+        failed["error"].as_str().unwrap_or("").contains("HTTP 400"),
+        "{failed}"
+    );
+}

@@ -64,6 +64,60 @@ pub(crate) fn register(registry: &mut Registry, settings: &Arc<Settings>) {
     });
 }
 
+/// Registers every configured task whose body is an HTTP endpoint
+/// (`[tasks."NAME"] url = "..."`) and that no handler of the same name
+/// runs: its payload is POSTed as JSON (with `x-weir-job-id` and
+/// `x-weir-attempt`), through the guarded client; a 2xx answer's body is
+/// the result, and other answers fail or retry as `http.request`'s do.
+pub(crate) fn register_endpoints(registry: &mut Registry, settings: &Arc<Settings>) {
+    let endpoints: Vec<(String, String)> = settings
+        .tasks
+        .iter()
+        .filter_map(|(name, task)| match &task.body {
+            weir_shared::config::TaskBody::Http(url) if registry.get(name).is_none() => {
+                Some((name.clone(), url.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    if endpoints.is_empty() {
+        return;
+    }
+    let client = Arc::new(Client::new(&ClientOptions {
+        allow_hosts: settings.outbound.allow_hosts.clone(),
+        timeout: settings.outbound.timeout,
+        max_response_bytes: settings.outbound.max_response_bytes,
+        follow_redirects: false,
+    }));
+    for (name, url) in endpoints {
+        let client = client.clone();
+        registry.register(&name, move |ctx: Context, payload: Value| {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let client = client
+                    .as_ref()
+                    .as_ref()
+                    .map_err(|e| TaskError::fatal(e.clone()))?;
+                let headers = vec![
+                    ("content-type".to_owned(), "application/json".to_owned()),
+                    ("x-weir-job-id".to_owned(), ctx.job_id().to_string()),
+                    ("x-weir-attempt".to_owned(), ctx.attempt().to_string()),
+                ];
+                let sent = tokio::select! {
+                    sent = client.send("POST", &url, &headers, Some(payload.to_string().into_bytes())) => sent,
+                    () = ctx.cancelled() => return Err(TaskError::retry("interrupted")),
+                };
+                let response = sent.map_err(|e| match e {
+                    CallError::Timeout(_) | CallError::Connect(_) => TaskError::retry(e.to_string()),
+                    other => TaskError::fatal(other.to_string()),
+                })?;
+                classify(response).map(|r| r["body"].clone())
+            }
+        });
+    }
+}
+
 async fn call(
     ctx: &Context,
     client: &Client,

@@ -104,6 +104,7 @@ pub async fn run_reporting(
     http::register(&mut registry, &settings);
     mail::register(&mut registry, &settings);
     index::register(&mut registry, &settings);
+    http::register_endpoints(&mut registry, &settings);
     match std::env::var(child::CHILD_ENV) {
         Ok(node) => {
             let slots = std::env::var(child::SLOTS_ENV)
@@ -134,6 +135,7 @@ pub async fn run_in_process(
     http::register(&mut registry, &settings);
     mail::register(&mut registry, &settings);
     index::register(&mut registry, &settings);
+    http::register_endpoints(&mut registry, &settings);
     let tasks = registry.names().map(str::to_owned).collect();
     let identity = Identity::new(node_id(), &settings, tasks);
     let node = identity.id().to_owned();

@@ -130,6 +130,10 @@ pub struct TaskFile {
     pub concurrency_limit: Option<u32>,
     /// Jobs running at once per tenant.
     pub tenant_concurrency_limit: Option<u32>,
+    /// Runs the task by POSTing its payload to this URL.
+    pub url: Option<String>,
+    /// `python`: runs the task in the Python runner (a Celery task body).
+    pub runner: Option<String>,
 }
 
 pub(super) fn read(path: &Path, problems: &mut Vec<Problem>) -> ConfigFile {

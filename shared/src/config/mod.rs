@@ -28,8 +28,8 @@ pub use env::parse_duration;
 pub use file::TaskFile;
 pub use outbound::{MailSettings, ProviderSettings, StartTls};
 pub use roles::{
-    DEFAULT_MAX_CONNECTIONS, HttpSettings, LogFormat, LogSettings, TaskSettings, WarmupTarget,
-    WorkerSettings, parse_bytes,
+    DEFAULT_MAX_CONNECTIONS, HttpSettings, LogFormat, LogSettings, TaskBody, TaskSettings,
+    WarmupTarget, WorkerSettings, parse_bytes,
 };
 
 /// Queues declared when configuration names none.

@@ -43,6 +43,22 @@ pub struct TaskSettings {
     /// Caps and rate limit as the file sets them (see [`Settings::limits`]
     /// for the values in force).
     pub limit: crate::limit::TaskLimit,
+    /// Where its body runs when no handler of its name is registered.
+    pub body: TaskBody,
+}
+
+/// Where a task's body runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TaskBody {
+    /// A handler registered under its name (built in, or the user's).
+    #[default]
+    Handler,
+    /// An HTTP endpoint: the payload is POSTed as JSON; the answer's body
+    /// is the result (`url = "..."`).
+    Http(String),
+    /// The Python runner: the Celery task of that name in the app
+    /// `WEIR_PYTHON_APP` names (`runner = "python"`).
+    Python,
 }
 
 impl Default for TaskSettings {
@@ -54,6 +70,7 @@ impl Default for TaskSettings {
             retry_backoff: true,
             timeout: None,
             limit: crate::limit::TaskLimit::default(),
+            body: TaskBody::Handler,
         }
     }
 }

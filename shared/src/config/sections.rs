@@ -54,6 +54,27 @@ pub(super) fn task(name: &str, raw: TaskFile, problems: &mut Vec<Problem>) -> Ta
             }),
         }
     }
+    match (raw.url, raw.runner.as_deref()) {
+        (None, None) => {}
+        (Some(url), None) => match url::Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                settings.body = super::TaskBody::Http(url);
+            }
+            _ => problems.push(Problem {
+                key: key("url"),
+                message: format!("`{url}` is not an http(s) URL"),
+            }),
+        },
+        (None, Some("python")) => settings.body = super::TaskBody::Python,
+        (None, Some(other)) => problems.push(Problem {
+            key: key("runner"),
+            message: format!("`{other}` is not a runner weir has: use \"python\""),
+        }),
+        (Some(_), Some(_)) => problems.push(Problem {
+            key: key("url"),
+            message: "give a task either `url` or `runner`, not both".into(),
+        }),
+    }
     let mut limit = TaskLimit {
         concurrency: raw.concurrency_limit,
         tenant_concurrency: raw.tenant_concurrency_limit,
