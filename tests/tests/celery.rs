@@ -402,3 +402,116 @@ async fn a_task_body_behind_an_http_endpoint() {
         "{failed}"
     );
 }
+
+/// Celery task bodies in the Python runner: request id, retry with
+/// countdown, max retries, a custom `__call__`, a print, a failure, a
+/// runner that dies, recycling after N tasks.
+#[tokio::test]
+async fn celery_task_bodies_run_in_the_python_runner() {
+    let status = Command::new(PYTHON)
+        .args(["-c", "import celery"])
+        .status()
+        .expect("scripts/celery-python");
+    assert!(status.success());
+    let python = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/tools/venv-celery/bin/python"
+    );
+    let mut sandbox = Sandbox::new();
+    sandbox
+        .set("WEIR_AUTH", "disabled")
+        .set("WEIR_CONCURRENCY", "1")
+        .set("WEIR_MAX_TASKS_PER_CHILD", "3")
+        .set("WEIR_PYTHON", python)
+        .set("WEIR_PYTHON_APP", "tasks_app:app")
+        .set("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/python"))
+        .config(
+            r#"
+[tasks."py.add"]
+runner = "python"
+[tasks."py.flaky"]
+runner = "python"
+max_retries = 5
+retry_delay = "100ms"
+[tasks."py.hopeless"]
+runner = "python"
+max_retries = 5
+retry_delay = "100ms"
+[tasks."py.boom"]
+runner = "python"
+[tasks."py.crash"]
+runner = "python"
+max_retries = 0
+"#,
+        );
+    let api = sandbox.dev().await;
+    let enqueue = |task: &str, args: Value| {
+        let body = json!({"task": task, "payload": {"args": args, "kwargs": {}}});
+        let api = &api;
+        async move {
+            let (status, job) = api.post("/v1/jobs", &body).await;
+            assert_eq!(status, 201, "{job}");
+            job["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let wait = Duration::from_secs(120);
+    let mut pids = std::collections::HashSet::new();
+    for i in 0..6 {
+        let id = enqueue("py.add", json!([i, 40])).await;
+        let done = api.wait_state(&id, "succeeded", wait).await;
+        assert_eq!(done["result"]["sum"], i + 40, "{done}");
+        assert_eq!(
+            done["result"]["id"],
+            json!(id),
+            "self.request.id is the job: {done}"
+        );
+        assert_eq!(
+            done["result"]["wrapped"], "yes",
+            "the task's own __call__ ran: {done}"
+        );
+        pids.insert(done["result"]["pid"].as_u64().unwrap_or(0));
+    }
+    assert!(
+        pids.len() >= 2,
+        "runners are recycled after 3 tasks: {pids:?}"
+    );
+
+    let id = enqueue("py.flaky", json!([2])).await;
+    let done = api.wait_state(&id, "succeeded", wait).await;
+    assert_eq!(done["attempts"], 3, "two retries, then success: {done}");
+    assert_eq!(done["result"]["retries"], 2, "{done}");
+
+    let id = enqueue("py.hopeless", json!([])).await;
+    let failed = api.wait_state(&id, "failed", wait).await;
+    assert_eq!(
+        failed["attempts"], 2,
+        "the task's max_retries=1 holds: {failed}"
+    );
+    assert!(
+        failed["error"].as_str().unwrap_or("").contains("never"),
+        "{failed}"
+    );
+
+    let id = enqueue("py.boom", json!([])).await;
+    let failed = api.wait_state(&id, "failed", wait).await;
+    assert_eq!(failed["attempts"], 1, "{failed}");
+    assert_eq!(failed["error"], "ValueError: boom", "{failed}");
+
+    let id = enqueue("py.crash", json!([])).await;
+    let failed = api.wait_state(&id, "failed", wait).await;
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exited during the task"),
+        "{failed}"
+    );
+    // And the next task gets a fresh runner.
+    let id = enqueue("py.add", json!([1, 1])).await;
+    let done = api.wait_state(&id, "succeeded", wait).await;
+    assert_eq!(done["result"]["sum"], 2);
+    assert!(
+        api.proc.log().contains("adding 1 1"),
+        "a task's print goes to the log"
+    );
+}

@@ -28,6 +28,7 @@ mod index;
 mod mail;
 pub mod node;
 mod provider;
+mod python;
 mod relay;
 
 pub use relay::JOB_BUCKETS;
@@ -105,6 +106,7 @@ pub async fn run_reporting(
     mail::register(&mut registry, &settings);
     index::register(&mut registry, &settings);
     http::register_endpoints(&mut registry, &settings);
+    python::register(&mut registry, &settings);
     match std::env::var(child::CHILD_ENV) {
         Ok(node) => {
             let slots = std::env::var(child::SLOTS_ENV)
@@ -136,6 +138,7 @@ pub async fn run_in_process(
     mail::register(&mut registry, &settings);
     index::register(&mut registry, &settings);
     http::register_endpoints(&mut registry, &settings);
+    python::register(&mut registry, &settings);
     let tasks = registry.names().map(str::to_owned).collect();
     let identity = Identity::new(node_id(), &settings, tasks);
     let node = identity.id().to_owned();
