@@ -36,7 +36,7 @@ pub const STALE: Duration = Duration::from_secs(60);
 /// How often each ingress looks for stale entries.
 pub const RECOVER_EVERY: Duration = Duration::from_secs(30);
 /// Messages per take.
-const BATCH: usize = 100;
+const BATCH: usize = 1000;
 /// How long Celery keeps a result record (its `result_expires` default).
 const RESULT_TTL_SECS: u64 = 86_400;
 /// The task that fails a message weir cannot run with its reason.

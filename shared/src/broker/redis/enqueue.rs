@@ -18,13 +18,7 @@ impl RedisBroker {
             check_names(r)?;
         }
         if requests.iter().any(|r| r.id.is_some()) {
-            // A call of one job always looks its id up (enqueue.lua), so
-            // an explicit id that exists is never written over.
-            let mut out = Vec::with_capacity(requests.len());
-            for r in requests {
-                out.push(self.enqueue_one(r).await?);
-            }
-            return Ok(out);
+            return self.enqueue_explicit(requests).await;
         }
         self.enqueue_planned(requests).await
     }
@@ -75,21 +69,60 @@ impl RedisBroker {
         Ok(out)
     }
 
-    /// One job, whose id may be the caller's: an id that exists answers
-    /// the job that has it.
-    async fn enqueue_one(&self, r: EnqueueRequest) -> BrokerResult<Enqueued> {
-        if let Some(id) = r.id
-            && let Some(job) = self.load(&id.to_string()).await?
-        {
-            return Ok(Enqueued {
-                job: crate::broker::request::existing_job(job, &r.tenant)?,
-                created: false,
-            });
+    /// A batch in which some ids are the caller's: those that exist answer
+    /// the job that has them (read in one round trip); the rest go in one
+    /// call that looks every id up, so an id stored meanwhile by another
+    /// caller is not written over.
+    async fn enqueue_explicit(&self, requests: Vec<EnqueueRequest>) -> BrokerResult<Vec<Enqueued>> {
+        let given: Vec<String> = requests
+            .iter()
+            .filter_map(|r| r.id.map(|id| id.to_string()))
+            .collect();
+        let found = self.load_many(&given).await?;
+        let mut existing: HashMap<String, crate::job::Job> = given
+            .into_iter()
+            .zip(found)
+            .filter_map(|(id, job)| Some((id, job?)))
+            .collect();
+        let mut out: Vec<Option<Enqueued>> = Vec::with_capacity(requests.len());
+        let mut fresh = Vec::new();
+        for r in requests {
+            match r.id.and_then(|id| existing.remove(&id.to_string())) {
+                Some(job) => out.push(Some(Enqueued {
+                    job: crate::broker::request::existing_job(job, &r.tenant)?,
+                    created: false,
+                })),
+                None => {
+                    out.push(None);
+                    fresh.push(r);
+                }
+            }
         }
-        self.enqueue_planned(vec![r])
-            .await?
-            .pop()
-            .ok_or_else(|| BrokerError::internal("an enqueue of one job answered none"))
+        if !fresh.is_empty() {
+            for r in &mut fresh {
+                r.id.get_or_insert_with(JobId::new);
+            }
+            // enqueue.lua looks each id up in a call whose marker exists
+            // (it takes such a call for a repeat): set it first.
+            if let Some(first) = fresh.first().and_then(|r| r.id) {
+                let mut conn = self.conn.clone();
+                let _: () = redis::cmd("SET")
+                    .arg(self.key(&format!("call:{first}")))
+                    .arg("1")
+                    .arg("PX")
+                    .arg(600_000)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(from_redis)?;
+            }
+            let mut stored = self.enqueue_planned(fresh).await?.into_iter();
+            for slot in out.iter_mut().filter(|s| s.is_none()) {
+                *slot = stored.next();
+            }
+        }
+        out.into_iter()
+            .map(|e| e.ok_or_else(|| BrokerError::internal("an enqueue answered too few jobs")))
+            .collect()
     }
 
     /// Runs enqueue.lua for jobs (id, delay, request) and returns its reply.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_tests::{Sandbox, wait_until};
 
+mod celery_bench;
 mod index_bench;
 mod list_bench;
 mod outbound_bench;
@@ -181,6 +182,7 @@ async fn main() -> Result<()> {
         "list" => list_bench::report().await,
         "workflows" => workflow_bench::report().await,
         "index" => index_bench::report().await,
+        "celery-ingress" => celery_bench::report().await,
         other => {
             bail!(
                 "unknown benchmark `{other}`: sqlite, redis, redis-http, postgres, postgres-http, postgres-cap, pool, flow, outbound, list or workflows"
