@@ -4,6 +4,7 @@
     python celery_producer.py send BROKER PREFIX N      -> one JSON line per task sent
     python celery_producer.py reject BROKER PREFIX      -> pickle, gzip, chord: their ids
     python celery_producer.py results BACKEND IDS_FILE   -> one JSON line per id
+    python celery_producer.py priorities BROKER PREFIX  -> ten tasks, priorities 0-9, to mail
 """
 import datetime
 import json
@@ -75,11 +76,21 @@ def results(backend, ids_file):
     sys.stdout.flush()
 
 
+def priorities(broker, prefix):
+    a = app(broker, prefix)
+    for p in [0, 9, 3, 7, 5, 1, 8, 2, 6, 4]:
+        r = a.send_task("weir.echo", args=[p], kwargs={}, queue="mail", priority=p)
+        print(json.dumps({"id": r.id, "priority": p}))
+    sys.stdout.flush()
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "send":
         send(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "reject":
         reject(sys.argv[2], sys.argv[3])
+    elif cmd == "priorities":
+        priorities(sys.argv[2], sys.argv[3])
     elif cmd == "results":
         results(sys.argv[2], sys.argv[3])

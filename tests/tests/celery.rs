@@ -515,3 +515,61 @@ max_retries = 0
         "a task's print goes to the log"
     );
 }
+
+/// Celery's priorities order the work in weir: with the queue paused while
+/// the ingress takes every message, one slot then starts them from Celery's
+/// most urgent (0 on Redis) to its least (9).
+#[tokio::test]
+async fn celery_priorities_order_the_work() {
+    let Some((url, prefix)) = redis() else { return };
+    let mut sandbox = Sandbox::new();
+    sandbox
+        .set("WEIR_AUTH", "disabled")
+        .set("WEIR_CONCURRENCY", "1");
+    let api = sandbox.dev().await;
+    let paused = sandbox.cli(&["queues", "pause", "mail"]);
+    assert!(paused.status.success());
+    let sent = python(&["priorities", &url, &prefix]);
+    let ingress = ingress(&sandbox, "ingress", &url, &prefix);
+    let ids: Vec<String> = sent
+        .iter()
+        .filter_map(|s| s["id"].as_str().map(str::to_owned))
+        .collect();
+    let taken = wait_until(Duration::from_secs(30), || async {
+        for id in &ids {
+            if job(&api, id).await["state"] != "queued" {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(taken, "{}", ingress.log());
+    let resumed = sandbox.cli(&["queues", "resume", "mail"]);
+    assert!(resumed.status.success());
+    let mut started = Vec::new();
+    for s in &sent {
+        let id = s["id"].as_str().expect("id");
+        let j = api
+            .wait_state(id, "succeeded", Duration::from_secs(30))
+            .await;
+        started.push((
+            millis(&j, "started_at"),
+            s["priority"].as_i64().unwrap_or(0),
+        ));
+    }
+    started.sort();
+    let order: Vec<i64> = started.iter().map(|(_, p)| *p).collect();
+    let mapped: Vec<u8> = order
+        .iter()
+        .map(|p| weir_shared::celery::priority(*p))
+        .collect();
+    assert!(
+        mapped.windows(2).all(|w| w[0] >= w[1]),
+        "started in Celery priority order: {order:?}"
+    );
+    assert_eq!(order.first(), Some(&0), "{order:?}");
+    assert_eq!(order.last(), Some(&9), "{order:?}");
+    drop(ingress);
+    cleanup(&url, &prefix, &ids);
+}
