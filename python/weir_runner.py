@@ -7,6 +7,7 @@ lines with it on the runner's stdin and on a copy of its original stdout
 
     runner -> {"op": "ready", "pid", "python", "celery", "tasks": [{"name", "max_retries", "default_retry_delay"}]}
     weir   -> {"op": "run", "seq", "task", "args", "kwargs", "request": {"id", "retries", ...}}
+    runner -> {"op": "progress", "seq", "value": {"state", "meta"}}   (self.update_state, any number)
     runner -> {"op": "done", "seq", "result"}
             | {"op": "retry", "seq", "countdown_ms", "error"}
             | {"op": "failed", "seq", "exc_type", "exc_module", "message", "traceback", "retry": false}
@@ -14,11 +15,14 @@ lines with it on the runner's stdin and on a copy of its original stdout
 One task at a time. Tasks are called as Celery's worker calls them: with
 their request pushed (so self.request.id and self.retry() work), through
 the task's own __call__ when its class overrides it (Flask app contexts).
+A soft time limit (the request's, else the task's) raises
+SoftTimeLimitExceeded inside the task, as Celery's prefork pool does.
 """
 import datetime
 import importlib
 import json
 import os
+import signal
 import sys
 import traceback
 
@@ -58,7 +62,12 @@ def countdown_ms(when):
 def main():
     import celery
     from celery.app.task import Task
-    from celery.exceptions import Ignore, Reject, Retry
+    from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
+
+    def soft_limit(signum, frame):
+        raise SoftTimeLimitExceeded()
+
+    signal.signal(signal.SIGALRM, soft_limit)
 
     app = load_app()
     tasks = [
@@ -88,6 +97,13 @@ def main():
             root_id=request.get("root_id"), parent_id=request.get("parent_id"),
             group=request.get("group"), hostname=request.get("hostname"),
         )
+        def update_state(task_id=None, state=None, meta=None, **_):
+            send({"op": "progress", "seq": seq, "value": {"state": state, "meta": meta}})
+
+        task.update_state = update_state
+        soft = request.get("soft_time_limit") or getattr(task, "soft_time_limit", None)
+        if soft:
+            signal.setitimer(signal.ITIMER_REAL, float(soft))
         try:
             if type(task).__call__ is not Task.__call__:
                 result = task(*args, **kwargs)
@@ -107,6 +123,8 @@ def main():
                   "exc_module": type(e).__module__, "message": str(e),
                   "traceback": traceback.format_exc()})
         finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            del task.update_state
             task.pop_request()
 
 

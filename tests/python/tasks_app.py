@@ -45,3 +45,22 @@ def boom():
 @app.task(name="py.crash")
 def crash():
     os._exit(3)
+
+
+@app.task(bind=True, name="py.report")
+def report(self):
+    self.update_state(state="PROGRESS", meta={"done": 1, "total": 2})
+    return "reported"
+
+
+@app.task(name="py.slow", soft_time_limit=0.3)
+def slow():
+    import time
+
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(5)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "slept"

@@ -442,6 +442,10 @@ runner = "python"
 [tasks."py.crash"]
 runner = "python"
 max_retries = 0
+[tasks."py.report"]
+runner = "python"
+[tasks."py.slow"]
+runner = "python"
 "#,
         );
     let api = sandbox.dev().await;
@@ -496,6 +500,21 @@ max_retries = 0
     let failed = api.wait_state(&id, "failed", wait).await;
     assert_eq!(failed["attempts"], 1, "{failed}");
     assert_eq!(failed["error"], "ValueError: boom", "{failed}");
+
+    let id = enqueue("py.report", json!([])).await;
+    let done = api.wait_state(&id, "succeeded", wait).await;
+    assert_eq!(done["result"], "reported");
+    assert_eq!(
+        done["progress"],
+        json!({"state": "PROGRESS", "meta": {"done": 1, "total": 2}}),
+        "self.update_state is the job's progress: {done}"
+    );
+    let id = enqueue("py.slow", json!([])).await;
+    let done = api.wait_state(&id, "succeeded", wait).await;
+    assert_eq!(
+        done["result"], "cleaned up",
+        "the soft time limit fired: {done}"
+    );
 
     let id = enqueue("py.crash", json!([])).await;
     let failed = api.wait_state(&id, "failed", wait).await;

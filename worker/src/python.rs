@@ -154,6 +154,7 @@ async fn run(pool: &Pool, ctx: &Context, payload: Value) -> Result<Value, TaskEr
             "root_id": celery["root_id"],
             "parent_id": celery["parent_id"],
             "group": celery["group"],
+            "soft_time_limit": celery["soft_time_limit"],
             "delivery_info": {"routing_key": ctx.queue()},
             "hostname": crate::hostname(),
         },
@@ -162,7 +163,23 @@ async fn run(pool: &Pool, ctx: &Context, payload: Value) -> Result<Value, TaskEr
     let answer = async {
         runner.stdin.write_all(line.as_bytes()).await?;
         runner.stdin.flush().await?;
-        runner.lines.next_line().await
+        // Progress lines (self.update_state) until the task's end.
+        loop {
+            let Some(text) = runner.lines.next_line().await? else {
+                return Ok::<_, std::io::Error>(None);
+            };
+            match serde_json::from_str::<Value>(&text) {
+                Ok(v) if v["op"] == "progress" => {
+                    ctx.progress(v["value"].clone()).await;
+                }
+                Ok(v) => return Ok(Some(v)),
+                Err(e) => {
+                    return Err(std::io::Error::other(format!(
+                        "garbage from the runner: {e}"
+                    )));
+                }
+            }
+        }
     };
     // Dropped on timeout or cancellation: the runner is killed with it.
     let answer = tokio::select! {
@@ -170,8 +187,7 @@ async fn run(pool: &Pool, ctx: &Context, payload: Value) -> Result<Value, TaskEr
         () = ctx.cancelled() => return Err(TaskError::retry("interrupted")),
     };
     let answer: Value = match answer {
-        Ok(Some(text)) => serde_json::from_str(&text)
-            .map_err(|e| TaskError::retry(format!("the Python runner answered garbage: {e}")))?,
+        Ok(Some(v)) => v,
         Ok(None) | Err(_) => {
             let status = runner.child.wait().await.ok();
             return Err(TaskError::retry(format!(
