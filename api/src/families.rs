@@ -108,6 +108,16 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Connections refused past WEIR_HTTP_MAX_CONNECTIONS",
     ),
     (
+        "weir_celery_messages_total",
+        "counter",
+        "Celery messages the ingress took, by Celery queue and outcome (taken, rejected)",
+    ),
+    (
+        "weir_celery_recovered_total",
+        "counter",
+        "Messages an ingress took and did not hand over (it crashed), enqueued again by the ingress",
+    ),
+    (
         "weir_embedding_calls_total",
         "counter",
         "Embeddings calls the batcher sent, by provider (merged across a process's jobs)",

@@ -274,6 +274,8 @@ async fn refused_messages_are_kept_as_failed_jobs_and_the_ingress_goes_on() {
     let refused = python(&["reject", &url, &prefix]);
     let refused = refused.first().cloned().unwrap_or(Value::Null);
     let sent = python(&["send", &url, &prefix, "10"]);
+    let metrics_addr = format!("127.0.0.1:{}", weir_tests::free_port());
+    sandbox.set("WEIR_METRICS_ADDR", &metrics_addr);
     let ingress = ingress(&sandbox, "ingress", &url, &prefix);
     for (kind, reason) in [
         ("pickle", "is not JSON"),
@@ -304,6 +306,27 @@ async fn refused_messages_are_kept_as_failed_jobs_and_the_ingress_goes_on() {
         .await;
         assert!(done, "{s}: {}", ingress.log());
     }
+    let scrape = weir_tests::http_client()
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .expect("the ingress serves /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let line = |outcome: &str| {
+        scrape
+            .lines()
+            .find(|l| {
+                l.starts_with("weir_celery_messages_total")
+                    && l.contains("queue=\"mail\"")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(line("rejected"), Some(3.0), "{scrape}");
+    assert!(line("taken").is_some_and(|n| n >= 5.0), "{scrape}");
     let mut ids: Vec<String> = sent
         .iter()
         .filter_map(|s| s["id"].as_str().map(str::to_owned))

@@ -84,6 +84,10 @@ pub async fn ingress(settings: Settings, args: CeleryIngressArgs) -> Outcome {
         ));
     }
     let broker = super::open_role(&settings).await?;
+    let shutdown = shutdown_token();
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let ops =
+        super::serve::ops_server(&settings, &broker, "celery-ingress", running, &shutdown).await?;
     let queues: Vec<&str> = options.queues.iter().map(|q| q.celery.as_str()).collect();
     tracing::info!(queues = ?queues, results = options.results.is_some(), "Taking Celery messages");
     let ingress = Ingress::open(options, broker, settings)
@@ -92,8 +96,13 @@ pub async fn ingress(settings: Settings, args: CeleryIngressArgs) -> Outcome {
             IngressError::Config(m) => Failure::usage(m),
             other => Failure::Runtime(anyhow::Error::new(other)),
         })?;
-    ingress
-        .run(shutdown_token())
+    let ran = ingress
+        .run(shutdown.clone())
         .await
-        .map_err(|e| Failure::Runtime(anyhow::Error::new(e)))
+        .map_err(|e| Failure::Runtime(anyhow::Error::new(e)));
+    shutdown.cancel();
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
+    ran
 }

@@ -148,7 +148,7 @@ pub async fn scheduler(settings: Settings) -> Outcome {
 /// Serves `/healthz`, `/readyz` and `/metrics` on `WEIR_METRICS_ADDR` for a
 /// role without an API, until `shutdown`; `working` is what readiness adds
 /// to a broker that answers.
-async fn ops_server(
+pub(super) async fn ops_server(
     settings: &Arc<Settings>,
     broker: &weir_shared::broker::SharedBroker,
     role: &'static str,

@@ -307,6 +307,8 @@ impl Ingress {
             }
         }
         tracing::info!(queue = %route.celery, messages = taken.len(), "Re-enqueuing messages an ingress took and did not hand over");
+        metrics::counter!("weir_celery_recovered_total", "queue" => route.celery.clone())
+            .increment(taken.len() as u64);
         self.hand_over(route, taken).await
     }
 
@@ -319,6 +321,7 @@ impl Ingress {
         for t in &taken {
             match super::parse(&t.raw) {
                 Ok(task) => {
+                    metrics::counter!("weir_celery_messages_total", "queue" => route.celery.clone(), "outcome" => "taken").increment(1);
                     if !task.ignore_result() {
                         tracked.push(format!("{} {}", task.id, task.celery_id()));
                     }
@@ -333,6 +336,7 @@ impl Ingress {
                     requests.push(request);
                 }
                 Err(rejected) => {
+                    metrics::counter!("weir_celery_messages_total", "queue" => route.celery.clone(), "outcome" => "rejected").increment(1);
                     let bare = t
                         .list
                         .strip_prefix(&self.options.key_prefix)
