@@ -28,12 +28,15 @@ def send(broker, prefix, n):
         queue = "dataset" if i % 2 else "mail"
         options = {"queue": queue, "priority": i % 10}
         kind = "plain"
+        eta_ms = None
         if i % 100 == 1:
             options["countdown"] = 3
             kind = "countdown"
+            eta_ms = int((datetime.datetime.now(datetime.timezone.utc).timestamp() + 3) * 1000)
         elif i % 100 == 2:
             options["eta"] = now + datetime.timedelta(seconds=4)
             kind = "eta"
+            eta_ms = int(options["eta"].timestamp() * 1000)
         elif i % 100 == 3:
             options["expires"] = now - datetime.timedelta(seconds=1)
             kind = "expired"
@@ -46,7 +49,7 @@ def send(broker, prefix, n):
             r = a.send_task(task, args=[], kwargs={}, **options)
         else:
             r = a.send_task(task, args=[i, "x"], kwargs={"n": i}, **options)
-        print(json.dumps({"id": r.id, "i": i, "queue": queue, "priority": i % 10, "kind": kind}))
+        print(json.dumps({"id": r.id, "i": i, "queue": queue, "priority": i % 10, "kind": kind, "eta_ms": eta_ms}))
     sys.stdout.flush()
 
 

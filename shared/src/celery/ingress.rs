@@ -75,6 +75,9 @@ pub enum IngressError {
     /// Celery's Redis or the results Redis failed.
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// weir's broker failed.
+    #[error("weir's broker: {0}")]
+    Weir(#[from] crate::broker::BrokerError),
 }
 
 /// One Celery queue and the weir queue its messages go to.
@@ -367,11 +370,7 @@ impl Ingress {
                 }
             }
         }
-        let enqueued = self
-            .broker
-            .enqueue(requests)
-            .await
-            .map_err(|e| IngressError::Config(format!("enqueue into weir: {e}")))?;
+        let enqueued = self.broker.enqueue(requests).await?;
         for e in &enqueued {
             if e.created {
                 self.settings.count_enqueued(&e.job);
@@ -460,7 +459,7 @@ impl Ingress {
                     ended.push(entry);
                     continue;
                 }
-                Err(e) => return Err(IngressError::Config(format!("reading weir: {e}"))),
+                Err(e) => return Err(e.into()),
             };
             let error = job.error.clone().unwrap_or_default();
             let state = match job.state {
