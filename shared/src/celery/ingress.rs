@@ -423,19 +423,25 @@ impl Ingress {
     }
 
     /// Writes Celery's result record of every tracked job that ended.
+    /// Every 100 ms while jobs end, slowing to once a second while none
+    /// does (each pass reads up to 500 tracked jobs from weir).
     async fn write_results(&self, mut conn: ConnectionManager, stop: CancellationToken) {
+        let mut every = Duration::from_millis(100);
         while !stop.is_cancelled() {
-            if let Err(e) = self.results_pass(&mut conn).await {
-                tracing::warn!(error = %e, "Writing Celery results failed; retrying");
+            match self.results_pass(&mut conn).await {
+                Ok(0) => every = (every * 2).min(Duration::from_secs(1)),
+                Ok(_) => every = Duration::from_millis(100),
+                Err(e) => tracing::warn!(error = %e, "Writing Celery results failed; retrying"),
             }
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = tokio::time::sleep(every) => {}
                 () = stop.cancelled() => {}
             }
         }
     }
 
-    async fn results_pass(&self, conn: &mut ConnectionManager) -> Result<(), IngressError> {
+    /// Writes the records of the tracked jobs that ended; how many.
+    async fn results_pass(&self, conn: &mut ConnectionManager) -> Result<usize, IngressError> {
         let pending: Vec<String> = redis::cmd("SRANDMEMBER")
             .arg(self.pending_key())
             .arg(500)
@@ -476,7 +482,7 @@ impl Ingress {
             ended.push(entry);
         }
         if records.is_empty() && ended.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut pipe = redis::pipe();
         for (key, record) in &records {
@@ -488,6 +494,6 @@ impl Ingress {
             pipe.srem(self.pending_key(), &ended).ignore();
         }
         let _: () = pipe.query_async(conn).await?;
-        Ok(())
+        Ok(records.len())
     }
 }
