@@ -14,7 +14,7 @@
 
 use anyhow::{Result, bail};
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use weir_tests::{Sandbox, wait_until};
@@ -90,18 +90,6 @@ fn cleanup(conn: &mut redis::Connection, prefix: &str) {
     }
 }
 
-/// Jobs that succeeded, by `weir queues`.
-fn succeeded(sandbox: &Sandbox) -> u64 {
-    let out = sandbox.cli(&["queues", "--json"]);
-    let q: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    q["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|q| q["counts"]["succeeded"].as_u64())
-        .sum()
-}
-
 /// Drains `n` messages of `task` through the ingress and a weir worker.
 async fn weir_run(
     task: &str,
@@ -162,7 +150,7 @@ async fn weir_run(
     let done = if redis_broker {
         wait_until(Duration::from_secs(600), || async {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            succeeded(&sandbox) >= n as u64
+            super::succeeded(&sandbox) >= n as u64
         })
         .await
     } else {

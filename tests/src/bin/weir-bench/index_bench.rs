@@ -67,17 +67,6 @@ fn document(seed: usize, bytes: usize) -> String {
     out
 }
 
-async fn succeeded(sandbox: &Sandbox) -> u64 {
-    let out = sandbox.cli(&["queues", "--json"]);
-    let q: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    q["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|q| q["counts"]["succeeded"].as_u64())
-        .sum()
-}
-
 async fn index_run(sandbox: &Sandbox, api: &str, offset: u64) -> Result<(Duration, Vec<Value>)> {
     let http = http_client();
     let jobs: Vec<Value> = (0..DOCUMENTS)
@@ -100,7 +89,7 @@ async fn index_run(sandbox: &Sandbox, api: &str, offset: u64) -> Result<(Duratio
     }
     let target = offset + DOCUMENTS as u64;
     let done = wait_until(Duration::from_secs(600), || async {
-        succeeded(sandbox).await >= target
+        super::succeeded(sandbox) >= target
     })
     .await;
     if !done {

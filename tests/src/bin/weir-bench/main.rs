@@ -44,6 +44,18 @@ async fn db(sandbox: &Sandbox) -> Result<sqlx::SqlitePool> {
     Ok(sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await?)
 }
 
+/// Jobs that succeeded in every queue, by `weir queues --json`.
+fn succeeded(sandbox: &Sandbox) -> u64 {
+    let out = sandbox.cli(&["queues", "--json"]);
+    let q: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    q["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|q| q["counts"]["succeeded"].as_u64())
+        .sum()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
