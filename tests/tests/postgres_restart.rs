@@ -1,12 +1,15 @@
-//! Postgres restarted (`pg_ctlcluster ... restart`) while jobs are enqueued
-//! and run: every job the API acknowledged with 201 runs, the API answers
-//! 503 while the database is down, and the worker resumes by itself. A test
+//! Postgres stopped for 4 s and started again while jobs are enqueued and
+//! run: every job the API acknowledged with 201 runs, the API answers 503
+//! (after waiting 3 s for a connection) while the database is down, and the
+//! worker resumes by itself. A test
 //! binary of its own: restarting the shared server would break tests
 //! running beside it.
 
 use std::time::{Duration, Instant};
 use weir_tests::{all_succeed, post_through_outage, postgres_sandbox, postgres_url, wait_until};
 
+/// Stops Postgres, holds it down longer than the broker waits for a
+/// connection (3 s), and starts it again.
 fn restart_postgres() {
     let version = std::fs::read_dir("/etc/postgresql")
         .ok()
@@ -14,11 +17,16 @@ fn restart_postgres() {
         .and_then(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .expect("a Postgres cluster under /etc/postgresql");
-    let status = std::process::Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
-        .status()
-        .expect("pg_ctlcluster");
-    assert!(status.success(), "pg_ctlcluster restart failed");
+    let cluster = |action: &str| {
+        let status = std::process::Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", &version, "main", action])
+            .status()
+            .expect("pg_ctlcluster");
+        assert!(status.success(), "pg_ctlcluster {action} failed");
+    };
+    cluster("stop");
+    std::thread::sleep(Duration::from_secs(4));
+    cluster("start");
 }
 
 #[tokio::test]

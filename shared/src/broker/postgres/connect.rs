@@ -9,6 +9,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a call waits for a connection: long enough to ride out a fast
+/// restart of the database, short enough that the API answers 503 with
+/// `Retry-After` before a client's own timeout while the database is down.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Serializes schema creation and migration between processes starting at
 /// once (sqlx's own migration lock is per database, taken after the
 /// schema exists).
@@ -32,7 +37,7 @@ impl PostgresBroker {
             // A warm spare: a connection returned a moment ago may not be
             // back in the pool yet, and a new one costs a TLS handshake.
             .min_connections(config.pool.min(2))
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _meta| {
                 let set = format!("SET search_path TO {schema}");
                 Box::pin(async move {
