@@ -87,6 +87,15 @@ fn give_up(lease: Lease, reason: &str) {
     tracing::error!(job_id = %lease.id, attempt = lease.attempt, error = %reason, "Acknowledgement abandoned; the job runs again when its lease expires");
 }
 
+/// Counts and logs completions the broker ignored because their lease was
+/// no longer held.
+pub(crate) fn report_stale(stale: Vec<Lease>) {
+    for lease in stale {
+        metrics::counter!("weir_stale_acks_total").increment(1);
+        tracing::info!(job_id = %lease.id, attempt = lease.attempt, "Completion ignored: the lease was no longer held");
+    }
+}
+
 /// Calls `complete` until the broker answers: `Ok` once recorded (stale
 /// completions logged), the error if the broker refused.
 async fn until_answered<F, Fut>(complete: &F, batch: Vec<Completion>) -> Result<(), BrokerError>
@@ -98,10 +107,7 @@ where
     loop {
         match complete(batch.clone()).await {
             Ok(stale) => {
-                for lease in stale {
-                    metrics::counter!("weir_stale_acks_total").increment(1);
-                    tracing::info!(job_id = %lease.id, attempt = lease.attempt, "Completion ignored: the lease was no longer held");
-                }
+                report_stale(stale);
                 return Ok(());
             }
             Err(BrokerError::Unavailable(detail)) => {

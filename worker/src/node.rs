@@ -11,9 +11,14 @@
 //!   renewer extends all of them in one call every third of the lease;
 //!   leases the broker says are no longer held (cancelled, reaped) have
 //!   their handlers cancelled and removed, and their late results dropped.
-//! - Completions go through one channel to the flusher, which sends all that
-//!   have gathered in one broker call as soon as the previous call returns:
-//!   batches grow under load and stay at one job when idle (group commit).
+//! - A finished job frees its slot, then reports its completion to the
+//!   fetcher. On a backend that records acknowledgements and a claim in
+//!   one step ([`weir_shared::broker::Broker::merges_acks`]) the fetcher
+//!   sends the reports gathered so far with its next claim; otherwise (and
+//!   whenever it has no free slot to claim with) it hands them to the
+//!   flusher, which sends all that have gathered in one broker call as soon
+//!   as the previous call returns: batches grow under load and stay at one
+//!   job when idle (group commit).
 
 use crate::executor::{Ended, execute};
 use crate::task::Registry;
@@ -21,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weir_shared::broker::{
@@ -96,8 +101,11 @@ pub async fn run_node(
     // handler is not here yet waits for a node that has it.
     let handled = Arc::new(registry.names().map(str::to_owned).collect::<Vec<_>>());
     let running: RunningMap = Arc::default();
-    let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
-    let flusher = tokio::spawn(flush(broker.clone(), done_rx));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completion>();
+    let (flush_tx, flush_rx) = mpsc::unbounded_channel::<Vec<Completion>>();
+    let flusher = tokio::spawn(flush(broker.clone(), flush_rx));
+    let merge = broker.merges_acks();
+    let mut pending: Vec<Completion> = Vec::new();
     let background = CancellationToken::new();
     let renewer = tokio::spawn(renew(
         broker.clone(),
@@ -135,18 +143,38 @@ pub async fn run_node(
             );
             stats.exhausted.store(true, Ordering::Relaxed);
             stats.changed.notify_waiters();
-            shutdown.cancelled().await;
+            forward(&mut pending, &flush_tx);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    n = done_rx.recv_many(&mut pending, FLUSH_BATCH) => {
+                        if n == 0 {
+                            break;
+                        }
+                        forward(&mut pending, &flush_tx);
+                    }
+                }
+            }
             break;
         }
-        // Wait for at least one free slot, then take every other free one.
-        let first = tokio::select! {
+        // Wait for a free slot or a finished job (a job frees its slot
+        // before it reports), then take every free slot and every report.
+        let mut permits = Vec::new();
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            _ = done_rx.recv_many(&mut pending, FLUSH_BATCH) => {},
             permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
+                Ok(p) => permits.push(p),
                 Err(_) => break,
             },
-            () = shutdown.cancelled() => break,
-        };
-        let mut permits = vec![first];
+        }
+        while pending.len() < FLUSH_BATCH {
+            match done_rx.try_recv() {
+                Ok(c) => pending.push(c),
+                Err(_) => break,
+            }
+        }
         let room = options.max_claims.map_or(usize::MAX, |max| {
             usize::try_from(max - claimed_total).unwrap_or(usize::MAX)
         });
@@ -156,6 +184,11 @@ pub async fn run_node(
                 Err(_) => break,
             }
         }
+        if permits.is_empty() {
+            // Every slot is taken (or being retired): acknowledge alone.
+            forward(&mut pending, &flush_tx);
+            continue;
+        }
         let request = ClaimRequest {
             worker: options.worker_id.clone(),
             queues: options.queues.draw(&mut rand::rng()),
@@ -164,7 +197,26 @@ pub async fn run_node(
             limits: limits.clone(),
             tasks: Some(handled.clone()),
         };
-        let claimed = match broker.claim(request).await {
+        let result = if merge && !pending.is_empty() {
+            // The acknowledgements ride with the claim: one broker step.
+            let acks = std::mem::take(&mut pending);
+            match broker.complete_and_claim(acks.clone(), request).await {
+                Ok((stale, claimed)) => {
+                    crate::ack::report_stale(stale);
+                    Ok(claimed)
+                }
+                Err(e) => {
+                    // Not recorded: the flusher retries them as it does
+                    // any batch the broker did not take.
+                    let _ = flush_tx.send(acks);
+                    Err(e)
+                }
+            }
+        } else {
+            forward(&mut pending, &flush_tx);
+            broker.claim(request).await
+        };
+        let claimed = match result {
             Ok(claimed) => {
                 if failures > 0 {
                     tracing::info!(failures, "Broker reachable again; claiming");
@@ -180,18 +232,33 @@ pub async fn run_node(
                     .min(Duration::from_secs(5));
                 tracing::warn!(error = %e, failures, retry_in = ?wait, "Claim failed; retrying");
                 drop(permits);
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {},
-                    () = shutdown.cancelled() => break,
+                let until = tokio::time::Instant::now() + wait;
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => break,
+                        () = shutdown.cancelled() => break,
+                        n = done_rx.recv_many(&mut pending, FLUSH_BATCH) => {
+                            if n == 0 {
+                                break;
+                            }
+                            forward(&mut pending, &flush_tx);
+                        }
+                    }
+                }
+                if shutdown.is_cancelled() {
+                    break;
                 }
                 continue;
             }
         };
         if claimed.is_empty() {
             drop(permits);
+            // A job that finishes meanwhile ends the wait: its report goes
+            // with the next claim.
             tokio::select! {
                 () = broker.wait_for_work(idle_wait) => {},
                 () = shutdown.cancelled() => break,
+                _ = done_rx.recv_many(&mut pending, FLUSH_BATCH) => {},
             }
             idle_wait = (idle_wait * 2).min(broker.max_idle_wait());
             continue;
@@ -233,10 +300,7 @@ pub async fn run_node(
                 tenant = %job.tenant,
             );
             jobs.spawn(tracing::Instrument::instrument(
-                async move {
-                    ctx.run(job, cancel).await;
-                    drop(permit);
-                },
+                ctx.run(job, cancel, permit),
                 span,
             ));
         }
@@ -244,6 +308,7 @@ pub async fn run_node(
         while jobs.try_join_next().is_some() {}
     }
 
+    forward(&mut pending, &flush_tx);
     drain(
         &mut jobs,
         &running,
@@ -252,6 +317,10 @@ pub async fn run_node(
     )
     .await;
     drop(done_tx);
+    while done_rx.recv_many(&mut pending, FLUSH_BATCH).await > 0 {
+        forward(&mut pending, &flush_tx);
+    }
+    drop(flush_tx);
     if let Err(e) = flusher.await {
         tracing::error!(error = %e, "Completion flusher failed");
     }
@@ -306,7 +375,7 @@ struct JobRun {
 }
 
 impl JobRun {
-    async fn run(self, job: ClaimedJob, cancel: CancellationToken) {
+    async fn run(self, job: ClaimedJob, cancel: CancellationToken, permit: OwnedSemaphorePermit) {
         let started = Instant::now();
         let ended = execute(
             &job,
@@ -317,6 +386,9 @@ impl JobRun {
         )
         .await;
         self.stats.busy.fetch_sub(1, Ordering::Relaxed);
+        // The slot is free before the report is sent, so the fetcher that
+        // wakes for the report finds the slot and sends both in one call.
+        drop(permit);
         // Only the task that removes the job from `running` reports for it:
         // the renewer removes jobs whose lease was lost, and the drain
         // removes those it hands back.
@@ -350,16 +422,29 @@ impl JobRun {
     }
 }
 
-/// Sends completions in batches until the channel closes and is empty
-/// (`ack`: what happens when the broker does not take a batch).
-async fn flush(broker: SharedBroker, mut rx: mpsc::UnboundedReceiver<Completion>) {
-    let mut batch = Vec::with_capacity(FLUSH_BATCH);
+/// Hands the gathered reports to the flusher (nothing when there are none).
+fn forward(pending: &mut Vec<Completion>, flush: &mpsc::UnboundedSender<Vec<Completion>>) {
+    if !pending.is_empty() {
+        let _ = flush.send(std::mem::take(pending));
+    }
+}
+
+/// Sends the batches it is handed, merging those that gathered while the
+/// previous call ran, until the channel closes and is empty (`ack`: what
+/// happens when the broker does not take a batch).
+async fn flush(broker: SharedBroker, mut rx: mpsc::UnboundedReceiver<Vec<Completion>>) {
+    let mut batches = Vec::new();
     let complete = |batch: Vec<Completion>| {
         let broker = broker.clone();
         async move { broker.complete(batch).await }
     };
-    while rx.recv_many(&mut batch, FLUSH_BATCH).await > 0 {
-        crate::ack::acknowledge(&complete, std::mem::take(&mut batch)).await;
+    while rx.recv_many(&mut batches, FLUSH_BATCH).await > 0 {
+        let mut all: Vec<Completion> = batches.drain(..).flatten().collect();
+        while !all.is_empty() {
+            let rest = all.split_off(all.len().min(FLUSH_BATCH));
+            crate::ack::acknowledge(&complete, all).await;
+            all = rest;
+        }
     }
 }
 

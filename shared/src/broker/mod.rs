@@ -89,6 +89,35 @@ pub trait Broker: Send + Sync + 'static {
     /// (the lease was no longer held) and so changed nothing.
     async fn complete(&self, completions: Vec<Completion>) -> BrokerResult<Vec<Lease>>;
 
+    /// Records `completions` and then leases jobs for `request`: what a
+    /// worker does when a finished job frees its slot. An error means the
+    /// completions were not recorded (the caller acknowledges them again);
+    /// on `Ok` they were, with the stale ones returned as by
+    /// [`Broker::complete`]. Backends that do both in one atomic step say so
+    /// in [`Broker::merges_acks`]; this default makes the two calls in turn
+    /// and reports a failed claim as an empty one, after logging it.
+    async fn complete_and_claim(
+        &self,
+        completions: Vec<Completion>,
+        request: ClaimRequest,
+    ) -> BrokerResult<(Vec<Lease>, Vec<ClaimedJob>)> {
+        let stale = self.complete(completions).await?;
+        match self.claim(request).await {
+            Ok(claimed) => Ok((stale, claimed)),
+            Err(e) => {
+                tracing::warn!(error = %e, "Claim after acknowledging failed");
+                Ok((stale, Vec::new()))
+            }
+        }
+    }
+
+    /// True when [`Broker::complete_and_claim`] costs one step instead of
+    /// two, so a worker gains by sending its acknowledgements with its next
+    /// claim rather than on their own.
+    fn merges_acks(&self) -> bool {
+        false
+    }
+
     /// Stores a handler's progress value; false when the lease is no longer held.
     async fn set_progress(&self, lease: Lease, progress: Value) -> BrokerResult<bool>;
 

@@ -156,6 +156,113 @@ pub async fn stale_ack_rejected(t: TestBroker) {
     assert_eq!(done.progress, json!(50));
 }
 
+/// Acknowledging with the next claim: the completions are recorded (a
+/// stale one reported, not applied), the claim leases the next job, a job
+/// the acknowledgement releases (the next member of a serial lane) can be
+/// leased by that same call, with nothing left to claim the
+/// acknowledgement is still recorded, and a delayed job is claimed once
+/// its time comes.
+pub async fn complete_and_claim_acknowledges_then_claims(t: TestBroker) {
+    let mut first = request("weir.noop", "default");
+    first.serial_key = Some("lane".into());
+    let mut second = request("weir.noop", "default");
+    second.serial_key = Some("lane".into());
+    let first = enqueue_one(&t, first).await;
+    let second = enqueue_one(&t, second).await;
+    let lost = enqueue_one(&t, request("weir.noop", "other")).await;
+    let old = claim(&t, &["other"], 1, Duration::from_millis(50))
+        .await
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    t.broker.maintain().await.expect("maintain");
+    let held = claim(&t, &["default"], 5, LEASE).await;
+    assert_eq!(held.len(), 1, "one member of the lane at a time");
+    assert_eq!(held[0].lease.id, first.id);
+    let claim_request = |limit| crate::broker::ClaimRequest {
+        worker: "w1".into(),
+        queues: vec!["default".into()],
+        limit,
+        lease: LEASE,
+        limits: std::sync::Arc::default(),
+        tasks: None,
+    };
+    let (stale, claimed) = t
+        .broker
+        .complete_and_claim(
+            vec![
+                Completion {
+                    lease: held[0].lease,
+                    outcome: Outcome::Succeeded(json!("done")),
+                },
+                Completion {
+                    lease: old.lease,
+                    outcome: Outcome::Succeeded(json!("stale")),
+                },
+            ],
+            claim_request(5),
+        )
+        .await
+        .expect("complete and claim");
+    assert_eq!(stale, vec![old.lease], "the lost lease is reported stale");
+    assert_eq!(job_of(&t, first.id).await.result, json!("done"));
+    assert_eq!(state_of(&t, first.id).await, JobState::Succeeded);
+    assert_eq!(state_of(&t, lost.id).await, JobState::Queued);
+    assert_eq!(
+        claimed.len(),
+        1,
+        "the lane's next member, released by the ack"
+    );
+    assert_eq!(claimed[0].lease.id, second.id);
+    assert_eq!(claimed[0].lease.attempt, 1);
+
+    let (stale, claimed) = t
+        .broker
+        .complete_and_claim(
+            vec![Completion {
+                lease: claimed[0].lease,
+                outcome: Outcome::Failed {
+                    error: "boom".into(),
+                    retry_in: None,
+                },
+            }],
+            claim_request(5),
+        )
+        .await
+        .expect("complete and claim");
+    assert!(stale.is_empty());
+    assert!(claimed.is_empty(), "nothing left in the queue");
+    let failed = job_of(&t, second.id).await;
+    assert_eq!(
+        failed.state,
+        JobState::Failed,
+        "recorded though nothing was claimed"
+    );
+    assert_eq!(failed.error.as_deref(), Some("boom"));
+
+    // A busy worker acknowledging with every claim still gets a job whose
+    // delay ended, without any other claim or maintenance pass.
+    let mut later = request("weir.noop", "default");
+    later.run_at = Some(Millis(now_ms().0 + 200));
+    let later = enqueue_one(&t, later).await;
+    enqueue_one(&t, request("weir.noop", "default")).await;
+    let busy = claim(&t, &["default"], 5, LEASE).await;
+    assert_eq!(busy.len(), 1, "the delayed job is not due yet");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, claimed) = t
+        .broker
+        .complete_and_claim(
+            vec![Completion {
+                lease: busy[0].lease,
+                outcome: Outcome::Succeeded(json!(null)),
+            }],
+            claim_request(5),
+        )
+        .await
+        .expect("complete and claim");
+    assert_eq!(claimed.len(), 1, "the job whose time came");
+    assert_eq!(claimed[0].lease.id, later.id);
+}
+
 /// Higher priority first; first in, first out within a priority.
 pub async fn priority_order(t: TestBroker) {
     let mut ids = Vec::new();

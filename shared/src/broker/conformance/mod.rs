@@ -162,7 +162,7 @@ async fn state_of(t: &TestBroker, id: crate::job::JobId) -> JobState {
 macro_rules! broker_conformance {
     ($make:expr) => {
         $crate::broker_conformance!(@tests $make;
-            enqueue_claim_ack, nack_with_delay, lease_expiry_redelivers,
+            enqueue_claim_ack, complete_and_claim_acknowledges_then_claims, nack_with_delay, lease_expiry_redelivers,
             stale_ack_rejected, priority_order, queue_order_and_limit,
             delayed_promotion, unique_keys, explicit_ids_enqueue_once, mixed_batch, pause_and_resume, cancel_scheduled,
             cancel_running, dead_letters_and_replay, crash_loop_ends_dead,

@@ -1,15 +1,22 @@
 //! Claim and lease renewal. A claim first asks a reader whether any of
 //! its queues has work (idle workers then never take the write lock), then
-//! promotes due jobs, admits what the caps and rates allow (`flow.rs`) and
-//! leases the jobs, all in one `BEGIN IMMEDIATE` transaction.
+//! records the acknowledgements sent with it, promotes due jobs, admits
+//! what the caps and rates allow (`flow.rs`) and leases the jobs, all in
+//! one `BEGIN IMMEDIATE` transaction.
 
 use super::codec::{self, ids, lease_json, missing};
+use super::complete::complete_in;
 use super::{PROMOTE_BATCH, SqliteBroker, flow, from_sqlx};
-use crate::broker::{BrokerResult, ClaimRequest, ClaimedJob, Lease};
+use crate::broker::{BrokerResult, ClaimRequest, ClaimedJob, Completion, Lease};
 use crate::job::{duration_ms, now_ms};
 use sqlx::Row;
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+/// How often claims sent with acknowledgements (which skip the probe)
+/// promote due jobs: the most a busy worker delays a job whose time came.
+const PROMOTE_EVERY_MS: i64 = 20;
 
 const Q_PROBE: &str = include_str!("queries/probe.sql");
 const Q_CLAIM: &str = include_str!("queries/claim.sql");
@@ -46,36 +53,104 @@ impl ClaimBest<'_> {
 
 impl SqliteBroker {
     pub(super) async fn claim_jobs(&self, request: ClaimRequest) -> BrokerResult<Vec<ClaimedJob>> {
-        if request.limit == 0 || request.queues.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = now_ms();
+        Ok(self.complete_and_claim_jobs(Vec::new(), request).await?.1)
+    }
+
+    /// Records `completions` and leases jobs for `request` in one write
+    /// transaction.
+    pub(super) async fn complete_and_claim_jobs(
+        &self,
+        completions: Vec<Completion>,
+        request: ClaimRequest,
+    ) -> BrokerResult<(Vec<Lease>, Vec<ClaimedJob>)> {
         let tasks = request
             .tasks
             .as_ref()
             .map(|t| serde_json::to_string(t.as_ref()).unwrap_or_default());
-        // Idle workers poll; answering "nothing to do" from a read keeps
-        // them from taking the write lock every time they look.
+        if request.limit == 0 || request.queues.is_empty() {
+            return Ok((self.complete_jobs(completions).await?, Vec::new()));
+        }
+        let (due, ready) = if completions.is_empty() {
+            let (due, ready) = self.probe(&request.queues, tasks.as_deref()).await?;
+            if ready.is_empty() && !due {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            (due, ready)
+        } else {
+            // A busy worker. The write lock is taken for the
+            // acknowledgements anyway, and they may release jobs a probe
+            // could not see (a lane's next member, a workflow's children):
+            // every queue is visited without one, and due jobs are promoted
+            // at most every `PROMOTE_EVERY`.
+            (
+                self.promotion_due(),
+                request.queues.iter().cloned().collect(),
+            )
+        };
+        let mut tx = self.begin().await?;
+        let (stale, freed) = if completions.is_empty() {
+            (Vec::new(), 0)
+        } else {
+            complete_in(&mut tx, &completions).await?
+        };
+        let claimed = self
+            .lease_in(&mut tx, &request, due, &ready, tasks.as_deref())
+            .await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        if freed > 0 {
+            self.work.notify_waiters();
+        }
+        Ok((stale, claimed))
+    }
+
+    /// True at most once per `PROMOTE_EVERY` across this handle's claims
+    /// that skip the probe.
+    fn promotion_due(&self) -> bool {
+        let now = now_ms().0;
+        let last = self.promote_checked.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= PROMOTE_EVERY_MS
+            && self
+                .promote_checked
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Which of `queues` have queued jobs, and whether any job is due to
+    /// promote. Idle workers poll; answering "nothing to do" from a read
+    /// keeps them from taking the write lock every time they look.
+    async fn probe(
+        &self,
+        queues: &[String],
+        tasks: Option<&str>,
+    ) -> BrokerResult<(bool, HashSet<String>)> {
         let probe: Vec<Option<String>> = sqlx::query_scalar(Q_PROBE)
-            .bind(serde_json::to_string(&request.queues).unwrap_or_default())
-            .bind(now.0)
-            .bind(tasks.as_deref())
+            .bind(serde_json::to_string(queues).unwrap_or_default())
+            .bind(now_ms().0)
+            .bind(tasks)
             .fetch_all(&self.reader)
             .await
             .map_err(from_sqlx)?;
         let due = probe.iter().any(Option::is_none);
-        let ready: HashSet<String> = probe.into_iter().flatten().collect();
-        if ready.is_empty() && !due {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.begin().await?;
+        Ok((due, probe.into_iter().flatten().collect()))
+    }
+
+    /// Promotes due jobs (when `due`), admits what the caps and rates allow
+    /// and leases the jobs, inside the caller's write transaction.
+    async fn lease_in(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        request: &ClaimRequest,
+        due: bool,
+        ready: &HashSet<String>,
+        tasks: Option<&str>,
+    ) -> BrokerResult<Vec<ClaimedJob>> {
         // The jobs start now, after the wait for the write lock: stamped
         // with the time before it, a job could seem to start before the
         // end that let it start (a lane's previous member, a permit).
         let now = now_ms();
         let expires = now.0.saturating_add(duration_ms(request.lease));
         if due {
-            flow::promote(&mut tx, now, PROMOTE_BATCH).await?;
+            flow::promote(&mut *tx, now, PROMOTE_BATCH).await?;
         }
         // After a promotion any queue may have work; otherwise only those
         // the probe saw, in the order asked.
@@ -90,34 +165,22 @@ impl SqliteBroker {
             expires,
             queues: serde_json::to_string(&visit).unwrap_or_default(),
             limit: i64::try_from(request.limit).unwrap_or(i64::MAX),
-            tasks: tasks.clone(),
+            tasks: tasks.map(str::to_owned),
         };
         let rows = if request.limits.is_empty() {
-            best.run(&mut tx).await?
+            best.run(&mut *tx).await?
         } else {
-            match flow::admit(
-                &mut tx,
-                &request.limits,
-                &visit,
-                request.limit,
-                tasks.as_deref(),
-                now,
-            )
-            .await?
-            {
+            match flow::admit(&mut *tx, &request.limits, &visit, request.limit, tasks, now).await? {
                 flow::Admission::Unbound(permits) => {
-                    let rows = best.run(&mut tx).await?;
+                    let rows = best.run(&mut *tx).await?;
                     let tasks = rows
                         .iter()
                         .map(|r| r.try_get::<String, _>("task").map_err(from_sqlx))
                         .collect::<BrokerResult<Vec<_>>>()?;
-                    flow::charge(&mut tx, &request.limits, permits, tasks).await?;
+                    flow::charge(&mut *tx, &request.limits, permits, tasks).await?;
                     rows
                 }
-                flow::Admission::Only(ids) if ids.is_empty() => {
-                    tx.commit().await.map_err(from_sqlx)?;
-                    return Ok(Vec::new());
-                }
+                flow::Admission::Only(ids) if ids.is_empty() => return Ok(Vec::new()),
                 flow::Admission::Only(ids) => sqlx::query(Q_CLAIM_IDS)
                     .bind(now.0)
                     .bind(&request.worker)
@@ -137,7 +200,7 @@ impl SqliteBroker {
                 ))
             })
             .collect::<BrokerResult<Vec<(String, i64)>>>()?;
-        self.clocks.advance(&mut tx, seqs).await?;
+        self.clocks.advance(&mut *tx, seqs).await?;
         let mut claimed = rows
             .iter()
             .map(codec::claimed)
@@ -150,7 +213,6 @@ impl SqliteBroker {
                 .then(b.priority.cmp(&a.priority))
                 .then(a.lease.id.cmp(&b.lease.id))
         });
-        tx.commit().await.map_err(from_sqlx)?;
         Ok(claimed)
     }
 

@@ -32,66 +32,13 @@ impl SqliteBroker {
         if completions.is_empty() {
             return Ok(Vec::new());
         }
-        let now = now_ms();
-        let (mut succeeded, mut failed, mut released, mut snoozed) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for c in &completions {
-            let (id, attempt) = (c.lease.id.to_string(), c.lease.attempt);
-            match &c.outcome {
-                Outcome::Succeeded(result) => succeeded
-                    .push(json!({"id": id, "attempt": attempt, "result": result.to_string()})),
-                Outcome::Failed { error, retry_in } => failed.push(json!({
-                    "id": id,
-                    "attempt": attempt,
-                    "error": crate::job::truncate_error(error),
-                    "retry_in": retry_in.map(duration_ms),
-                })),
-                Outcome::Released => released.push(json!({"id": id, "attempt": attempt})),
-                Outcome::Snoozed { reason, delay } => snoozed.push(json!({
-                    "id": id,
-                    "attempt": attempt,
-                    "reason": crate::job::truncate_error(reason),
-                    "delay": duration_ms(*delay),
-                })),
-            }
-        }
-        let mut touched = HashSet::new();
-        let mut lanes = Vec::new();
-        let mut steps = Vec::new();
         let mut tx = self.begin().await?;
-        for (sql, batch) in [(Q_SUCCEED, succeeded), (Q_FAIL, failed)] {
-            if batch.is_empty() {
-                continue;
-            }
-            let rows = sqlx::query(sql)
-                .bind(now.0)
-                .bind(Value::Array(batch).to_string())
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-            touched.extend(ids(&rows)?);
-            lanes.extend(serial::lanes_of(&rows));
-            steps.extend(workflow::ended_steps(&rows));
-        }
-        serial::advance(&mut tx, lanes).await?;
-        let freed = workflow::finish(&mut tx, steps, now).await?;
-        for (sql, batch) in [(Q_RELEASE, released), (Q_SNOOZE, snoozed)] {
-            if batch.is_empty() {
-                continue;
-            }
-            let rows = sqlx::query(sql)
-                .bind(now.0)
-                .bind(Value::Array(batch).to_string())
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-            touched.extend(ids(&rows)?);
-        }
+        let (stale, freed) = complete_in(&mut tx, &completions).await?;
         tx.commit().await.map_err(from_sqlx)?;
         if freed > 0 {
             self.work.notify_waiters();
         }
-        Ok(missing(completions.iter().map(|c| c.lease), &touched))
+        Ok(stale)
     }
 
     pub(super) async fn store_progress(&self, lease: Lease, progress: Value) -> BrokerResult<bool> {
@@ -235,4 +182,73 @@ impl SqliteBroker {
         }
         tx.commit().await.map_err(from_sqlx)
     }
+}
+
+/// Records `completions` inside the caller's write transaction: returns the
+/// stale ones (their lease was no longer held) and how many waiting jobs
+/// the ends released (serial lanes, workflow children), for a wake-up once
+/// the transaction commits.
+pub(super) async fn complete_in(
+    tx: &mut sqlx::SqliteConnection,
+    completions: &[Completion],
+) -> BrokerResult<(Vec<Lease>, usize)> {
+    let now = now_ms();
+    let (mut succeeded, mut failed, mut released, mut snoozed) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for c in completions {
+        let (id, attempt) = (c.lease.id.to_string(), c.lease.attempt);
+        match &c.outcome {
+            Outcome::Succeeded(result) => {
+                succeeded.push(json!({"id": id, "attempt": attempt, "result": result.to_string()}))
+            }
+            Outcome::Failed { error, retry_in } => failed.push(json!({
+                "id": id,
+                "attempt": attempt,
+                "error": crate::job::truncate_error(error),
+                "retry_in": retry_in.map(duration_ms),
+            })),
+            Outcome::Released => released.push(json!({"id": id, "attempt": attempt})),
+            Outcome::Snoozed { reason, delay } => snoozed.push(json!({
+                "id": id,
+                "attempt": attempt,
+                "reason": crate::job::truncate_error(reason),
+                "delay": duration_ms(*delay),
+            })),
+        }
+    }
+    let mut touched = HashSet::new();
+    let mut lanes = Vec::new();
+    let mut steps = Vec::new();
+    for (sql, batch) in [(Q_SUCCEED, succeeded), (Q_FAIL, failed)] {
+        if batch.is_empty() {
+            continue;
+        }
+        let rows = sqlx::query(sql)
+            .bind(now.0)
+            .bind(Value::Array(batch).to_string())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        touched.extend(ids(&rows)?);
+        lanes.extend(serial::lanes_of(&rows));
+        steps.extend(workflow::ended_steps(&rows));
+    }
+    serial::advance(&mut *tx, lanes).await?;
+    let freed = workflow::finish(&mut *tx, steps, now).await?;
+    for (sql, batch) in [(Q_RELEASE, released), (Q_SNOOZE, snoozed)] {
+        if batch.is_empty() {
+            continue;
+        }
+        let rows = sqlx::query(sql)
+            .bind(now.0)
+            .bind(Value::Array(batch).to_string())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        touched.extend(ids(&rows)?);
+    }
+    Ok((
+        missing(completions.iter().map(|c| c.lease), &touched),
+        freed,
+    ))
 }

@@ -81,6 +81,9 @@ pub struct SqliteBroker {
     retention: crate::broker::Retention,
     /// When this handle last audited waiting workflow steps.
     audits: Arc<crate::broker::maintain::Audits>,
+    /// When a claim sent with acknowledgements last promoted due jobs
+    /// (ms since the epoch).
+    promote_checked: Arc<std::sync::atomic::AtomicI64>,
 }
 
 #[async_trait]
@@ -102,6 +105,18 @@ impl Broker for SqliteBroker {
 
     async fn complete(&self, completions: Vec<Completion>) -> BrokerResult<Vec<Lease>> {
         self.complete_jobs(completions).await
+    }
+
+    async fn complete_and_claim(
+        &self,
+        completions: Vec<Completion>,
+        request: ClaimRequest,
+    ) -> BrokerResult<(Vec<Lease>, Vec<ClaimedJob>)> {
+        self.complete_and_claim_jobs(completions, request).await
+    }
+
+    fn merges_acks(&self) -> bool {
+        true
     }
 
     async fn set_progress(&self, lease: Lease, progress: Value) -> BrokerResult<bool> {

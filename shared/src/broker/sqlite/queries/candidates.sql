@@ -3,6 +3,8 @@
 -- (a cap or rate refuses them now) and the [task, tenant] pairs in ?4 (the
 -- tenant is at its cap for the task), and tasks not in ?5 (the claimer's
 -- handlers, a JSON array; NULL for any). The caller admits them one by one.
+-- Limits are written `?N + 0`: SQLite re-prepares a statement whose LIMIT
+-- is a bare parameter every time that parameter is bound.
 SELECT j.id, j.task, j.tenant
 FROM json_each(?1) AS q
 JOIN jobs AS j ON j.id IN (SELECT id FROM jobs
@@ -12,7 +14,7 @@ JOIN jobs AS j ON j.id IN (SELECT id FROM jobs
                              AND NOT EXISTS (SELECT 1 FROM json_each(?4) AS b
                                              WHERE b.value ->> 0 = jobs.task
                                                AND b.value ->> 1 = jobs.tenant)
-                           ORDER BY priority DESC, seq, id LIMIT ?2)
+                           ORDER BY priority DESC, seq, id LIMIT ?2 + 0)
 WHERE NOT EXISTS (SELECT 1 FROM queues WHERE name = q.value AND paused = 1)
 ORDER BY q.key, j.priority DESC, j.seq, j.id
-LIMIT ?2
+LIMIT ?2 + 0
