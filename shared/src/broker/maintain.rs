@@ -64,3 +64,27 @@ impl Audits {
         true
     }
 }
+
+/// How often claims sent with acknowledgements (which skip the probe that
+/// finds due jobs) promote due jobs: the most a busy worker delays a job
+/// whose time came.
+const PROMOTE_EVERY_MS: i64 = 20;
+
+/// Spaces the promotions of claims that skip the probe, across one
+/// broker handle.
+#[derive(Debug, Default)]
+pub(crate) struct PromotionClock(std::sync::atomic::AtomicI64);
+
+impl PromotionClock {
+    /// True at most once per `PROMOTE_EVERY_MS` for this handle.
+    pub(crate) fn due(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = crate::job::now_ms().0;
+        let last = self.0.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= PROMOTE_EVERY_MS
+            && self
+                .0
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}

@@ -2,11 +2,12 @@
 //! work (an idle worker's poll then locks nothing), then, in the common
 //! case, leases jobs in one autocommit statement. Due jobs to promote, or
 //! caps and rates to honour, make it one short transaction: promote, lock
-//! the limited tasks, count, admit, lease.
+//! the limited tasks, count, admit, lease. A claim sent with
+//! acknowledgements records them in the same transaction, first.
 
 use super::codec::{self, lease_arrays, missing};
 use super::{PROMOTE_BATCH, PostgresBroker, flow, from_sqlx};
-use crate::broker::{BrokerResult, ClaimRequest, ClaimedJob, Lease};
+use crate::broker::{BrokerResult, ClaimRequest, ClaimedJob, Completion, Lease};
 use crate::job::duration_ms;
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgRow};
@@ -43,12 +44,52 @@ impl ClaimBest<'_> {
     }
 }
 
+/// The plain claim of `request` over the queues in `visit`.
+fn best<'a>(
+    request: &'a ClaimRequest,
+    visit: &'a [String],
+    tasks: Option<&'a [String]>,
+) -> ClaimBest<'a> {
+    ClaimBest {
+        queues: visit,
+        limit: i64::try_from(request.limit).unwrap_or(i64::MAX),
+        worker: &request.worker,
+        lease_ms: duration_ms(request.lease),
+        tasks,
+    }
+}
+
 impl PostgresBroker {
     pub(super) async fn claim_jobs(&self, request: ClaimRequest) -> BrokerResult<Vec<ClaimedJob>> {
+        Ok(self.complete_and_claim_jobs(Vec::new(), request).await?.1)
+    }
+
+    /// Records `completions` and leases jobs for `request` in one
+    /// transaction. With acknowledgements the probe is skipped (the
+    /// transaction is opened for them anyway, and they may release jobs a
+    /// probe could not see): every queue is visited and due jobs are
+    /// promoted at most every 20 ms (`PromotionClock`).
+    pub(super) async fn complete_and_claim_jobs(
+        &self,
+        completions: Vec<Completion>,
+        request: ClaimRequest,
+    ) -> BrokerResult<(Vec<Lease>, Vec<ClaimedJob>)> {
         if request.limit == 0 || request.queues.is_empty() {
-            return Ok(Vec::new());
+            return Ok((self.complete_jobs(completions).await?, Vec::new()));
         }
         let tasks: Option<&[String]> = request.tasks.as_deref().map(Vec::as_slice);
+        if !completions.is_empty() {
+            let visit = request.queues.clone();
+            let due = self.promotions.due();
+            let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
+            let (stale, recorded) = self.complete_in(&mut tx, &completions).await?;
+            let rows = self.lease_in(&mut tx, &request, &visit, due, tasks).await?;
+            tx.commit().await.map_err(from_sqlx)?;
+            if recorded {
+                self.wake.wake_local();
+            }
+            return Ok((stale, self.handed_out(&rows, &visit).await?));
+        }
         let probe: Vec<Option<String>> = sqlx::query_scalar(Q_PROBE)
             .bind(&request.queues)
             .bind(tasks)
@@ -58,7 +99,7 @@ impl PostgresBroker {
         let due = probe.iter().any(Option::is_none);
         let ready: HashSet<String> = probe.into_iter().flatten().collect();
         if ready.is_empty() && !due {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         // After a promotion any queue may have work; otherwise only those
         // the probe saw, in the order asked.
@@ -68,50 +109,65 @@ impl PostgresBroker {
             .filter(|q| due || ready.contains(*q))
             .cloned()
             .collect();
-        let best = ClaimBest {
-            queues: &visit,
-            limit: i64::try_from(request.limit).unwrap_or(i64::MAX),
-            worker: &request.worker,
-            lease_ms: duration_ms(request.lease),
-            tasks,
-        };
         let rows = if !due && request.limits.is_empty() {
-            best.query()
+            best(&request, &visit, tasks)
+                .query()
                 .fetch_all(&self.pool)
                 .await
                 .map_err(from_sqlx)?
         } else {
             let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
-            if due {
-                flow::promote(&mut tx, PROMOTE_BATCH).await?;
-            }
-            let rows = if request.limits.is_empty() {
-                best.run(&mut tx).await?
-            } else {
-                flow::lock_tasks(&mut tx, &request.limits).await?;
-                match flow::admit(&mut tx, &request.limits, &visit, request.limit, tasks).await? {
-                    flow::Admission::Unbound(permits) => {
-                        let rows = best.run(&mut tx).await?;
-                        let tasks = rows
-                            .iter()
-                            .map(|r| r.try_get::<String, _>("task").map_err(from_sqlx))
-                            .collect::<BrokerResult<Vec<_>>>()?;
-                        flow::charge(&mut tx, &request.limits, permits, tasks).await?;
-                        rows
-                    }
-                    flow::Admission::Only(ids) if ids.is_empty() => Vec::new(),
-                    flow::Admission::Only(ids) => sqlx::query(Q_CLAIM_IDS)
-                        .bind(ids)
-                        .bind(&request.worker)
-                        .bind(duration_ms(request.lease))
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(from_sqlx)?,
-                }
-            };
+            let rows = self.lease_in(&mut tx, &request, &visit, due, tasks).await?;
             tx.commit().await.map_err(from_sqlx)?;
             rows
         };
+        Ok((Vec::new(), self.handed_out(&rows, &visit).await?))
+    }
+
+    /// Promotes due jobs (when `due`), admits what the caps and rates allow
+    /// and leases the jobs, inside the caller's transaction.
+    async fn lease_in(
+        &self,
+        tx: &mut PgConnection,
+        request: &ClaimRequest,
+        visit: &[String],
+        due: bool,
+        tasks: Option<&[String]>,
+    ) -> BrokerResult<Vec<PgRow>> {
+        if due {
+            flow::promote(&mut *tx, PROMOTE_BATCH).await?;
+        }
+        let best = best(request, visit, tasks);
+        if request.limits.is_empty() {
+            return best.run(&mut *tx).await;
+        }
+        flow::lock_tasks(&mut *tx, &request.limits).await?;
+        Ok(
+            match flow::admit(&mut *tx, &request.limits, visit, request.limit, tasks).await? {
+                flow::Admission::Unbound(permits) => {
+                    let rows = best.run(&mut *tx).await?;
+                    let tasks = rows
+                        .iter()
+                        .map(|r| r.try_get::<String, _>("task").map_err(from_sqlx))
+                        .collect::<BrokerResult<Vec<_>>>()?;
+                    flow::charge(&mut *tx, &request.limits, permits, tasks).await?;
+                    rows
+                }
+                flow::Admission::Only(ids) if ids.is_empty() => Vec::new(),
+                flow::Admission::Only(ids) => sqlx::query(Q_CLAIM_IDS)
+                    .bind(ids)
+                    .bind(&request.worker)
+                    .bind(duration_ms(request.lease))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?,
+            },
+        )
+    }
+
+    /// The leased rows as jobs, ranked as the claim ranked them, after
+    /// moving the queues' fair-share clocks.
+    async fn handed_out(&self, rows: &[PgRow], visit: &[String]) -> BrokerResult<Vec<ClaimedJob>> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }

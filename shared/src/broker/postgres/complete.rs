@@ -11,7 +11,7 @@ use crate::broker::{BrokerResult, Completion, Lease, Maintenance, Outcome, Scope
 use crate::job::{Job, JobId, JobState, duration_ms};
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgConnection, PgRow};
 use std::collections::HashSet;
 use uuid::Uuid;
 
@@ -43,13 +43,33 @@ impl PostgresBroker {
         if completions.is_empty() {
             return Ok(Vec::new());
         }
+        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
+        let (stale, recorded) = self.complete_in(&mut tx, &completions).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        if recorded {
+            // A finished job frees its permit: an idle slot of this process
+            // may now start a job a cap held back.
+            self.wake.wake_local();
+        }
+        Ok(stale)
+    }
+
+    /// Records `completions` inside the caller's transaction: returns the
+    /// stale ones (their lease was no longer held), and whether any was
+    /// recorded (the caller wakes this process's idle slots after the
+    /// commit).
+    pub(super) async fn complete_in(
+        &self,
+        tx: &mut PgConnection,
+        completions: &[Completion],
+    ) -> BrokerResult<(Vec<Lease>, bool)> {
         let (mut ok_ids, mut ok_attempts, mut results) = (Vec::new(), Vec::new(), Vec::new());
         let (mut bad_ids, mut bad_attempts, mut errors, mut retry_in) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut released = Vec::new();
         let (mut nap_ids, mut nap_attempts, mut reasons, mut delays) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for c in &completions {
+        for c in completions {
             let attempt = i32::try_from(c.lease.attempt).unwrap_or(i32::MAX);
             match &c.outcome {
                 Outcome::Succeeded(result) => {
@@ -75,7 +95,6 @@ impl PostgresBroker {
         let mut touched: HashSet<Uuid> = HashSet::new();
         let mut lanes = Vec::new();
         let mut steps = Vec::new();
-        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
         // Plans for the batch at hand: a generic plan cached while the
         // table was nearly empty (a fresh schema that a burst fills
         // faster than autovacuum analyzes it) scans the whole table for
@@ -110,8 +129,8 @@ impl PostgresBroker {
             lanes.extend(serial::lanes_of(&rows));
             steps.extend(workflow::ended_steps(&rows));
         }
-        serial::advance(&mut tx, lanes).await?;
-        if workflow::finish(&mut tx, steps).await? > 0 {
+        serial::advance(&mut *tx, lanes).await?;
+        if workflow::finish(&mut *tx, steps).await? > 0 {
             self.wake.work_added();
         }
         if !released.is_empty() {
@@ -138,13 +157,10 @@ impl PostgresBroker {
                 .map_err(from_sqlx)?;
             touched.extend(ids);
         }
-        tx.commit().await.map_err(from_sqlx)?;
-        if !touched.is_empty() {
-            // A finished job frees its permit: an idle slot of this process
-            // may now start a job a cap held back.
-            self.wake.wake_local();
-        }
-        Ok(missing(completions.iter().map(|c| c.lease), &touched))
+        Ok((
+            missing(completions.iter().map(|c| c.lease), &touched),
+            !touched.is_empty(),
+        ))
     }
 
     pub(super) async fn store_progress(&self, lease: Lease, progress: Value) -> BrokerResult<bool> {

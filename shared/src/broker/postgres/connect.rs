@@ -56,6 +56,7 @@ impl PostgresBroker {
             clocks: Arc::new(flow::Clocks::default()),
             retention: config.retention,
             audits: Arc::default(),
+            promotions: Arc::default(),
         })
     }
 }

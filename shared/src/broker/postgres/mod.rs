@@ -82,6 +82,8 @@ pub struct PostgresBroker {
     retention: crate::broker::Retention,
     /// When this handle last audited waiting workflow steps.
     audits: Arc<crate::broker::maintain::Audits>,
+    /// Spaces the promotions of claims sent with acknowledgements.
+    promotions: Arc<crate::broker::maintain::PromotionClock>,
 }
 
 #[async_trait]
@@ -103,6 +105,18 @@ impl Broker for PostgresBroker {
 
     async fn complete(&self, completions: Vec<Completion>) -> BrokerResult<Vec<Lease>> {
         self.complete_jobs(completions).await
+    }
+
+    async fn complete_and_claim(
+        &self,
+        completions: Vec<Completion>,
+        request: ClaimRequest,
+    ) -> BrokerResult<(Vec<Lease>, Vec<ClaimedJob>)> {
+        self.complete_and_claim_jobs(completions, request).await
+    }
+
+    fn merges_acks(&self) -> bool {
+        true
     }
 
     async fn set_progress(&self, lease: Lease, progress: Value) -> BrokerResult<bool> {

@@ -11,12 +11,7 @@ use crate::broker::{BrokerResult, ClaimRequest, ClaimedJob, Completion, Lease};
 use crate::job::{duration_ms, now_ms};
 use sqlx::Row;
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// How often claims sent with acknowledgements (which skip the probe)
-/// promote due jobs: the most a busy worker delays a job whose time came.
-const PROMOTE_EVERY_MS: i64 = 20;
 
 const Q_PROBE: &str = include_str!("queries/probe.sql");
 const Q_CLAIM: &str = include_str!("queries/claim.sql");
@@ -81,9 +76,9 @@ impl SqliteBroker {
             // acknowledgements anyway, and they may release jobs a probe
             // could not see (a lane's next member, a workflow's children):
             // every queue is visited without one, and due jobs are promoted
-            // at most every `PROMOTE_EVERY`.
+            // at most every 20 ms (`PromotionClock`).
             (
-                self.promotion_due(),
+                self.promotions.due(),
                 request.queues.iter().cloned().collect(),
             )
         };
@@ -101,18 +96,6 @@ impl SqliteBroker {
             self.work.notify_waiters();
         }
         Ok((stale, claimed))
-    }
-
-    /// True at most once per `PROMOTE_EVERY` across this handle's claims
-    /// that skip the probe.
-    fn promotion_due(&self) -> bool {
-        let now = now_ms().0;
-        let last = self.promote_checked.load(Ordering::Relaxed);
-        now.saturating_sub(last) >= PROMOTE_EVERY_MS
-            && self
-                .promote_checked
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
     }
 
     /// Which of `queues` have queued jobs, and whether any job is due to

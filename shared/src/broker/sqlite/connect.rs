@@ -80,7 +80,7 @@ impl SqliteBroker {
             clocks: Arc::default(),
             retention: crate::broker::Retention::default(),
             audits: Arc::default(),
-            promote_checked: Arc::default(),
+            promotions: Arc::default(),
         })
     }
 

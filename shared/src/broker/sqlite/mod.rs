@@ -81,9 +81,8 @@ pub struct SqliteBroker {
     retention: crate::broker::Retention,
     /// When this handle last audited waiting workflow steps.
     audits: Arc<crate::broker::maintain::Audits>,
-    /// When a claim sent with acknowledgements last promoted due jobs
-    /// (ms since the epoch).
-    promote_checked: Arc<std::sync::atomic::AtomicI64>,
+    /// Spaces the promotions of claims sent with acknowledgements.
+    promotions: Arc<crate::broker::maintain::PromotionClock>,
 }
 
 #[async_trait]
