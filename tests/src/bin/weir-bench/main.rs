@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use weir_tests::{Sandbox, wait_until};
 
 mod celery_bench;
+mod defaults_bench;
 mod index_bench;
 mod list_bench;
 mod outbound_bench;
@@ -195,9 +196,10 @@ async fn main() -> Result<()> {
         "workflows" => workflow_bench::report().await,
         "index" => index_bench::report().await,
         "celery-ingress" => celery_bench::report().await,
+        "defaults" => defaults_bench::report().await,
         other => {
             bail!(
-                "unknown benchmark `{other}`: sqlite, redis, redis-http, postgres, postgres-http, postgres-cap, pool, flow, outbound, list or workflows"
+                "unknown benchmark `{other}`: sqlite, redis, redis-http, postgres, postgres-http, postgres-cap, pool, flow, outbound, list, workflows, index, celery-ingress or defaults"
             )
         }
     }

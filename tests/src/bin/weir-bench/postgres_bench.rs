@@ -77,6 +77,11 @@ struct Drain {
     dead: i64,
 }
 
+/// Drain rate of `n` no-op jobs by `weir worker` with no flags.
+pub(crate) async fn drain_default(n: u64) -> Result<f64> {
+    Ok(drain(n, &[], &[], false).await?.drain)
+}
+
 async fn drain(
     n: u64,
     worker: &[&str],
