@@ -171,8 +171,14 @@ end
 for i = 7, #ARGV do
   if want <= 0 then break end
   local q = ARGV[i]
-  promote(q, now, 100)
-  if redis.call('EXISTS', qkey(q, 'paused')) == 0 then
+  -- Redis drops empty sets, so one call tells a queue with nothing
+  -- waiting in it (a worker serves every declared queue; most are empty).
+  local busy = redis.call('EXISTS', qkey(q, 'ready'), qkey(q, 'scheduled'),
+    qkey(q, 'retrying'), qkey(q, 'holds')) > 0
+  if busy then
+    promote(q, now, 100)
+  end
+  if busy and redis.call('EXISTS', qkey(q, 'paused')) == 0 then
     local leased = {}
     local top = 0
     -- Jobs looked at in this queue, parked ones included: bounded, so a
@@ -180,10 +186,13 @@ for i = 7, #ARGV do
     local budget = want + 64
     -- Held jobs the limits in force now admit (a permit freed elsewhere, a
     -- raised cap, a limit removed) come back first, in their old place.
-    if redis.call('SCARD', qkey(q, 'holds')) > 0 then
+    local holds = redis.call('SCARD', qkey(q, 'holds'))
+    if holds > 0 then
       refill(q, want)
     end
-    local refilled = false
+    -- With no held set there is nothing to refill from: an empty queue
+    -- then costs no further call.
+    local refilled = holds == 0
     while want > 0 and budget > 0 do
       local popped = redis.call('ZPOPMIN', qkey(q, 'ready'), math.min(want, budget))
       if #popped == 0 then
