@@ -159,15 +159,20 @@ pub async fn run_node(
         }
         // Wait for a free slot or a finished job (a job frees its slot
         // before it reports), then take every free slot and every report.
+        // Reports already gathered (during an idle wait) do not wait.
         let mut permits = Vec::new();
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            _ = done_rx.recv_many(&mut pending, FLUSH_BATCH) => {},
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            },
+        if pending.is_empty() {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                _ = done_rx.recv_many(&mut pending, FLUSH_BATCH) => {},
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                },
+            }
+        } else if shutdown.is_cancelled() {
+            break;
         }
         while pending.len() < FLUSH_BATCH {
             match done_rx.try_recv() {
