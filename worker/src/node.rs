@@ -30,7 +30,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weir_shared::broker::{
-    ClaimRequest, ClaimedJob, Completion, Lease, Outcome, SharedBroker, maintain,
+    BrokerError, ClaimRequest, ClaimedJob, Completion, Lease, Outcome, SharedBroker, maintain,
 };
 use weir_shared::config::Settings;
 use weir_shared::job::JobId;
@@ -205,16 +205,21 @@ pub async fn run_node(
         let result = if merge && !pending.is_empty() {
             // The acknowledgements ride with the claim: one broker step.
             let acks = std::mem::take(&mut pending);
-            match broker.complete_and_claim(acks.clone(), request).await {
+            match broker.complete_and_claim(acks.clone(), &request).await {
                 Ok((stale, claimed)) => {
                     crate::ack::report_stale(stale);
                     Ok(claimed)
                 }
                 Err(e) => {
                     // Not recorded: the flusher retries them as it does
-                    // any batch the broker did not take.
+                    // any batch the broker did not take (and sorts out one
+                    // it refuses). A refused acknowledgement is no reason
+                    // to stop claiming; an unreachable broker is.
                     let _ = flush_tx.send(acks);
-                    Err(e)
+                    match e {
+                        BrokerError::Unavailable(_) => Err(e),
+                        _ => broker.claim(request).await,
+                    }
                 }
             }
         } else {

@@ -99,10 +99,10 @@ pub trait Broker: Send + Sync + 'static {
     async fn complete_and_claim(
         &self,
         completions: Vec<Completion>,
-        request: ClaimRequest,
+        request: &ClaimRequest,
     ) -> BrokerResult<(Vec<Lease>, Vec<ClaimedJob>)> {
         let stale = self.complete(completions).await?;
-        match self.claim(request).await {
+        match self.claim(request.clone()).await {
             Ok(claimed) => Ok((stale, claimed)),
             Err(e) => {
                 tracing::warn!(error = %e, "Claim after acknowledging failed");

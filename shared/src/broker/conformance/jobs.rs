@@ -199,7 +199,7 @@ pub async fn complete_and_claim_acknowledges_then_claims(t: TestBroker) {
                     outcome: Outcome::Succeeded(json!("stale")),
                 },
             ],
-            claim_request(5),
+            &claim_request(5),
         )
         .await
         .expect("complete and claim");
@@ -225,7 +225,7 @@ pub async fn complete_and_claim_acknowledges_then_claims(t: TestBroker) {
                     retry_in: None,
                 },
             }],
-            claim_request(5),
+            &claim_request(5),
         )
         .await
         .expect("complete and claim");
@@ -255,7 +255,7 @@ pub async fn complete_and_claim_acknowledges_then_claims(t: TestBroker) {
                 lease: busy[0].lease,
                 outcome: Outcome::Succeeded(json!(null)),
             }],
-            claim_request(5),
+            &claim_request(5),
         )
         .await
         .expect("complete and claim");

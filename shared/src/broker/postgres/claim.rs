@@ -61,7 +61,7 @@ fn best<'a>(
 
 impl PostgresBroker {
     pub(super) async fn claim_jobs(&self, request: ClaimRequest) -> BrokerResult<Vec<ClaimedJob>> {
-        Ok(self.complete_and_claim_jobs(Vec::new(), request).await?.1)
+        Ok(self.complete_and_claim_jobs(Vec::new(), &request).await?.1)
     }
 
     /// Records `completions` and leases jobs for `request` in one
@@ -72,7 +72,7 @@ impl PostgresBroker {
     pub(super) async fn complete_and_claim_jobs(
         &self,
         completions: Vec<Completion>,
-        request: ClaimRequest,
+        request: &ClaimRequest,
     ) -> BrokerResult<(Vec<Lease>, Vec<ClaimedJob>)> {
         if request.limit == 0 || request.queues.is_empty() {
             return Ok((self.complete_jobs(completions).await?, Vec::new()));
@@ -83,7 +83,7 @@ impl PostgresBroker {
             let due = self.promotions.due();
             let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
             let (stale, recorded) = self.complete_in(&mut tx, &completions).await?;
-            let rows = self.lease_in(&mut tx, &request, &visit, due, tasks).await?;
+            let rows = self.lease_in(&mut tx, request, &visit, due, tasks).await?;
             tx.commit().await.map_err(from_sqlx)?;
             if recorded {
                 self.wake.wake_local();
@@ -110,14 +110,14 @@ impl PostgresBroker {
             .cloned()
             .collect();
         let rows = if !due && request.limits.is_empty() {
-            best(&request, &visit, tasks)
+            best(request, &visit, tasks)
                 .query()
                 .fetch_all(&self.pool)
                 .await
                 .map_err(from_sqlx)?
         } else {
             let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
-            let rows = self.lease_in(&mut tx, &request, &visit, due, tasks).await?;
+            let rows = self.lease_in(&mut tx, request, &visit, due, tasks).await?;
             tx.commit().await.map_err(from_sqlx)?;
             rows
         };

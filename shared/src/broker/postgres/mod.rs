@@ -110,7 +110,7 @@ impl Broker for PostgresBroker {
     async fn complete_and_claim(
         &self,
         completions: Vec<Completion>,
-        request: ClaimRequest,
+        request: &ClaimRequest,
     ) -> BrokerResult<(Vec<Lease>, Vec<ClaimedJob>)> {
         self.complete_and_claim_jobs(completions, request).await
     }

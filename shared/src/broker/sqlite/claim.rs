@@ -48,7 +48,7 @@ impl ClaimBest<'_> {
 
 impl SqliteBroker {
     pub(super) async fn claim_jobs(&self, request: ClaimRequest) -> BrokerResult<Vec<ClaimedJob>> {
-        Ok(self.complete_and_claim_jobs(Vec::new(), request).await?.1)
+        Ok(self.complete_and_claim_jobs(Vec::new(), &request).await?.1)
     }
 
     /// Records `completions` and leases jobs for `request` in one write
@@ -56,7 +56,7 @@ impl SqliteBroker {
     pub(super) async fn complete_and_claim_jobs(
         &self,
         completions: Vec<Completion>,
-        request: ClaimRequest,
+        request: &ClaimRequest,
     ) -> BrokerResult<(Vec<Lease>, Vec<ClaimedJob>)> {
         let tasks = request
             .tasks
@@ -89,7 +89,7 @@ impl SqliteBroker {
             complete_in(&mut tx, &completions).await?
         };
         let claimed = self
-            .lease_in(&mut tx, &request, due, &ready, tasks.as_deref())
+            .lease_in(&mut tx, request, due, &ready, tasks.as_deref())
             .await?;
         tx.commit().await.map_err(from_sqlx)?;
         if freed > 0 {
