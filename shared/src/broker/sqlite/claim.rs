@@ -58,13 +58,13 @@ impl SqliteBroker {
         completions: Vec<Completion>,
         request: &ClaimRequest,
     ) -> BrokerResult<(Vec<Lease>, Vec<ClaimedJob>)> {
+        if request.limit == 0 || request.queues.is_empty() {
+            return Ok((self.complete_jobs(completions).await?, Vec::new()));
+        }
         let tasks = request
             .tasks
             .as_ref()
             .map(|t| serde_json::to_string(t.as_ref()).unwrap_or_default());
-        if request.limit == 0 || request.queues.is_empty() {
-            return Ok((self.complete_jobs(completions).await?, Vec::new()));
-        }
         let (due, ready) = if completions.is_empty() {
             let (due, ready) = self.probe(&request.queues, tasks.as_deref()).await?;
             if ready.is_empty() && !due {
