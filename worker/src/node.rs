@@ -205,7 +205,7 @@ pub async fn run_node(
         let result = if merge && !pending.is_empty() {
             // The acknowledgements ride with the claim: one broker step.
             let acks = std::mem::take(&mut pending);
-            match broker.complete_and_claim(acks.clone(), &request).await {
+            match broker.complete_and_claim(&acks, &request).await {
                 Ok((stale, claimed)) => {
                     crate::ack::report_stale(stale);
                     Ok(claimed)

@@ -98,10 +98,10 @@ pub trait Broker: Send + Sync + 'static {
     /// and reports a failed claim as an empty one, after logging it.
     async fn complete_and_claim(
         &self,
-        completions: Vec<Completion>,
+        completions: &[Completion],
         request: &ClaimRequest,
     ) -> BrokerResult<(Vec<Lease>, Vec<ClaimedJob>)> {
-        let stale = self.complete(completions).await?;
+        let stale = self.complete(completions.to_vec()).await?;
         match self.claim(request.clone()).await {
             Ok(claimed) => Ok((stale, claimed)),
             Err(e) => {

@@ -189,7 +189,7 @@ pub async fn complete_and_claim_acknowledges_then_claims(t: TestBroker) {
     let (stale, claimed) = t
         .broker
         .complete_and_claim(
-            vec![
+            &[
                 Completion {
                     lease: held[0].lease,
                     outcome: Outcome::Succeeded(json!("done")),
@@ -218,7 +218,7 @@ pub async fn complete_and_claim_acknowledges_then_claims(t: TestBroker) {
     let (stale, claimed) = t
         .broker
         .complete_and_claim(
-            vec![Completion {
+            &[Completion {
                 lease: claimed[0].lease,
                 outcome: Outcome::Failed {
                     error: "boom".into(),
@@ -251,7 +251,7 @@ pub async fn complete_and_claim_acknowledges_then_claims(t: TestBroker) {
     let (_, claimed) = t
         .broker
         .complete_and_claim(
-            vec![Completion {
+            &[Completion {
                 lease: busy[0].lease,
                 outcome: Outcome::Succeeded(json!(null)),
             }],

@@ -61,7 +61,7 @@ fn best<'a>(
 
 impl PostgresBroker {
     pub(super) async fn claim_jobs(&self, request: ClaimRequest) -> BrokerResult<Vec<ClaimedJob>> {
-        Ok(self.complete_and_claim_jobs(Vec::new(), &request).await?.1)
+        Ok(self.complete_and_claim_jobs(&[], &request).await?.1)
     }
 
     /// Records `completions` and leases jobs for `request` in one
@@ -71,24 +71,24 @@ impl PostgresBroker {
     /// promoted at most every 20 ms (`PromotionClock`).
     pub(super) async fn complete_and_claim_jobs(
         &self,
-        completions: Vec<Completion>,
+        completions: &[Completion],
         request: &ClaimRequest,
     ) -> BrokerResult<(Vec<Lease>, Vec<ClaimedJob>)> {
         if request.limit == 0 || request.queues.is_empty() {
-            return Ok((self.complete_jobs(completions).await?, Vec::new()));
+            return Ok((self.complete_jobs(completions.to_vec()).await?, Vec::new()));
         }
         let tasks: Option<&[String]> = request.tasks.as_deref().map(Vec::as_slice);
         if !completions.is_empty() {
-            let visit = request.queues.clone();
+            let visit = &request.queues;
             let due = self.promotions.due();
             let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
-            let (stale, recorded) = self.complete_in(&mut tx, &completions).await?;
-            let rows = self.lease_in(&mut tx, request, &visit, due, tasks).await?;
+            let (stale, recorded) = self.complete_in(&mut tx, completions).await?;
+            let rows = self.lease_in(&mut tx, request, visit, due, tasks).await?;
             tx.commit().await.map_err(from_sqlx)?;
             if recorded {
                 self.wake.wake_local();
             }
-            return Ok((stale, self.handed_out(&rows, &visit).await?));
+            return Ok((stale, self.handed_out(&rows, visit).await?));
         }
         let probe: Vec<Option<String>> = sqlx::query_scalar(Q_PROBE)
             .bind(&request.queues)

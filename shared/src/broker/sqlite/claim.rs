@@ -48,18 +48,18 @@ impl ClaimBest<'_> {
 
 impl SqliteBroker {
     pub(super) async fn claim_jobs(&self, request: ClaimRequest) -> BrokerResult<Vec<ClaimedJob>> {
-        Ok(self.complete_and_claim_jobs(Vec::new(), &request).await?.1)
+        Ok(self.complete_and_claim_jobs(&[], &request).await?.1)
     }
 
     /// Records `completions` and leases jobs for `request` in one write
     /// transaction.
     pub(super) async fn complete_and_claim_jobs(
         &self,
-        completions: Vec<Completion>,
+        completions: &[Completion],
         request: &ClaimRequest,
     ) -> BrokerResult<(Vec<Lease>, Vec<ClaimedJob>)> {
         if request.limit == 0 || request.queues.is_empty() {
-            return Ok((self.complete_jobs(completions).await?, Vec::new()));
+            return Ok((self.complete_jobs(completions.to_vec()).await?, Vec::new()));
         }
         let tasks = request
             .tasks
@@ -86,7 +86,7 @@ impl SqliteBroker {
         let (stale, freed) = if completions.is_empty() {
             (Vec::new(), 0)
         } else {
-            complete_in(&mut tx, &completions).await?
+            complete_in(&mut tx, completions).await?
         };
         let claimed = self
             .lease_in(&mut tx, request, due, &ready, tasks.as_deref())

@@ -108,7 +108,7 @@ impl Broker for SqliteBroker {
 
     async fn complete_and_claim(
         &self,
-        completions: Vec<Completion>,
+        completions: &[Completion],
         request: &ClaimRequest,
     ) -> BrokerResult<(Vec<Lease>, Vec<ClaimedJob>)> {
         self.complete_and_claim_jobs(completions, request).await
