@@ -294,6 +294,110 @@ async fn delete_removes_segments_and_vectors(s: SharedStore) {
     assert_eq!(sets[0].documents, 1);
 }
 
+/// The best hit of `text` in t1/kb, (document, text), when it is a close
+/// match (the query shares most of its words).
+async fn best(s: &SharedStore, text: &str) -> Option<(String, String)> {
+    s.search(&query("t1", "kb", text, 1))
+        .await
+        .expect("search")
+        .into_iter()
+        .next()
+        .filter(|h| h.score > 0.5)
+        .map(|h| (h.document_id, h.text))
+}
+
+/// Searches see every write made after an earlier search: a document
+/// replaced by a newer version, one written again at the same version, a
+/// new one and a deleted one; and the documents not written since keep
+/// being found.
+async fn searches_follow_every_write(s: SharedStore) {
+    for (id, text) in [
+        ("a", "red apples grow on trees"),
+        ("b", "blue whales swim in oceans"),
+        ("c", "green grass covers the meadow"),
+        ("z", "black cats nap indoors"),
+    ] {
+        s.replace_document(&doc("t1", "kb", id, 1, &[text]))
+            .await
+            .expect("write");
+    }
+    let found = |id: &str, text: &str| Some((id.to_owned(), text.to_owned()));
+    assert_eq!(
+        best(&s, "red apples trees").await,
+        found("a", "red apples grow on trees")
+    );
+
+    s.replace_document(&doc("t1", "kb", "b", 2, &["yellow bananas ripen slowly"]))
+        .await
+        .expect("newer b");
+    s.replace_document(&doc("t1", "kb", "c", 1, &["orange carrots sleep in soil"]))
+        .await
+        .expect("c again");
+    s.replace_document(&doc("t1", "kb", "d", 1, &["purple grapes make wine"]))
+        .await
+        .expect("new d");
+    assert!(s.delete_document("t1", "kb", "a").await.expect("delete a"));
+
+    assert_eq!(
+        best(&s, "yellow bananas ripen").await,
+        found("b", "yellow bananas ripen slowly")
+    );
+    assert_eq!(
+        best(&s, "orange carrots soil").await,
+        found("c", "orange carrots sleep in soil")
+    );
+    assert_eq!(
+        best(&s, "purple grapes wine").await,
+        found("d", "purple grapes make wine")
+    );
+    assert_eq!(
+        best(&s, "black cats nap").await,
+        found("z", "black cats nap indoors")
+    );
+    let all = s
+        .search(&query(
+            "t1",
+            "kb",
+            "red apples trees blue whales green grass",
+            10,
+        ))
+        .await
+        .expect("search");
+    let mut documents: Vec<&str> = all.iter().map(|h| h.document_id.as_str()).collect();
+    documents.sort_unstable();
+    assert_eq!(documents, vec!["b", "c", "d", "z"], "{all:?}");
+    for gone in [
+        "red apples grow on trees",
+        "blue whales swim in oceans",
+        "green grass covers the meadow",
+    ] {
+        assert!(all.iter().all(|h| h.text != gone), "{gone:?} in {all:?}");
+        // Nor is what they said still found under another text.
+        assert_eq!(best(&s, gone).await, None, "{gone:?}");
+    }
+
+    // One more write: the rows kept from the earlier matrices stay right.
+    s.replace_document(&doc("t1", "kb", "e", 1, &["silver fish jump upstream"]))
+        .await
+        .expect("new e");
+    assert_eq!(
+        best(&s, "silver fish upstream").await,
+        found("e", "silver fish jump upstream")
+    );
+    assert_eq!(
+        best(&s, "purple grapes wine").await,
+        found("d", "purple grapes make wine")
+    );
+    assert_eq!(
+        best(&s, "yellow bananas ripen").await,
+        found("b", "yellow bananas ripen slowly")
+    );
+    assert_eq!(
+        best(&s, "black cats nap").await,
+        found("z", "black cats nap indoors")
+    );
+}
+
 async fn a_dataset_keeps_one_model(s: SharedStore) {
     s.replace_document(&doc("t1", "kb", "a", 1, &["one"]))
         .await
@@ -362,6 +466,7 @@ macro_rules! store_checks {
             check!(a_newer_version_replaces_an_older_never_does);
             check!(tenants_never_see_each_other);
             check!(delete_removes_segments_and_vectors);
+            check!(searches_follow_every_write);
             check!(a_dataset_keeps_one_model);
             check!(the_cache_is_per_model_and_expires);
         }

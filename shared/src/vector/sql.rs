@@ -11,9 +11,9 @@ use super::{
 };
 use crate::job::now_ms;
 use async_trait::async_trait;
+use sqlx::QueryBuilder;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{QueryBuilder, Row};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -68,10 +68,29 @@ macro_rules! on_pool {
 
 type CacheKey = (String, String);
 
+/// What a document's rows in a cached matrix were read from: any rewrite
+/// of the document changes it (a newer generation, or the same one written
+/// again later).
+#[derive(Clone, PartialEq)]
+struct Stamp {
+    gen_at: i64,
+    gen_id: String,
+    indexed_at: i64,
+}
+
+/// A dataset's matrix as read at a dataset version, with the stamp of
+/// each document in it.
+struct Loaded {
+    version: i64,
+    matrix: Arc<Matrix>,
+    stamps: Arc<HashMap<String, Stamp>>,
+    used: Instant,
+}
+
 /// Matrices of searched datasets, by (tenant, dataset).
 #[derive(Default)]
 struct Matrices {
-    entries: HashMap<CacheKey, (i64, Arc<Matrix>, Instant)>,
+    entries: HashMap<CacheKey, Loaded>,
     bytes: usize,
 }
 
@@ -89,6 +108,46 @@ fn unavailable(e: sqlx::Error) -> VectorError {
 
 fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
+}
+
+/// Segment rows as read for a matrix: document, segment, vector bytes.
+type SegmentRow = (String, i64, Vec<u8>);
+
+/// Appends `rows` (grouped by document) to `matrix`.
+fn append(matrix: &mut Matrix, rows: Vec<SegmentRow>) {
+    matrix.data.reserve(rows.len() * matrix.dims);
+    let mut last: Option<String> = None;
+    for (document_id, seq, vector) in rows {
+        if last.as_ref() != Some(&document_id) {
+            matrix.documents.push(document_id.clone());
+            last = Some(document_id);
+        }
+        let doc = u32::try_from(matrix.documents.len() - 1).unwrap_or(u32::MAX);
+        matrix.push(doc, u32::try_from(seq).unwrap_or(0), &from_bytes(&vector));
+    }
+}
+
+/// The rows of `previous` whose documents are in `kept`, renumbered.
+fn keep_rows(previous: &Matrix, kept: &dyn Fn(&str) -> bool) -> Matrix {
+    let mut matrix = Matrix::new(previous.dims);
+    let mut renumbered: Vec<Option<u32>> = Vec::with_capacity(previous.documents.len());
+    for document_id in &previous.documents {
+        renumbered.push(kept(document_id).then(|| {
+            matrix.documents.push(document_id.clone());
+            u32::try_from(matrix.documents.len() - 1).unwrap_or(u32::MAX)
+        }));
+    }
+    matrix.data.reserve(previous.data.len());
+    for (row, &(doc, seq)) in previous.rows.iter().enumerate() {
+        if let Some(Some(new)) = renumbered.get(doc as usize) {
+            let at = row * previous.dims;
+            matrix
+                .data
+                .extend_from_slice(&previous.data[at..at + previous.dims]);
+            matrix.rows.push((*new, seq));
+        }
+    }
+    matrix
 }
 
 impl SqlStore {
@@ -112,61 +171,148 @@ impl SqlStore {
         self.matrices.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The dataset's matrix at `version`, from memory or loaded.
-    async fn matrix(&self, tenant: &str, dataset: &str, version: i64) -> VectorResult<Arc<Matrix>> {
-        let key = (tenant.to_owned(), dataset.to_owned());
-        if let Some((v, m, used)) = self.matrices().entries.get_mut(&key)
-            && *v == version
-        {
-            *used = Instant::now();
-            return Ok(m.clone());
-        }
-        let rows = on_pool!(&self.pool, p => sqlx::query(
-            "SELECT document_id, seq, vector FROM segments
-             WHERE tenant = $1 AND dataset = $2 ORDER BY document_id, seq",
+    /// The stamp of each document of the dataset.
+    async fn stamps(&self, tenant: &str, dataset: &str) -> VectorResult<HashMap<String, Stamp>> {
+        let rows: Vec<(String, i64, String, i64)> = on_pool!(&self.pool, p => sqlx::query_as(
+            "SELECT document_id, gen_at, gen_id, indexed_at FROM documents
+             WHERE tenant = $1 AND dataset = $2",
         )
         .bind(tenant)
         .bind(dataset)
         .fetch_all(p)
         .await
-        .map_err(unavailable)?
-        .into_iter()
-        .map(|r| -> Result<(String, i64, Vec<u8>), sqlx::Error> {
-            Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
-        })
-        .collect::<Result<Vec<_>, _>>()
         .map_err(unavailable)?);
-        let dims = rows.first().map_or(0, |r| r.2.len() / 4);
-        let mut matrix = Matrix::new(dims);
-        matrix.data.reserve(rows.len() * dims);
-        for (document_id, seq, vector) in rows {
-            if matrix.documents.last() != Some(&document_id) {
-                matrix.documents.push(document_id);
-            }
-            let doc = u32::try_from(matrix.documents.len() - 1).unwrap_or(u32::MAX);
-            matrix.push(doc, u32::try_from(seq).unwrap_or(0), &from_bytes(&vector));
+        Ok(rows
+            .into_iter()
+            .map(|(document_id, gen_at, gen_id, indexed_at)| {
+                (
+                    document_id,
+                    Stamp {
+                        gen_at,
+                        gen_id,
+                        indexed_at,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The segments of `documents` (all of the dataset's when `None`),
+    /// grouped by document.
+    async fn segments_of(
+        &self,
+        tenant: &str,
+        dataset: &str,
+        documents: Option<&[&str]>,
+    ) -> VectorResult<Vec<SegmentRow>> {
+        let Some(documents) = documents else {
+            return on_pool!(&self.pool, p => {
+                let rows: Vec<SegmentRow> = sqlx::query_as(
+                    "SELECT document_id, seq, vector FROM segments
+                     WHERE tenant = $1 AND dataset = $2 ORDER BY document_id, seq",
+                )
+                .bind(tenant)
+                .bind(dataset)
+                .fetch_all(p)
+                .await
+                .map_err(unavailable)?;
+                Ok(rows)
+            });
+        };
+        let mut out = Vec::new();
+        for chunk in documents.chunks(LOOKUP_HASHES) {
+            let rows: Vec<SegmentRow> = on_pool!(&self.pool, p => {
+                let mut q = QueryBuilder::new(
+                    "SELECT document_id, seq, vector FROM segments WHERE tenant = ",
+                );
+                q.push_bind(tenant)
+                    .push(" AND dataset = ")
+                    .push_bind(dataset)
+                    .push(" AND document_id IN (");
+                let mut ids = q.separated(", ");
+                for id in chunk {
+                    ids.push_bind(*id);
+                }
+                q.push(") ORDER BY document_id, seq");
+                q.build_query_as().fetch_all(p).await.map_err(unavailable)?
+            });
+            out.extend(rows);
         }
+        Ok(out)
+    }
+
+    /// The dataset's matrix at `version`, from memory, brought
+    /// up to date, or loaded. Bringing it up to date reads only the
+    /// documents written since it was read: the rest of its rows are
+    /// copied, so a search after a write to a large dataset does not read
+    /// the whole dataset again.
+    async fn matrix(&self, tenant: &str, dataset: &str, version: i64) -> VectorResult<Arc<Matrix>> {
+        let key = (tenant.to_owned(), dataset.to_owned());
+        let previous = match self.matrices().entries.get_mut(&key) {
+            Some(loaded) if loaded.version == version => {
+                loaded.used = Instant::now();
+                return Ok(loaded.matrix.clone());
+            }
+            Some(loaded) => Some((loaded.matrix.clone(), loaded.stamps.clone())),
+            None => None,
+        };
+        // The stamps are read before the segments: a document written in
+        // between is read newer than its stamp says, and the next refresh
+        // reads it again.
+        let stamps = self.stamps(tenant, dataset).await?;
+        let kept = |document_id: &str| {
+            previous
+                .as_ref()
+                .and_then(|(_, old)| old.get(document_id))
+                .is_some_and(|stamp| stamps.get(document_id) == Some(stamp))
+        };
+        let base = previous
+            .as_ref()
+            .map(|(old, _)| keep_rows(old, &kept))
+            .filter(|m| !m.rows.is_empty());
+        let matrix = match base {
+            Some(mut matrix) => {
+                let mut fresh: Vec<&str> = stamps
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|d| !kept(d))
+                    .collect();
+                fresh.sort_unstable();
+                let rows = self.segments_of(tenant, dataset, Some(&fresh)).await?;
+                append(&mut matrix, rows);
+                matrix
+            }
+            None => {
+                let rows = self.segments_of(tenant, dataset, None).await?;
+                let mut matrix = Matrix::new(rows.first().map_or(0, |r| r.2.len() / 4));
+                append(&mut matrix, rows);
+                matrix
+            }
+        };
         let matrix = Arc::new(matrix);
         let mut cache = self.matrices();
         let size = matrix.bytes();
-        if let Some(old) = cache
-            .entries
-            .insert(key, (version, matrix.clone(), Instant::now()))
-        {
-            cache.bytes -= old.1.bytes();
+        let loaded = Loaded {
+            version,
+            matrix: matrix.clone(),
+            stamps: Arc::new(stamps),
+            used: Instant::now(),
+        };
+        if let Some(old) = cache.entries.insert(key, loaded) {
+            cache.bytes -= old.matrix.bytes();
         }
         cache.bytes += size;
         while cache.bytes > self.budget && cache.entries.len() > 1 {
             let Some(oldest) = cache
                 .entries
                 .iter()
-                .min_by_key(|(_, e)| e.2)
+                .min_by_key(|(_, e)| e.used)
                 .map(|(k, _)| k.clone())
             else {
                 break;
             };
             if let Some(gone) = cache.entries.remove(&oldest) {
-                cache.bytes -= gone.1.bytes();
+                cache.bytes -= gone.matrix.bytes();
             }
         }
         Ok(matrix)

@@ -20,6 +20,8 @@ use weir_tests::{Sandbox, http_client, wait_until};
 const DOCUMENTS: usize = 1_000;
 const SEARCH_SEGMENTS: usize = 100_000;
 const SEARCHES: usize = 300;
+/// Rounds of one write then one search.
+const WRITE_ROUNDS: usize = 10;
 const WORDS: [&str; 24] = [
     "queue",
     "worker",
@@ -111,39 +113,60 @@ async fn index_run(sandbox: &Sandbox, api: &str, offset: u64) -> Result<(Duratio
     Ok((elapsed, results))
 }
 
+/// Document `d` of the search dataset (1,000 segments) at version `at_ms`.
+fn one_document(d: usize, at_ms: i64) -> ReplaceDocument {
+    let per_doc = 1_000;
+    let segments = (0..per_doc)
+        .map(|s| {
+            let text = document(d * per_doc + s, 200);
+            Segment {
+                seq: s as u32,
+                tokens: 50,
+                sha256: format!("{d}-{s}"),
+                vector: embed_local(&text),
+                text,
+            }
+        })
+        .collect();
+    ReplaceDocument {
+        tenant: "default".into(),
+        dataset: "big".into(),
+        document_id: format!("doc-{d}"),
+        generation: Generation {
+            at_ms,
+            id: "bench".into(),
+        },
+        model: LOCAL_MODEL.into(),
+        segments,
+    }
+}
+
 /// Writes `SEARCH_SEGMENTS` segments (1,000 per document) into a SQLite
 /// store at `url`.
 async fn fill(url: &str) -> Result<()> {
     let store = vector::open(url, 1 << 30).await?;
-    let per_doc = 1_000;
-    for d in 0..SEARCH_SEGMENTS / per_doc {
-        let segments = (0..per_doc)
-            .map(|s| {
-                let text = document(d * per_doc + s, 200);
-                Segment {
-                    seq: s as u32,
-                    tokens: 50,
-                    sha256: format!("{d}-{s}"),
-                    vector: embed_local(&text),
-                    text,
-                }
-            })
-            .collect();
-        store
-            .replace_document(&ReplaceDocument {
-                tenant: "default".into(),
-                dataset: "big".into(),
-                document_id: format!("doc-{d}"),
-                generation: Generation {
-                    at_ms: 1,
-                    id: "bench".into(),
-                },
-                model: LOCAL_MODEL.into(),
-                segments,
-            })
-            .await?;
+    for d in 0..SEARCH_SEGMENTS / 1_000 {
+        store.replace_document(&one_document(d, 1)).await?;
     }
     Ok(())
+}
+
+/// One search of the `big` dataset for its top 5, timed.
+async fn search_top5(http: &reqwest::Client, api: &str, query: &str) -> Result<Duration> {
+    let started = Instant::now();
+    let answer = http
+        .post(format!("{api}/v1/datasets/big/search"))
+        .json(&json!({"query": query, "top_k": 5}))
+        .send()
+        .await?;
+    if !answer.status().is_success() {
+        bail!("search: {}", answer.text().await?);
+    }
+    let hits: Value = answer.json().await?;
+    if hits["data"].as_array().map_or(0, Vec::len) != 5 {
+        bail!("search gave {hits}");
+    }
+    Ok(started.elapsed())
 }
 
 /// Prints the report.
@@ -209,21 +232,7 @@ pub async fn report() -> Result<()> {
     let mut times = Vec::new();
     let mut load = Duration::ZERO;
     for i in 0..=SEARCHES {
-        let query = document(1_000_000 + i, 60);
-        let started = Instant::now();
-        let answer = http
-            .post(format!("{}/v1/datasets/big/search", api.base))
-            .json(&json!({"query": query, "top_k": 5}))
-            .send()
-            .await?;
-        if !answer.status().is_success() {
-            bail!("search: {}", answer.text().await?);
-        }
-        let hits: Value = answer.json().await?;
-        if hits["data"].as_array().map_or(0, Vec::len) != 5 {
-            bail!("search gave {hits}");
-        }
-        let took = started.elapsed();
+        let took = search_top5(&http, &api.base, &document(1_000_000 + i, 60)).await?;
         if i == 0 {
             load = took;
         } else {
@@ -245,5 +254,24 @@ pub async fn report() -> Result<()> {
         times.last().copied().unwrap_or(f64::NAN)
     );
     println!("\n(bar: p99 <= 50 ms)");
+
+    // A search right after a write: one document of 1,000 segments
+    // replaced (a newer version) through another connection, then one
+    // query; the API brings its matrix up to date.
+    let writer = vector::open(&store, 1 << 30).await?;
+    let mut after_write = Vec::new();
+    for round in 0..WRITE_ROUNDS {
+        writer
+            .replace_document(&one_document(round, round as i64 + 2))
+            .await?;
+        let took = search_top5(&http, &api.base, &document(2_000_000 + round, 60)).await?;
+        after_write.push(took.as_secs_f64() * 1000.0);
+    }
+    after_write.sort_by(f64::total_cmp);
+    println!(
+        "\nA search right after one document (1,000 segments) of the dataset is written again, {WRITE_ROUNDS} rounds: p50 {:.1} ms, max {:.1} ms",
+        percentile(&after_write, 0.5),
+        after_write.last().copied().unwrap_or(f64::NAN)
+    );
     Ok(())
 }
