@@ -396,6 +396,23 @@ async fn searches_follow_every_write(s: SharedStore) {
         best(&s, "black cats nap").await,
         found("z", "black cats nap indoors")
     );
+
+    // Searches that arrive together after a write all see it.
+    s.replace_document(&doc("t1", "kb", "f", 1, &["white swans glide north"]))
+        .await
+        .expect("new f");
+    let together: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { best(&s, "white swans glide").await })
+        })
+        .collect();
+    for search in together {
+        assert_eq!(
+            search.await.expect("search task"),
+            found("f", "white swans glide north")
+        );
+    }
 }
 
 async fn a_dataset_keeps_one_model(s: SharedStore) {

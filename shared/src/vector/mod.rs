@@ -14,7 +14,7 @@ mod scan;
 mod sql;
 
 pub use chroma::ChromaStore;
-pub use scan::{Matrix, top_k};
+pub use scan::{Block, Matrix, RowRef, top_k};
 pub use sql::SqlStore;
 
 use async_trait::async_trait;

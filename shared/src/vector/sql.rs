@@ -100,6 +100,9 @@ pub struct SqlStore {
     kind: &'static str,
     budget: usize,
     matrices: Mutex<Matrices>,
+    /// One refresh at a time per dataset: searches that arrive while its
+    /// matrix is read wait for that read instead of reading it too.
+    refreshing: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn unavailable(e: sqlx::Error) -> VectorError {
@@ -113,41 +116,17 @@ fn count(n: i64) -> u64 {
 /// Segment rows as read for a matrix: document, segment, vector bytes.
 type SegmentRow = (String, i64, Vec<u8>);
 
-/// Appends `rows` (grouped by document) to `matrix`.
+/// Appends `rows` (grouped by document) to `matrix`, a block per
+/// document.
 fn append(matrix: &mut Matrix, rows: Vec<SegmentRow>) {
-    matrix.data.reserve(rows.len() * matrix.dims);
     let mut last: Option<String> = None;
     for (document_id, seq, vector) in rows {
         if last.as_ref() != Some(&document_id) {
-            matrix.documents.push(document_id.clone());
+            matrix.start_block(document_id.clone());
             last = Some(document_id);
         }
-        let doc = u32::try_from(matrix.documents.len() - 1).unwrap_or(u32::MAX);
-        matrix.push(doc, u32::try_from(seq).unwrap_or(0), &from_bytes(&vector));
+        matrix.push(u32::try_from(seq).unwrap_or(0), &from_bytes(&vector));
     }
-}
-
-/// The rows of `previous` whose documents are in `kept`, renumbered.
-fn keep_rows(previous: &Matrix, kept: &dyn Fn(&str) -> bool) -> Matrix {
-    let mut matrix = Matrix::new(previous.dims);
-    let mut renumbered: Vec<Option<u32>> = Vec::with_capacity(previous.documents.len());
-    for document_id in &previous.documents {
-        renumbered.push(kept(document_id).then(|| {
-            matrix.documents.push(document_id.clone());
-            u32::try_from(matrix.documents.len() - 1).unwrap_or(u32::MAX)
-        }));
-    }
-    matrix.data.reserve(previous.data.len());
-    for (row, &(doc, seq)) in previous.rows.iter().enumerate() {
-        if let Some(Some(new)) = renumbered.get(doc as usize) {
-            let at = row * previous.dims;
-            matrix
-                .data
-                .extend_from_slice(&previous.data[at..at + previous.dims]);
-            matrix.rows.push((*new, seq));
-        }
-    }
-    matrix
 }
 
 impl SqlStore {
@@ -164,6 +143,7 @@ impl SqlStore {
             kind,
             budget: search_cache_bytes,
             matrices: Mutex::default(),
+            refreshing: Mutex::default(),
         })
     }
 
@@ -241,21 +221,45 @@ impl SqlStore {
         Ok(out)
     }
 
-    /// The dataset's matrix at `version`, from memory, brought
-    /// up to date, or loaded. Bringing it up to date reads only the
-    /// documents written since it was read: the rest of its rows are
-    /// copied, so a search after a write to a large dataset does not read
-    /// the whole dataset again.
+    /// The cached matrix of `key` when it was read at `version` or later
+    /// (a later one is as good: it holds every write `version` counts).
+    fn cached_matrix(&self, key: &CacheKey, version: i64) -> Option<Arc<Matrix>> {
+        let mut cache = self.matrices();
+        let loaded = cache.entries.get_mut(key)?;
+        if loaded.version < version {
+            return None;
+        }
+        loaded.used = Instant::now();
+        Some(loaded.matrix.clone())
+    }
+
+    /// The dataset's matrix at `version`, from memory, brought up to date,
+    /// or loaded. Bringing it up to date reads only the documents written
+    /// since it was read and keeps the other documents' blocks, so a search
+    /// after a write to a large dataset neither reads nor copies the whole
+    /// dataset again.
     async fn matrix(&self, tenant: &str, dataset: &str, version: i64) -> VectorResult<Arc<Matrix>> {
         let key = (tenant.to_owned(), dataset.to_owned());
-        let previous = match self.matrices().entries.get_mut(&key) {
-            Some(loaded) if loaded.version == version => {
-                loaded.used = Instant::now();
-                return Ok(loaded.matrix.clone());
-            }
-            Some(loaded) => Some((loaded.matrix.clone(), loaded.stamps.clone())),
-            None => None,
-        };
+        if let Some(current) = self.cached_matrix(&key, version) {
+            return Ok(current);
+        }
+        let gate = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _refreshing = gate.lock().await;
+        // Whoever held the gate may have read it already.
+        if let Some(current) = self.cached_matrix(&key, version) {
+            return Ok(current);
+        }
+        let previous = self
+            .matrices()
+            .entries
+            .get(&key)
+            .map(|loaded| (loaded.matrix.clone(), loaded.stamps.clone()));
         // The stamps are read before the segments: a document written in
         // between is read newer than its stamp says, and the next refresh
         // reads it again.
@@ -266,10 +270,20 @@ impl SqlStore {
                 .and_then(|(_, old)| old.get(document_id))
                 .is_some_and(|stamp| stamps.get(document_id) == Some(stamp))
         };
+        // The blocks of documents not written since are shared with the
+        // previous matrix, not copied.
         let base = previous
             .as_ref()
-            .map(|(old, _)| keep_rows(old, &kept))
-            .filter(|m| !m.rows.is_empty());
+            .map(|(old, _)| Matrix {
+                dims: old.dims,
+                blocks: old
+                    .blocks
+                    .iter()
+                    .filter(|b| kept(&b.document))
+                    .cloned()
+                    .collect(),
+            })
+            .filter(|m| !m.blocks.is_empty());
         let matrix = match base {
             Some(mut matrix) => {
                 let mut fresh: Vec<&str> = stamps
@@ -650,9 +664,10 @@ impl VectorStore for SqlStore {
             .await?;
         let query = super::normalise(request.vector.clone());
         let mut hits = Vec::new();
-        for (row, score) in top_k(&matrix, &query, request.top_k) {
-            let (doc, seq) = matrix.rows[row];
-            let document_id = &matrix.documents[doc as usize];
+        for (at, score) in top_k(&matrix, &query, request.top_k) {
+            let Some((document_id, seq)) = matrix.row(at) else {
+                continue;
+            };
             let text: Option<String> = on_pool!(&self.pool, p => sqlx::query_scalar(
                 "SELECT text FROM segments
                  WHERE tenant = $1 AND dataset = $2 AND document_id = $3 AND seq = $4",
@@ -667,7 +682,7 @@ impl VectorStore for SqlStore {
             // A row replaced since the matrix was read is left out.
             if let Some(text) = text {
                 hits.push(SearchHit {
-                    document_id: document_id.clone(),
+                    document_id: document_id.to_owned(),
                     segment: seq,
                     text,
                     score,
