@@ -125,6 +125,45 @@ async fn expired_jobs_leave_the_listing_index() {
     assert_eq!(left, 1, "a live job stays listed");
 }
 
+/// Jobs enqueued with ids that do not start with their creation time (a
+/// Celery task id taken as the job id) leave the listing index too once
+/// their hash has expired: most such ids sort above every time-ordered
+/// id, where the sweep of old ids never looks.
+#[tokio::test]
+async fn expired_jobs_with_ids_out_of_time_order_leave_the_listing_index() {
+    let Some((broker, _cleanup)) = sandbox(Duration::from_millis(100)) else {
+        return;
+    };
+    let prefix = broker.prefix.to_string();
+    let mut conn = broker.conn.clone();
+    let index = format!("{prefix}:list:t:t1");
+    let jobs: Vec<_> = (0..30u32)
+        .map(|i| {
+            let mut job = request("weir.noop", "default");
+            let id = format!("{:x}{i:07x}-0000-4000-8000-{i:012x}", 2 + i % 14);
+            job.id = Some(id.parse().expect("a UUID"));
+            job
+        })
+        .collect();
+    broker.enqueue(jobs).await.expect("enqueue");
+    let claimed = claim_default(&broker).await;
+    assert_eq!(claimed.len(), 30);
+    let done = claimed
+        .iter()
+        .map(|c| Completion {
+            lease: c.lease,
+            outcome: Outcome::Succeeded(serde_json::Value::Null),
+        })
+        .collect();
+    broker.complete(done).await.expect("complete");
+    let before: i64 = conn.zcard(&index).await.expect("zcard");
+    assert_eq!(before, 30);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.maintain().await.expect("maintain");
+    let after: i64 = conn.zcard(&index).await.expect("zcard");
+    assert_eq!(after, 0, "expired jobs are swept from the index");
+}
+
 /// A workflow that ended leaves its tenant's workflow index once its
 /// record has expired, without anyone listing: maintenance sweeps it.
 #[tokio::test]

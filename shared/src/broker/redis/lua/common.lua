@@ -28,9 +28,13 @@
 --                               `attempts` or `base` means 0, no `run_at`
 --                               means created_at
 --   P:uniq:TENANT:TASK:KEY STRING id of the unfinished job holding the key
---   P:list:t:TENANT       ZSET  score 0, members ids (lexical = time order)
+--   P:list:t:TENANT       ZSET  score 0, members ids (lexical = time order
+--                               for weir's UUIDv7 ids; a caller's own ids,
+--                               such as Celery task ids, sort anywhere)
 --   P:tenants             SET   every tenant that ever had a job
 --   P:list:at:TENANT      STRING where the sweep in maintain.lua goes on
+--   P:list:above:TENANT   STRING where its sweep of ids above the current
+--                               time goes on
 --   P:list:scan           STRING SSCAN cursor of that sweep over P:tenants
 --   P:call:ID             STRING marker of an enqueue call (ID: its first
 --                               job), 10 minutes: a repeat is recognised

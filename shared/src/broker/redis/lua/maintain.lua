@@ -161,6 +161,29 @@ repeat
     else
       redis.call('SET', at, '(' .. ids[#ids])
     end
+    -- Ids that do not start with their creation time (a Celery task id
+    -- taken as the job id) mostly sort above every id made so far, where
+    -- the range above never looks: the ids above the current time are
+    -- swept too, from their own cursor (P:list:above:TENANT).
+    if budget > 0 then
+      local above = P .. ':list:above:' .. tenant
+      local from = redis.call('GET', above)
+        or '(' .. string.format('%08x-%04x', math.floor(now / 65536), now % 65536)
+      local odd = redis.call('ZRANGEBYLEX', index, from, '+', 'LIMIT', 0, budget)
+      local missing = {}
+      for _, id in ipairs(odd) do
+        if redis.call('EXISTS', jkey(id)) == 0 then
+          missing[#missing + 1] = id
+        end
+      end
+      flush('ZREM', index, missing, 1)
+      if #odd < budget then
+        redis.call('DEL', above)
+      else
+        redis.call('SET', above, '(' .. odd[#odd])
+      end
+      budget = budget - #odd
+    end
   end
 until scan == '0' or budget <= 0
 redis.call('SET', P .. ':list:scan', scan)
