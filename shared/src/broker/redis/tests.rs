@@ -88,6 +88,34 @@ async fn a_repeated_enqueue_adds_nothing() {
     assert!(listed.data.iter().any(|j| j.id == holder));
 }
 
+/// Acknowledges `claimed` as succeeded.
+async fn succeed(broker: &RedisBroker, claimed: &[ClaimedJob]) {
+    let done = claimed
+        .iter()
+        .map(|c| Completion {
+            lease: c.lease,
+            outcome: Outcome::Succeeded(serde_json::Value::Null),
+        })
+        .collect();
+    broker.complete(done).await.expect("complete");
+}
+
+/// Runs the `listed` jobs of queue `default` to success, lets their
+/// records expire (retention 100 ms) and runs maintenance: the listing
+/// `index` held them before and holds none after.
+async fn sweep_after_success(broker: &RedisBroker, index: &str, listed: i64) {
+    let mut conn = broker.conn.clone();
+    let claimed = claim_default(broker).await;
+    assert_eq!(claimed.len() as i64, listed);
+    succeed(broker, &claimed).await;
+    let before: i64 = conn.zcard(index).await.expect("zcard");
+    assert_eq!(before, listed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.maintain().await.expect("maintain");
+    let after: i64 = conn.zcard(index).await.expect("zcard");
+    assert_eq!(after, 0, "expired jobs are swept from the index");
+}
+
 /// Finished jobs leave the tenant's listing index once their hash has
 /// expired, without anyone listing: maintenance sweeps it.
 #[tokio::test]
@@ -103,21 +131,7 @@ async fn expired_jobs_leave_the_listing_index() {
     let mut kept = request("weir.noop", "mail");
     kept.tenant = "t2".into();
     broker.enqueue(vec![kept]).await.expect("enqueue");
-    let claimed = claim_default(&broker).await;
-    let done = claimed
-        .iter()
-        .map(|c| Completion {
-            lease: c.lease,
-            outcome: Outcome::Succeeded(serde_json::Value::Null),
-        })
-        .collect();
-    broker.complete(done).await.expect("complete");
-    let before: i64 = conn.zcard(&index).await.expect("zcard");
-    assert_eq!(before, 30);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    broker.maintain().await.expect("maintain");
-    let after: i64 = conn.zcard(&index).await.expect("zcard");
-    assert_eq!(after, 0, "expired jobs are swept from the index");
+    sweep_after_success(&broker, &index, 30).await;
     let left: i64 = conn
         .zcard(format!("{prefix}:list:t:t2"))
         .await
@@ -135,7 +149,6 @@ async fn expired_jobs_with_ids_out_of_time_order_leave_the_listing_index() {
         return;
     };
     let prefix = broker.prefix.to_string();
-    let mut conn = broker.conn.clone();
     let index = format!("{prefix}:list:t:t1");
     let jobs: Vec<_> = (0..30u32)
         .map(|i| {
@@ -146,22 +159,7 @@ async fn expired_jobs_with_ids_out_of_time_order_leave_the_listing_index() {
         })
         .collect();
     broker.enqueue(jobs).await.expect("enqueue");
-    let claimed = claim_default(&broker).await;
-    assert_eq!(claimed.len(), 30);
-    let done = claimed
-        .iter()
-        .map(|c| Completion {
-            lease: c.lease,
-            outcome: Outcome::Succeeded(serde_json::Value::Null),
-        })
-        .collect();
-    broker.complete(done).await.expect("complete");
-    let before: i64 = conn.zcard(&index).await.expect("zcard");
-    assert_eq!(before, 30);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    broker.maintain().await.expect("maintain");
-    let after: i64 = conn.zcard(&index).await.expect("zcard");
-    assert_eq!(after, 0, "expired jobs are swept from the index");
+    sweep_after_success(&broker, &index, 30).await;
 }
 
 /// A workflow that ended leaves its tenant's workflow index once its
@@ -189,15 +187,7 @@ async fn expired_workflows_leave_the_workflow_index() {
             .await
             .expect("submit");
     }
-    let done = claim_default(&broker)
-        .await
-        .iter()
-        .map(|c| Completion {
-            lease: c.lease,
-            outcome: Outcome::Succeeded(serde_json::Value::Null),
-        })
-        .collect();
-    broker.complete(done).await.expect("complete");
+    succeed(&broker, &claim_default(&broker).await).await;
     let index = format!("{prefix}:wfs:t:t1");
     let before: i64 = conn.zcard(&index).await.expect("zcard");
     assert_eq!(before, 3);

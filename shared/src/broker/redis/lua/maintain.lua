@@ -120,6 +120,17 @@ end
 -- memory stays bounded by the live jobs whether or not anyone lists them,
 -- and a pass costs nothing while no job is that old.
 local budget = tonumber(ARGV[5])
+-- Drops from a listing index those of `ids` whose record (key_of(id))
+-- has expired.
+local function forget_expired(index, ids, key_of)
+  local gone = {}
+  for _, id in ipairs(ids) do
+    if redis.call('EXISTS', key_of(id)) == 0 then
+      gone[#gone + 1] = id
+    end
+  end
+  flush('ZREM', index, gone, 1)
+end
 local old = math.max(now - math.min(retention_ok, retention_failed), 0)
 local cutoff = '(' .. string.format('%08x-%04x', math.floor(old / 65536), old % 65536)
 local scan = redis.call('GET', P .. ':list:scan') or '0'
@@ -131,24 +142,12 @@ repeat
     local index, at = P .. ':list:t:' .. tenant, P .. ':list:at:' .. tenant
     local ids = redis.call('ZRANGEBYLEX', index, redis.call('GET', at) or '-', cutoff, 'LIMIT', 0, budget)
     budget = budget - #ids
-    local gone = {}
-    for _, id in ipairs(ids) do
-      if redis.call('EXISTS', jkey(id)) == 0 then
-        gone[#gone + 1] = id
-      end
-    end
-    flush('ZREM', index, gone, 1)
+    forget_expired(index, ids, jkey)
     -- The tenant's workflows whose record expired go the same way.
     local wfs, wat = P .. ':wfs:t:' .. tenant, P .. ':wfs:at:' .. tenant
     local wids = redis.call('ZRANGEBYLEX', wfs, redis.call('GET', wat) or '-', cutoff, 'LIMIT', 0, math.max(budget, 1))
     budget = budget - #wids
-    local ended = {}
-    for _, id in ipairs(wids) do
-      if redis.call('EXISTS', wf_key(id)) == 0 then
-        ended[#ended + 1] = id
-      end
-    end
-    flush('ZREM', wfs, ended, 1)
+    forget_expired(wfs, wids, wf_key)
     if #wids == 0 then
       redis.call('DEL', wat)
     else
@@ -170,13 +169,7 @@ repeat
       local from = redis.call('GET', above)
         or '(' .. string.format('%08x-%04x', math.floor(now / 65536), now % 65536)
       local odd = redis.call('ZRANGEBYLEX', index, from, '+', 'LIMIT', 0, budget)
-      local missing = {}
-      for _, id in ipairs(odd) do
-        if redis.call('EXISTS', jkey(id)) == 0 then
-          missing[#missing + 1] = id
-        end
-      end
-      flush('ZREM', index, missing, 1)
+      forget_expired(index, odd, jkey)
       if #odd < budget then
         redis.call('DEL', above)
       else
