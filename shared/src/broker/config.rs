@@ -96,12 +96,16 @@ impl BrokerConfig {
                     .iter()
                     .flat_map(|e| e.schemes.iter().map(|s| format!("{s}://")))
                     .collect();
+                // The interface names the RabbitMQ transport; say that it
+                // is absent rather than unknown.
+                let what = if matches!(scheme, "amqp" | "amqps") {
+                    "the RabbitMQ transport (`amqp://`) is not in this version".to_owned()
+                } else {
+                    format!("unsupported broker URL scheme `{scheme}`")
+                };
                 problems.push(Problem {
                     key: "WEIR_BROKER_URL".into(),
-                    message: format!(
-                        "unsupported broker URL scheme `{scheme}`: this build supports {}",
-                        known.join(", ")
-                    ),
+                    message: format!("{what}: this build supports {}", known.join(", ")),
                 });
                 Self::default()
             }
@@ -236,6 +240,19 @@ mod tests {
         assert!(
             p[0].message
                 .contains("sqlite://, redis://, rediss://, postgres://, postgresql://"),
+            "{}",
+            p[0].message
+        );
+    }
+
+    #[test]
+    fn an_amqp_url_is_told_the_transport_is_absent() {
+        let (_, p) = parse("amqp://guest:guest@127.0.0.1:5672/%2f", &[]);
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].message
+                .starts_with("the RabbitMQ transport (`amqp://`) is not in this version")
+                && p[0].message.contains("redis://"),
             "{}",
             p[0].message
         );
