@@ -53,6 +53,11 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "1 while a queue has jobs and no consumer (broker-wide)",
     ),
     (
+        "weir_postgres_oldest_xact_age_seconds",
+        "gauge",
+        "Age of the oldest transaction holding back vacuum on the Postgres broker's database",
+    ),
+    (
         "weir_worker_slots",
         "gauge",
         "A worker node's job slots by kind: busy, current, min, max",

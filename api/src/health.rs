@@ -69,7 +69,8 @@ pub(crate) async fn metrics(
 /// How long the broker-wide gauges of `/metrics` are reused.
 pub(crate) const GAUGES_TTL: Duration = Duration::from_secs(1);
 
-/// Reads the broker-wide gauges: queue depths and heads, limits, provider keys.
+/// Reads the broker-wide gauges: queue depths and heads, the backend's
+/// health, limits, provider keys.
 async fn read_gauges(state: &AppState) {
     if let Ok(queues) = crate::queues::cached_views(state, Some(GAUGES_TTL)).await {
         for q in &queues {
@@ -91,6 +92,11 @@ async fn read_gauges(state: &AppState) {
                 0.0
             });
         }
+    }
+    if let Ok(health) = state.broker.backend_health().await
+        && let Some(age) = health.oldest_transaction
+    {
+        metrics::gauge!("weir_postgres_oldest_xact_age_seconds").set(age.as_secs_f64());
     }
     if let Ok(limits) =
         weir_shared::inspect::limit_views(state.broker.as_ref(), &state.settings.limits).await

@@ -25,6 +25,6 @@ fn deploy_files_pass_their_tools() {
         return;
     }
     assert!(out.status.success(), "scripts/check-deploy failed:\n{text}");
-    assert!(text.contains("SUCCESS: 15 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 16 rules found"), "{text}");
     assert!(text.contains("deploy/ checks passed"), "{text}");
 }

@@ -166,6 +166,61 @@ async fn enqueue_in_a_transaction_follows_the_commit() {
     assert_eq!(stored.map(|j| j.state), Some(JobState::Queued));
 }
 
+/// The value of the unlabelled gauge `name` on the API's `/metrics` page.
+async fn gauge(api: &weir_tests::Dev, name: &str) -> Option<f64> {
+    let page = weir_tests::http_client()
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("page");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+}
+
+/// A transaction left open on the broker's database (here a repeatable
+/// read, as an analytics query takes) shows in
+/// `weir_postgres_oldest_xact_age_seconds`, the gauge the
+/// `WeirPostgresOldTransaction` alert watches, and leaves it once ended.
+#[tokio::test]
+async fn a_transaction_left_open_shows_in_the_oldest_transaction_gauge() {
+    let Some(url) = postgres_url() else { return };
+    let (sandbox, _cleanup) = postgres_sandbox(&url);
+    let api = sandbox.api().await;
+    let held_for = Duration::from_secs(3);
+    let mut other = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("a second connection");
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+        .execute(&mut other)
+        .await
+        .expect("open a transaction");
+    tokio::time::sleep(held_for).await;
+    let held = gauge(&api, "weir_postgres_oldest_xact_age_seconds").await;
+    assert!(
+        held.is_some_and(|age| age >= held_for.as_secs_f64() - 0.5),
+        "the open transaction's age shows: {held:?}"
+    );
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut other)
+        .await
+        .expect("commit");
+    // The gauges are read at most once a second.
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            gauge(&api, "weir_postgres_oldest_xact_age_seconds")
+                .await
+                .is_some_and(|age| age < 1.0)
+        })
+        .await,
+        "ended, it no longer shows: {:?}",
+        gauge(&api, "weir_postgres_oldest_xact_age_seconds").await
+    );
+}
+
 #[tokio::test]
 async fn bad_configuration_stops_the_process_with_what_to_fix() {
     let Some(url) = postgres_url() else { return };

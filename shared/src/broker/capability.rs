@@ -34,6 +34,22 @@ pub trait Inspect: Send + Sync + 'static {
     /// (enqueued, or its delay or backoff ended); `None` for a queue with
     /// nothing queued. One indexed read per queue: the oldest-age gauge.
     async fn queue_heads(&self, queues: &[String]) -> BrokerResult<Vec<Option<Millis>>>;
+
+    /// Readings of the backend's own health that only some backends have,
+    /// for `/metrics`; none by default.
+    async fn backend_health(&self) -> BrokerResult<BackendHealth> {
+        Ok(BackendHealth::default())
+    }
+}
+
+/// Health readings of a backend, each `None` where the backend has no such
+/// thing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BackendHealth {
+    /// How long the oldest open transaction on the broker's database has
+    /// run (Postgres): while one is open, vacuum cannot remove the dead
+    /// versions of finished jobs and claims slow down as they pile up.
+    pub oldest_transaction: Option<Duration>,
 }
 
 /// Operator actions on jobs and queues; each is one atomic step.

@@ -44,7 +44,7 @@ pub mod sqlite;
 #[cfg(feature = "testkit")]
 pub mod conformance;
 
-pub use capability::{Admin, Coordination, CronStore, Inspect, NodeRegistry};
+pub use capability::{Admin, BackendHealth, Coordination, CronStore, Inspect, NodeRegistry};
 pub use config::{BrokerConfig, Connected};
 pub use error::{BrokerError, BrokerResult};
 pub use request::*;

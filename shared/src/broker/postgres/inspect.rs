@@ -2,12 +2,13 @@
 
 use super::{JOB_COLUMNS, PostgresBroker, codec, flow, from_sqlx};
 use crate::broker::{
-    BrokerError, BrokerResult, Inspect, JobPage, LIST_SCAN_LIMIT, ListRequest, Position,
-    QueueCounts, Scope,
+    BackendHealth, BrokerError, BrokerResult, Inspect, JobPage, LIST_SCAN_LIMIT, ListRequest,
+    Position, QueueCounts, Scope,
 };
 use crate::job::{Job, JobId, JobState, Millis};
 use crate::limit::{TaskLimit, Usage};
 use async_trait::async_trait;
+use std::time::Duration;
 use uuid::Uuid;
 
 #[async_trait]
@@ -105,6 +106,28 @@ impl Inspect for PostgresBroker {
 
     async fn usage(&self, task: &str, limit: &TaskLimit) -> BrokerResult<Usage> {
         flow::usage(&self.pool, task, limit).await
+    }
+
+    async fn backend_health(&self) -> BrokerResult<BackendHealth> {
+        // Sessions of this database that hold back vacuum's horizon: a
+        // snapshot held (a repeatable-read transaction, a running query)
+        // or a transaction id taken (one that wrote), this read's own
+        // included (it is a moment old). Vacuum ignores other vacuums.
+        // Other roles' sessions are visible only to a role with
+        // pg_read_all_stats; without it they read as none.
+        let seconds: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM (clock_timestamp() - min(xact_start)))::float8 \
+             FROM pg_stat_activity \
+             WHERE datname = current_database() \
+               AND backend_type <> 'autovacuum worker' \
+               AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(BackendHealth {
+            oldest_transaction: Some(Duration::from_secs_f64(seconds.unwrap_or(0.0).max(0.0))),
+        })
     }
 }
 
