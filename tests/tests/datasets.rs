@@ -456,4 +456,11 @@ async fn another_tenant_cannot_see_or_search_a_dataset() {
     assert_eq!(still[0]["document_id"], "plan", "{still}");
     let none = sandbox.cli(&["datasets", "documents", "secret", "--tenant", "globex"]);
     assert_eq!(none.status.code(), Some(1));
+    let listed = sandbox.cli(&["datasets", "list", "--tenant", "globex"]);
+    assert_eq!(listed.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("secret"));
+    assert!(
+        String::from_utf8_lossy(&listed.stderr).contains("no datasets for tenant `globex` yet"),
+        "an empty list says how to make a dataset: {listed:?}"
+    );
 }

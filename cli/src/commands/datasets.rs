@@ -102,6 +102,11 @@ pub async fn run(settings: Settings, args: DatasetsArgs) -> Outcome {
                 ],
                 &rows,
             );
+            if sets.is_empty() {
+                eprintln!(
+                    "no datasets for tenant `{tenant}` yet: a `document.index` job makes one (weir enqueue document.index --payload '{{\"dataset\":\"kb\",\"document_id\":\"d1\",\"text\":\"...\"}}')"
+                );
+            }
         }
         DatasetAction::Documents { name } => {
             known(&store, &tenant, &name).await?;
