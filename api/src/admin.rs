@@ -57,8 +57,8 @@ pub(crate) async fn bulk(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BulkOutcome>, ApiError> {
     caller.require_admin()?;
-    let body: BulkBody = serde_json::from_value(json_body(body)?)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let body: BulkBody =
+        weir_shared::input::typed(json_body(body)?).map_err(ApiError::bad_request)?;
     if !state.settings.declared_queues.contains(&body.queue) {
         return Err(ApiError::invalid(
             "unknown_queue",

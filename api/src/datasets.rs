@@ -166,7 +166,7 @@ pub(crate) async fn search(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Listed<SearchHit>>, ApiError> {
-    let body: SearchBody = serde_json::from_value(json_body(body)?)
+    let body: SearchBody = weir_shared::input::typed(json_body(body)?)
         .map_err(|e| ApiError::bad_request(format!("search body: {e}")))?;
     if body.query.trim().is_empty() || body.query.len() > MAX_QUERY_BYTES {
         return Err(ApiError::invalid(

@@ -228,6 +228,42 @@ async fn bad_input_gets_the_interface_status_and_enqueues_nothing() {
     assert_eq!(api.total_jobs().await, 0);
 }
 
+/// A value of the wrong type is named by where it is, so the caller knows
+/// which field to fix: in a job, in a batch and in a workflow's step.
+#[tokio::test]
+async fn a_wrong_type_names_its_field() {
+    let api = api().await;
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "/v1/jobs",
+            json!({"task": "weir.noop", "priority": "high"}),
+            "priority: invalid type: string \"high\"",
+        ),
+        (
+            "/v1/jobs",
+            json!({"task": "weir.noop", "max_retries": [1]}),
+            "max_retries: invalid type: sequence",
+        ),
+        (
+            "/v1/jobs/batch",
+            json!({"jobs": [{"task": "weir.noop"}, {"task": "weir.noop", "delay_ms": "soon"}]}),
+            "jobs[1]: delay_ms: invalid type: string \"soon\"",
+        ),
+        (
+            "/v1/workflows",
+            json!({"steps": [{"id": "a", "task": "weir.noop", "priority": true}]}),
+            "priority: invalid type: boolean `true`",
+        ),
+    ];
+    for (path, body, names) in cases {
+        let (status, value) = api.post(path, body).await;
+        assert!(status.is_client_error(), "{path}: {status} {value}");
+        let message = value["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(names), "{path}: {message}");
+    }
+    assert_eq!(api.total_jobs().await, 0);
+}
+
 #[tokio::test]
 async fn oversized_body_is_413() {
     let api = api_with(&[("WEIR_MAX_PAYLOAD_BYTES", "1024")]).await;

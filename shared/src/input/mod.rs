@@ -92,6 +92,19 @@ impl Catalog<'_> {
     }
 }
 
+/// Reads `value` as a `T`; a value of the wrong type is named by where it
+/// is (`priority: invalid type: string "high", expected i64`).
+pub fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.into_inner().to_string()
+        } else {
+            format!("{path}: {}", e.into_inner())
+        }
+    })
+}
+
 /// One job request (the JSON of `POST /v1/jobs`), checked against the
 /// configuration. `at` prefixes messages in a batch (`jobs[3]: `).
 pub fn job_request(
@@ -119,8 +132,8 @@ pub fn job_request(
             ),
         ));
     }
-    let body: JobBody = serde_json::from_value(Value::Object(map))
-        .map_err(|e| InputError::Malformed(format!("{at}{e}")))?;
+    let body: JobBody = typed(Value::Object(map))
+        .map_err(|message| InputError::Malformed(format!("{at}{message}")))?;
 
     if !catalog.knows_task(&body.task) {
         return Err(invalid(
