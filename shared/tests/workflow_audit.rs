@@ -111,31 +111,12 @@ async fn the_audit_repairs_a_missed_release_on_sqlite() {
 
 #[tokio::test]
 async fn the_audit_repairs_a_missed_release_on_postgres() {
-    use weir_shared::broker::Retention;
-    use weir_shared::broker::postgres::{PostgresBroker, PostgresConfig, SchemaCleanup};
-    let Some(url) = service_url(
-        "WEIR_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
-    ) else {
+    use weir_shared::broker::postgres::SchemaCleanup;
+    let Some((broker, cleanup)) = SchemaCleanup::test_broker(2).await else {
         return;
     };
-    let schema = format!("weirtest_{}", uuid::Uuid::now_v7().simple());
-    let _cleanup = SchemaCleanup {
-        url: url.clone(),
-        schema: schema.clone(),
-    };
-    let broker: SharedBroker = Arc::new(
-        PostgresBroker::open(&PostgresConfig {
-            url: url.clone(),
-            schema: schema.clone(),
-            notify: false,
-            pool: 2,
-            limiter_url: None,
-            retention: Retention::default(),
-        })
-        .await
-        .expect("broker"),
-    );
+    let (url, schema) = (cleanup.url.clone(), cleanup.schema.clone());
+    let broker: SharedBroker = Arc::new(broker);
     let (wf, a) = running_parent(&broker).await;
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
         .await

@@ -216,3 +216,61 @@ impl PostgresBroker {
         Ok(missing(leases.iter().copied(), &kept.into_iter().collect()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::Broker;
+    use crate::broker::conformance::request;
+    use crate::broker::postgres::SchemaCleanup;
+    use serde_json::Value;
+
+    /// Rows the plan read from `jobs`, over every node and loop.
+    fn rows_from_jobs(node: &Value) -> f64 {
+        let own = if node["Relation Name"] == "jobs" {
+            node["Actual Rows"].as_f64().unwrap_or(0.0)
+                * node["Actual Loops"].as_f64().unwrap_or(1.0)
+        } else {
+            0.0
+        };
+        own + node["Plans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(rows_from_jobs)
+            .sum::<f64>()
+    }
+
+    /// The probe an idle worker sends reads at most one queued job per
+    /// queue however long the backlog, also before the table's statistics
+    /// have caught up with a burst (as in a fresh schema).
+    #[tokio::test]
+    async fn the_probe_reads_one_job_per_queue_whatever_the_backlog() {
+        let Some((broker, _cleanup)) = SchemaCleanup::test_broker(2).await else {
+            return;
+        };
+        for _ in 0..3 {
+            let jobs = (0..1_000)
+                .map(|_| request("weir.noop", "default"))
+                .collect();
+            broker.enqueue(jobs).await.expect("enqueue");
+        }
+        let queues: Vec<String> = ["pipeline", "dataset", "mail", "default"]
+            .map(String::from)
+            .to_vec();
+        let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (ANALYZE, FORMAT JSON) {Q_PROBE}"
+        )))
+        .bind(&queues)
+        .bind(None::<Vec<String>>)
+        .fetch_one(&broker.pool)
+        .await
+        .expect("explain");
+        let read = rows_from_jobs(&plan[0]["Plan"]);
+        assert!(
+            read <= queues.len() as f64,
+            "the probe read {read} rows of jobs for {} queues: {plan}",
+            queues.len()
+        );
+    }
+}

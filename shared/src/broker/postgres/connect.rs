@@ -229,3 +229,31 @@ impl Drop for SchemaCleanup {
         let _ = done.join();
     }
 }
+
+impl SchemaCleanup {
+    /// For tests: a broker on the test Postgres (`WEIR_TEST_POSTGRES_URL`)
+    /// in a schema of its own (dropped with the guard), without
+    /// notifications; `None` when the server is unreachable outside CI.
+    pub async fn test_broker(pool: u32) -> Option<(PostgresBroker, SchemaCleanup)> {
+        let url = crate::broker::conformance::service_url(
+            "WEIR_TEST_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+        )?;
+        let schema = format!("weirtest_{}", uuid::Uuid::now_v7().simple());
+        let guard = SchemaCleanup {
+            url: url.clone(),
+            schema: schema.clone(),
+        };
+        let broker = PostgresBroker::open(&crate::broker::postgres::PostgresConfig {
+            url,
+            schema,
+            notify: false,
+            pool,
+            limiter_url: None,
+            retention: crate::broker::Retention::default(),
+        })
+        .await
+        .expect("Postgres test broker");
+        Some((broker, guard))
+    }
+}
