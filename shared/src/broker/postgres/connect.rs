@@ -230,6 +230,7 @@ impl Drop for SchemaCleanup {
     }
 }
 
+#[cfg(feature = "testkit")]
 impl SchemaCleanup {
     /// For tests: a broker on the test Postgres (`WEIR_TEST_POSTGRES_URL`)
     /// in a schema of its own (dropped with the guard), without
