@@ -218,7 +218,7 @@ impl PostgresBroker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::broker::Broker;
     use crate::broker::conformance::request;
@@ -241,6 +241,34 @@ mod tests {
             .sum::<f64>()
     }
 
+    /// Runs `sql` (`what`) under EXPLAIN ANALYZE with `queues` and
+    /// `second` as its parameters, and asserts it read at most one row of
+    /// jobs per queue.
+    pub(in crate::broker::postgres) async fn assert_one_row_per_queue<T>(
+        broker: &PostgresBroker,
+        what: &str,
+        sql: &str,
+        queues: &[String],
+        second: T,
+    ) where
+        T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + 'static,
+    {
+        let plan: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (ANALYZE, FORMAT JSON) {sql}"
+        )))
+        .bind(queues)
+        .bind(second)
+        .fetch_one(&broker.pool)
+        .await
+        .expect("explain");
+        let read = rows_from_jobs(&plan[0]["Plan"]);
+        assert!(
+            read <= queues.len() as f64,
+            "{what} read {read} rows of jobs for {} queues: {plan}",
+            queues.len()
+        );
+    }
+
     /// The probe an idle worker sends reads at most one queued job per
     /// queue however long the backlog, also before the table's statistics
     /// have caught up with a burst (as in a fresh schema).
@@ -258,19 +286,6 @@ mod tests {
         let queues: Vec<String> = ["pipeline", "dataset", "mail", "default"]
             .map(String::from)
             .to_vec();
-        let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN (ANALYZE, FORMAT JSON) {Q_PROBE}"
-        )))
-        .bind(&queues)
-        .bind(None::<Vec<String>>)
-        .fetch_one(&broker.pool)
-        .await
-        .expect("explain");
-        let read = rows_from_jobs(&plan[0]["Plan"]);
-        assert!(
-            read <= queues.len() as f64,
-            "the probe read {read} rows of jobs for {} queues: {plan}",
-            queues.len()
-        );
+        assert_one_row_per_queue(&broker, "the probe", Q_PROBE, &queues, None::<Vec<String>>).await;
     }
 }

@@ -303,3 +303,57 @@ impl PostgresBroker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::conformance::request;
+    use crate::broker::postgres::SchemaCleanup;
+    use crate::broker::postgres::claim::tests::assert_one_row_per_queue;
+    use crate::broker::{Broker, ClaimRequest, Outcome};
+    use serde_json::Value;
+    use std::time::Duration;
+
+    /// The retention check reads at most one finished job per queue
+    /// however many there are, also before statistics catch up.
+    #[tokio::test]
+    async fn the_retention_check_reads_one_job_per_queue() {
+        let Some((broker, _cleanup)) = SchemaCleanup::test_broker(2).await else {
+            return;
+        };
+        let jobs = (0..2_000)
+            .map(|_| request("weir.noop", "default"))
+            .collect();
+        broker.enqueue(jobs).await.expect("enqueue");
+        let claimed = broker
+            .claim(ClaimRequest {
+                worker: "w1".into(),
+                queues: vec!["default".into()],
+                limit: 2_000,
+                lease: Duration::from_secs(30),
+                limits: std::sync::Arc::default(),
+                tasks: None,
+            })
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 2_000);
+        let done = claimed
+            .iter()
+            .map(|c| Completion {
+                lease: c.lease,
+                outcome: Outcome::Succeeded(Value::Null),
+            })
+            .collect();
+        broker.complete(done).await.expect("complete");
+        // A worker's ten default queues.
+        let queues: Vec<String> = crate::config::DEFAULT_QUEUES.map(String::from).to_vec();
+        assert_one_row_per_queue(
+            &broker,
+            "the retention check",
+            Q_ANY_RETIRED,
+            &queues,
+            -60_000_i64,
+        )
+        .await;
+    }
+}
