@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 /// Segment rows per INSERT statement.
 const INSERT_ROWS: usize = 200;
-/// Hashes per cache lookup.
-const LOOKUP_HASHES: usize = 500;
+/// Values per `IN (...)` list: hashes of a cache lookup, documents of a
+/// matrix refresh.
+const IN_LIST: usize = 500;
 /// The Postgres schema when the URL names none.
 pub const DEFAULT_SCHEMA: &str = "weir_vectors";
 
@@ -200,7 +201,7 @@ impl SqlStore {
             });
         };
         let mut out = Vec::new();
-        for chunk in documents.chunks(LOOKUP_HASHES) {
+        for chunk in documents.chunks(IN_LIST) {
             let rows: Vec<SegmentRow> = on_pool!(&self.pool, p => {
                 let mut q = QueryBuilder::new(
                     "SELECT document_id, seq, vector FROM segments WHERE tenant = ",
@@ -454,7 +455,7 @@ impl VectorStore for SqlStore {
         hashes: &[String],
     ) -> VectorResult<HashMap<String, Vec<f32>>> {
         let mut out = HashMap::new();
-        for chunk in hashes.chunks(LOOKUP_HASHES) {
+        for chunk in hashes.chunks(IN_LIST) {
             let rows: Vec<(String, Vec<u8>)> = on_pool!(&self.pool, p => {
                 let mut q = QueryBuilder::new("SELECT sha256, vector FROM embedding_cache WHERE model = ");
                 q.push_bind(model).push(" AND sha256 IN (");

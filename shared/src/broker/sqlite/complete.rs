@@ -6,7 +6,7 @@ use super::codec::{self, ids, missing};
 use super::{PROMOTE_BATCH, SqliteBroker, flow, from_sqlx, serial, workflow};
 use crate::broker::retention::RETENTION_BATCH;
 use crate::broker::{BrokerResult, Completion, Lease, Maintenance, Outcome, Scope};
-use crate::job::{Job, JobId, JobState, duration_ms, now_ms};
+use crate::job::{Job, JobId, JobState, Millis, duration_ms, now_ms};
 use serde_json::{Value, json};
 use sqlx::Row;
 use std::collections::HashSet;
@@ -184,6 +184,25 @@ impl SqliteBroker {
     }
 }
 
+/// Runs one of the acknowledgement statements over `batch` (a JSON array
+/// of ends); nothing for an empty batch.
+async fn record(
+    tx: &mut sqlx::SqliteConnection,
+    sql: &'static str,
+    now: Millis,
+    batch: Vec<Value>,
+) -> BrokerResult<Vec<sqlx::sqlite::SqliteRow>> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query(sql)
+        .bind(now.0)
+        .bind(Value::Array(batch).to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)
+}
+
 /// Records `completions` inside the caller's write transaction: returns the
 /// stale ones (their lease was no longer held) and how many waiting jobs
 /// the ends released (serial lanes, workflow children), for a wake-up once
@@ -220,15 +239,7 @@ pub(super) async fn complete_in(
     let mut lanes = Vec::new();
     let mut steps = Vec::new();
     for (sql, batch) in [(Q_SUCCEED, succeeded), (Q_FAIL, failed)] {
-        if batch.is_empty() {
-            continue;
-        }
-        let rows = sqlx::query(sql)
-            .bind(now.0)
-            .bind(Value::Array(batch).to_string())
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
+        let rows = record(tx, sql, now, batch).await?;
         touched.extend(ids(&rows)?);
         lanes.extend(serial::lanes_of(&rows));
         steps.extend(workflow::ended_steps(&rows));
@@ -236,16 +247,7 @@ pub(super) async fn complete_in(
     serial::advance(&mut *tx, lanes).await?;
     let freed = workflow::finish(&mut *tx, steps, now).await?;
     for (sql, batch) in [(Q_RELEASE, released), (Q_SNOOZE, snoozed)] {
-        if batch.is_empty() {
-            continue;
-        }
-        let rows = sqlx::query(sql)
-            .bind(now.0)
-            .bind(Value::Array(batch).to_string())
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
-        touched.extend(ids(&rows)?);
+        touched.extend(ids(&record(tx, sql, now, batch).await?)?);
     }
     Ok((
         missing(completions.iter().map(|c| c.lease), &touched),
